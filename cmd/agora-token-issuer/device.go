@@ -1,0 +1,12 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+)
+
+func runDevice(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fmt.Fprintln(stderr, "agora-token-issuer: not implemented yet")
+	return 1
+}

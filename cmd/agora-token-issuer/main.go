@@ -1,0 +1,69 @@
+// Command agora-token-issuer holds an Agora project's App Certificate(s),
+// decides from a policy which device may hold which token, and signs and
+// publishes AccessToken2 tokens over MQTT and HTTP.
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"agoratokens/buildinfo"
+)
+
+func main() {
+	os.Exit(run(context.Background(), os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
+}
+
+const usage = `agora-token-issuer: sign and publish Agora AccessToken2 tokens for a device fleet
+
+Usage:
+  agora-token-issuer serve --config FILE          run the token service
+  agora-token-issuer check-config --config FILE   validate config and policy
+  agora-token-issuer init DIR [--listen ADDR] [--ttl DURATION]
+                                                  write a single-machine setup
+  agora-token-issuer device add NAME --config FILE [--out DIR] [--local]
+                                                  register a device
+  agora-token-issuer token inspect|build|verify|rtc|rtm|chat|education ...
+                                                  work with tokens
+  agora-token-issuer fleet-sim ...                simulate a fleet (capacity planning)
+  agora-token-issuer --version
+
+Run a command with --help for its flags.
+`
+
+// run is the whole program; exit codes: 0 ok, 1 failure, 2 usage error.
+func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	cmd, rest := args[0], args[1:]
+	switch cmd {
+	case "--version", "version":
+		fmt.Fprintln(stdout, "agora-token-issuer", buildinfo.Version)
+		return 0
+	case "-h", "--help", "help":
+		fmt.Fprint(stdout, usage)
+		return 0
+	case "serve":
+		return runServe(ctx, rest, stdout, stderr)
+	case "check-config":
+		return runCheckConfig(ctx, rest, stdout, stderr)
+	case "init":
+		return runInit(ctx, rest, stdout, stderr)
+	case "device":
+		return runDevice(ctx, rest, stdout, stderr)
+	case "token":
+		return runToken(ctx, rest, stdin, stdout, stderr)
+	case "fleet-sim":
+		return runFleetSim(ctx, rest, stdout, stderr)
+	}
+	fmt.Fprintf(stderr, "agora-token-issuer: unknown command %q\n\n%s", cmd, usage)
+	return 2
+}
