@@ -28,8 +28,11 @@ lint:
 	if [ -n "$$out" ]; then echo "gofmt needed on:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 
+# ARM builds, qemu-user test runs and Debian packages live in cross/.
+include cross/cross.mk
+
 # The summary lines of go test end the output: the race run goes last.
-test: test-deps lint
+test: test-deps lint test-arm
 	$(GO) test -race -count=1 -timeout 15m ./...
 
 bench:

@@ -1,4 +1,14 @@
 #!/bin/sh
-# Runs every benchmark once, with memory figures.
+# make bench: every benchmark suite of the project, each in its own script
+# (scripts/bench-*.sh), run in turn. Figures are compared with the
+# reference implementations inside each suite, in the same run.
 set -eu
-go test -run '^$' -bench . -benchmem ./...
+cd "$(dirname "$0")/.."
+found=0
+for s in scripts/bench-*.sh; do
+	[ -x "$s" ] || continue
+	found=1
+	echo "== $s"
+	"$s"
+done
+[ "$found" = 1 ] || { echo "no benchmark suites found" >&2; exit 1; }
