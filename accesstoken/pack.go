@@ -63,14 +63,55 @@ func packService(w *packer, s *Service) {
 		w.u16(uint16(s.Role))
 	case ServiceRTM2:
 		w.str(s.UserID)
-		w.u16(uint16(len(s.Permissions)))
-		for _, p := range s.Permissions {
-			w.u16(p.ResourceType)
+		packRTM2Permissions(w, s.Permissions)
+	}
+}
+
+// packRTM2Permissions packs Agora's nested permission map: u16 count of
+// resource types, then per resource type (ascending) the type, a u16 count
+// of permission types and per permission type (ascending) the type and its
+// resource list. The flat slice is walked in that order without sorting
+// it; Validate rejects a (resource type, permission type) pair given twice.
+func packRTM2Permissions(w *packer, perms []RTM2Permission) {
+	nextResource := func(after int) int {
+		next := -1
+		for _, p := range perms {
+			if int(p.ResourceType) > after && (next < 0 || int(p.ResourceType) < next) {
+				next = int(p.ResourceType)
+			}
+		}
+		return next
+	}
+	count := 0
+	for rt := nextResource(-1); rt >= 0; rt = nextResource(rt) {
+		count++
+	}
+	w.u16(uint16(count))
+	for rt := nextResource(-1); rt >= 0; rt = nextResource(rt) {
+		w.u16(uint16(rt))
+		n := 0
+		for _, p := range perms {
+			if int(p.ResourceType) == rt {
+				n++
+			}
+		}
+		w.u16(uint16(n))
+		last := -1
+		for range n {
+			next := -1
+			for j, p := range perms {
+				if int(p.ResourceType) == rt && int(p.PermissionType) > last &&
+					(next < 0 || p.PermissionType < perms[next].PermissionType) {
+					next = j
+				}
+			}
+			p := perms[next]
 			w.u16(p.PermissionType)
 			w.u16(uint16(len(p.Resources)))
 			for _, r := range p.Resources {
 				w.str(r)
 			}
+			last = int(p.PermissionType)
 		}
 	}
 }
@@ -157,23 +198,39 @@ func unpackService(r *reader, s *Service) {
 		s.Role = int16(r.u16("apaas role"))
 	case ServiceRTM2:
 		s.UserID = r.str("rtm2 user id")
-		n := int(r.u16("rtm2 permission count"))
-		if !r.need(6*n, "rtm2 permissions") {
-			return
+		s.Permissions = unpackRTM2Permissions(r)
+	}
+}
+
+// unpackRTM2Permissions reads the nested permission map into a flat slice
+// in packed order. Counts are checked against the bytes left before any
+// allocation, so a hostile count cannot make it allocate.
+func unpackRTM2Permissions(r *reader) []RTM2Permission {
+	nr := int(r.u16("rtm2 resource type count"))
+	// Each resource type takes at least 4 bytes (type, count).
+	if !r.need(4*nr, "rtm2 resource types") {
+		return nil
+	}
+	var perms []RTM2Permission
+	for range nr {
+		rt := r.u16("rtm2 resource type")
+		np := int(r.u16("rtm2 permission type count"))
+		// Each permission type takes at least 4 bytes (type, count).
+		if !r.need(4*np, "rtm2 permission types") {
+			return nil
 		}
-		s.Permissions = make([]RTM2Permission, n)
-		for i := range s.Permissions {
-			p := &s.Permissions[i]
-			p.ResourceType = r.u16("rtm2 resource type")
-			p.PermissionType = r.u16("rtm2 permission type")
+		for range np {
+			p := RTM2Permission{ResourceType: rt, PermissionType: r.u16("rtm2 permission type")}
 			m := int(r.u16("rtm2 resource count"))
 			if !r.need(2*m, "rtm2 resources") {
-				return
+				return nil
 			}
 			p.Resources = make([]string, m)
 			for j := range p.Resources {
 				p.Resources[j] = r.str("rtm2 resource")
 			}
+			perms = append(perms, p)
 		}
 	}
+	return perms
 }

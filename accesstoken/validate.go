@@ -135,7 +135,15 @@ func (s *Service) validate() error {
 		if len(s.Permissions) > 0xffff {
 			return fmt.Errorf("%d permissions, max 65535", len(s.Permissions))
 		}
-		for _, p := range s.Permissions {
+		for i, p := range s.Permissions {
+			for _, q := range s.Permissions[:i] {
+				if q.ResourceType == p.ResourceType && q.PermissionType == p.PermissionType {
+					return fmt.Errorf("rtm2 permission (resource type %d, permission type %d) given twice", p.ResourceType, p.PermissionType)
+				}
+			}
+			if len(p.Resources) > 0xffff {
+				return fmt.Errorf("rtm2 permission (resource type %d, permission type %d) has %d resources, max 65535", p.ResourceType, p.PermissionType, len(p.Resources))
+			}
 			for _, r := range p.Resources {
 				if err := ValidateAccount("resource", r); err != nil {
 					return err
