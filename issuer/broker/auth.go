@@ -1,0 +1,282 @@
+package broker
+
+import (
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/packets"
+
+	"agoratokens/issuer/devices"
+	"agoratokens/wire"
+)
+
+// notAuthorized is the reason a removed device is disconnected with.
+var notAuthorized = packets.ErrNotAuthorized
+
+// authConfig is what the auth hook decides with.
+type authConfig struct {
+	topics          wire.Topics
+	credentialsFile string
+	serviceUser     string
+	serviceHash     [sha256.Size]byte
+	log             *slog.Logger
+	now             func() time.Time
+}
+
+// authHook logs clients in and checks every publish and subscription
+// against the ACL.
+type authHook struct {
+	mqtt.HookBase
+	cfg   authConfig
+	creds atomic.Pointer[devices.File]
+
+	reloadMu sync.Mutex
+	loaded   fileStamp // of the file behind creds
+
+	refusals logLimiter
+}
+
+// fileStamp identifies a version of the credentials file.
+type fileStamp struct {
+	modTime time.Time
+	size    int64
+	exists  bool
+}
+
+func stampOf(path string) (fileStamp, error) {
+	st, err := os.Stat(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return fileStamp{}, nil
+	}
+	if err != nil {
+		return fileStamp{}, err
+	}
+	return fileStamp{modTime: st.ModTime(), size: st.Size(), exists: true}, nil
+}
+
+func newAuthHook(cfg authConfig) (*authHook, error) {
+	h := &authHook{cfg: cfg, refusals: logLimiter{perSecond: 20, now: cfg.now}}
+	if _, err := h.reload(); err != nil {
+		return nil, err
+	}
+	return h, nil
+}
+
+// ID names the hook for mochi.
+func (h *authHook) ID() string { return "agora-device-auth" }
+
+// Provides tells mochi which events the hook handles.
+func (h *authHook) Provides(b byte) bool {
+	return b == mqtt.OnConnectAuthenticate || b == mqtt.OnACLCheck
+}
+
+// reload reads the credentials file and returns the devices it no longer
+// lists. On error the old credentials stay.
+func (h *authHook) reload() (map[string]struct{}, error) {
+	h.reloadMu.Lock()
+	defer h.reloadMu.Unlock()
+	return h.reloadLocked()
+}
+
+func (h *authHook) reloadLocked() (map[string]struct{}, error) {
+	stamp, err := stampOf(h.cfg.credentialsFile)
+	if err != nil {
+		return nil, fmt.Errorf("broker: stat device credentials: %w", err)
+	}
+	f, err := loadCredentials(h.cfg.credentialsFile)
+	if err != nil {
+		return nil, err
+	}
+	removed := map[string]struct{}{}
+	if old := h.creds.Load(); old != nil {
+		for _, d := range old.Devices() {
+			if !f.Has(d.Name) {
+				removed[d.Name] = struct{}{}
+			}
+		}
+		h.cfg.log.Info("device credentials reloaded", "devices", f.Len(), "removed", len(removed))
+	}
+	h.creds.Store(f)
+	h.loaded = stamp
+	return removed, nil
+}
+
+// reloadIfChanged picks up devices added while the broker runs: it is
+// called when an unknown device tries to log in.
+func (h *authHook) reloadIfChanged() {
+	h.reloadMu.Lock()
+	defer h.reloadMu.Unlock()
+	stamp, err := stampOf(h.cfg.credentialsFile)
+	if err != nil || stamp == h.loaded {
+		return
+	}
+	if _, err := h.reloadLocked(); err != nil {
+		h.cfg.log.Error("device credentials changed but cannot be read; keeping the old ones", "error", err)
+	}
+}
+
+// OnConnectAuthenticate checks a client's login: the service user, or a
+// registered device with its secret, a client id of its own and a last
+// will only on its own status topic.
+func (h *authHook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
+	user := string(pk.Connect.Username)
+	reason := h.refuseConnect(user, pk.Connect)
+	if reason == "" {
+		return true
+	}
+	h.refused("connect refused", "user", safeUser(user), "client", pk.Connect.ClientIdentifier,
+		"remote", cl.Net.Remote, "reason", reason)
+	return false
+}
+
+// refuseConnect returns why a login is refused, or "".
+func (h *authHook) refuseConnect(user string, c packets.ConnectParams) string {
+	switch {
+	case user == "":
+		return "no user name"
+	case user == h.cfg.serviceUser:
+		if !checkService(h.cfg.serviceHash, c.Password) {
+			return "wrong service password"
+		}
+		return ""
+	case wire.ValidateDeviceID(user) != nil:
+		return "user name is not a device id"
+	}
+	creds := h.creds.Load()
+	if !creds.Has(user) {
+		h.reloadIfChanged()
+		creds = h.creds.Load()
+	}
+	if !creds.Check(user, string(c.Password)) {
+		if !creds.Has(user) {
+			return "unknown device"
+		}
+		return "wrong device secret"
+	}
+	if !deviceClientID(user, c.ClientIdentifier) {
+		return fmt.Sprintf("client id must be the device id (or %q + suffix, or empty)", user+":")
+	}
+	if c.WillFlag && !allowed(h.cfg.topics, h.cfg.serviceUser, user, c.WillTopic, true) {
+		return "last will topic " + c.WillTopic + " is not the device's own"
+	}
+	return ""
+}
+
+// deviceClientID reports whether a device may use a client id. Were any
+// id allowed, one device could take over another's session.
+func deviceClientID(device, id string) bool {
+	return id == "" || id == device || strings.HasPrefix(id, device+":")
+}
+
+// OnACLCheck checks a publish (write) or a subscription filter or
+// delivery (read) against the ACL.
+func (h *authHook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
+	user := string(cl.Properties.Username)
+	ok := allowed(h.cfg.topics, h.cfg.serviceUser, user, topic, write)
+	if ok && user != h.cfg.serviceUser && !h.creds.Load().Has(user) {
+		ok = false // removed since it logged in
+	}
+	if !ok {
+		op := "subscribe"
+		if write {
+			op = "publish"
+		}
+		h.refused("operation refused", "user", safeUser(user), "client", cl.ID, "op", op, "topic", topic)
+	}
+	return ok
+}
+
+// allowed is the ACL. The service user may publish to any topic under
+// the root and subscribe to any filter under it, directly or through a
+// shared subscription. A device may publish only to its own req and
+// status topics and subscribe only to its own token topic.
+func allowed(t wire.Topics, service, user, topic string, write bool) bool {
+	if user == "" {
+		return false
+	}
+	if user == service {
+		if !write {
+			topic = stripShare(topic)
+		}
+		return strings.HasPrefix(topic, t.Root+"/")
+	}
+	if write {
+		return topic == t.Req(user) || topic == t.Status(user)
+	}
+	return topic == t.Token(user)
+}
+
+// stripShare removes a "$share/{group}/" prefix from a filter.
+func stripShare(filter string) string {
+	rest, ok := strings.CutPrefix(filter, "$share/")
+	if !ok {
+		return filter
+	}
+	_, f, ok := strings.Cut(rest, "/")
+	if !ok {
+		return ""
+	}
+	return f
+}
+
+// safeUser quotes a user name for a log line, shortened: it came from
+// the network.
+func safeUser(u string) string {
+	if len(u) > 80 {
+		u = u[:80] + "…"
+	}
+	return fmt.Sprintf("%q", u)
+}
+
+// refused logs a refusal at warn level, at most perSecond a second; the
+// next line logged says how many were dropped.
+func (h *authHook) refused(msg string, args ...any) {
+	ok, dropped := h.refusals.allow()
+	if !ok {
+		return
+	}
+	if dropped > 0 {
+		args = append(args, "suppressed", dropped)
+	}
+	h.cfg.log.Warn(msg, args...)
+}
+
+// logLimiter lets perSecond events through each second and counts the
+// rest.
+type logLimiter struct {
+	perSecond int
+	now       func() time.Time
+
+	mu      sync.Mutex
+	window  time.Time
+	n       int
+	dropped int
+}
+
+// allow reports whether to log, and how many events were dropped since
+// the last one logged.
+func (l *logLimiter) allow() (bool, int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	now := l.now()
+	if now.Sub(l.window) >= time.Second {
+		l.window, l.n = now, 0
+	}
+	if l.n >= l.perSecond {
+		l.dropped++
+		return false, 0
+	}
+	l.n++
+	d := l.dropped
+	l.dropped = 0
+	return true, d
+}
