@@ -18,7 +18,7 @@ const tokenUsage = `agora-token-issuer token: build, inspect and verify Agora Ac
 Usage:
   agora-token-issuer token inspect [--compact] TOKEN|-
   agora-token-issuer token build [--certificate-file F] [--app-id ID] [SPEC|-]
-  agora-token-issuer token verify (--certificate-file F ... | --config FILE) TOKEN|-
+  agora-token-issuer token verify --certificate-file F [--certificate-file G ...] TOKEN|-
   agora-token-issuer token rtc --channel C (--uid N | --account A) --role publisher|subscriber
                                --expire S [--privilege-expire S] [--rtm]
   agora-token-issuer token rtm --user U [--stream-channel C] --expire S

@@ -23,8 +23,8 @@ func tokenBuild(env *tokenEnv, args []string) error {
 		"salt of 0 means random. "+
 		"\"issued\" and \"expires\" are ignored.\n"+
 		"The certificate comes from --certificate-file or $AGORA_APP_CERTIFICATE.")
-	certFile := fs.String("certificate-file", "", "file holding the App Certificate (32 hex characters)")
-	appIDFlag := fs.String("app-id", "", "App ID for a spec without app_id (default $AGORA_APP_ID)")
+	certFile := fs.String("certificate-file", "", "`file` holding the App Certificate (32 hex characters)")
+	appIDFlag := fs.String("app-id", "", "App `ID` for a spec without app_id (default $AGORA_APP_ID)")
 	pos, err := parseArgs(fs, args)
 	if err != nil {
 		return err

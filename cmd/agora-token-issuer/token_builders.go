@@ -17,10 +17,10 @@ type builderFlags struct {
 
 func addBuilderFlags(fs *flag.FlagSet) *builderFlags {
 	b := &builderFlags{
-		appID:    fs.String("app-id", "", "Agora App ID (default $AGORA_APP_ID)"),
-		certFile: fs.String("certificate-file", "", "file holding the App Certificate (default $AGORA_APP_CERTIFICATE)"),
+		appID:    fs.String("app-id", "", "Agora App `ID` (default $AGORA_APP_ID)"),
+		certFile: fs.String("certificate-file", "", "`file` holding the App Certificate (default $AGORA_APP_CERTIFICATE)"),
 	}
-	fs.Var(&b.expire, "expire", "token lifetime: seconds or a duration such as 1h, at most 24h (required)")
+	fs.Var(&b.expire, "expire", "token lifetime `S`: seconds or a duration such as 1h, at most 24h (required)")
 	return b
 }
 
@@ -62,12 +62,12 @@ func tokenRTC(env *tokenEnv, args []string) error {
 		"A publisher may join and publish audio, video and data; a subscriber may\n"+
 		"only join. --rtm also grants RTM login as the same account (BuildTokenWithRtm).")
 	bf := addBuilderFlags(fs)
-	channel := fs.String("channel", "", "channel name (required)")
-	uid := fs.String("uid", "", "numeric uid, 0..4294967295 (0: any uid)")
-	account := fs.String("account", "", "user account (string uid)")
+	channel := fs.String("channel", "", "channel `name` (required)")
+	uid := fs.String("uid", "", "numeric uid `N`, 0..4294967295 (0: any uid)")
+	account := fs.String("account", "", "user `account` (string uid)")
 	role := fs.String("role", "", "publisher or subscriber (required)")
 	var privExpire lifetime
-	fs.Var(&privExpire, "privilege-expire", "lifetime of the join and publish privileges (default --expire)")
+	fs.Var(&privExpire, "privilege-expire", "lifetime `S` of the join and publish privileges (default --expire)")
 	withRTM := fs.Bool("rtm", false, "also grant RTM login as the same uid or account")
 	pos, err := parseArgs(fs, args)
 	if err != nil {
@@ -126,8 +126,8 @@ func tokenRTM(env *tokenEnv, args []string) error {
 		"Build an RTM login token. --stream-channel also grants joining that RTM\n"+
 		"stream channel.")
 	bf := addBuilderFlags(fs)
-	user := fs.String("user", "", "RTM user id (required)")
-	stream := fs.String("stream-channel", "", "RTM stream channel to grant")
+	user := fs.String("user", "", "RTM user `id` (required)")
+	stream := fs.String("stream-channel", "", "RTM stream `channel` to grant")
 	pos, err := parseArgs(fs, args)
 	if err != nil {
 		return err
@@ -153,7 +153,7 @@ func tokenChat(env *tokenEnv, args []string) error {
 	fs := newFlagSet(env, "chat", "chat (--user U | --app) --expire S\n\n"+
 		"Build an Agora Chat user token or app token.")
 	bf := addBuilderFlags(fs)
-	user := fs.String("user", "", "Chat user id")
+	user := fs.String("user", "", "Chat user `id`")
 	app := fs.Bool("app", false, "build an app token")
 	pos, err := parseArgs(fs, args)
 	if err != nil {
@@ -190,9 +190,9 @@ func tokenEducation(env *tokenEnv, args []string) error {
 		"EducationTokenBuilder2.")
 	bf := addBuilderFlags(fs)
 	app := fs.Bool("app", false, "build an app token")
-	user := fs.String("user", "", "user uuid")
-	room := fs.String("room", "", "room uuid (with --user and --role: a room-user token)")
-	role := fs.Int("role", 0, "role in the room, e.g. 1 teacher, 2 student (with --room)")
+	user := fs.String("user", "", "user `uuid`")
+	room := fs.String("room", "", "room `uuid` (with --user and --role: a room-user token)")
+	role := fs.Int("role", 0, "`role` in the room, e.g. 1 teacher, 2 student (with --room)")
 	pos, err := parseArgs(fs, args)
 	if err != nil {
 		return err

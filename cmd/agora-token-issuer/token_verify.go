@@ -15,7 +15,7 @@ func tokenVerify(env *tokenEnv, args []string) error {
 		"--certificate-file, $AGORA_APP_CERTIFICATE is tried. A token carrying a\n"+
 		"service type this tool does not know is still verified.")
 	var files certificateFiles
-	fs.Var(&files, "certificate-file", "file holding an App Certificate (repeat for several)")
+	fs.Var(&files, "certificate-file", "`file` holding an App Certificate (repeat for several)")
 	pos, err := parseArgs(fs, args)
 	if err != nil {
 		return err
