@@ -41,6 +41,11 @@ type MosquittoOptions struct {
 	Persistence bool
 	// ExtraConfig is appended to the generated mosquitto.conf.
 	ExtraConfig string
+	// Config, when set, replaces the generated mosquitto.conf (Users,
+	// ACL and ExtraConfig still write their files). "{{PORT}}" and
+	// "{{DIR}}" in it become the port and the broker's temp dir. Its log
+	// settings must log to stderr at notice level or more.
+	Config string
 }
 
 // Mosquitto is a running mosquitto started by a test.
@@ -135,8 +140,12 @@ func (m *Mosquitto) writeConfig(port int, opts MosquittoOptions) (string, error)
 	if opts.ExtraConfig != "" {
 		c.WriteString(opts.ExtraConfig + "\n")
 	}
+	text := c.String()
+	if opts.Config != "" {
+		text = strings.NewReplacer("{{PORT}}", strconv.Itoa(port), "{{DIR}}", m.Dir).Replace(opts.Config)
+	}
 	conf := filepath.Join(m.Dir, "mosquitto.conf")
-	return conf, os.WriteFile(conf, []byte(c.String()), 0o600)
+	return conf, os.WriteFile(conf, []byte(text), 0o600)
 }
 
 // writePasswordFile builds a mosquitto password file with mosquitto_passwd.

@@ -1,0 +1,166 @@
+package testbroker
+
+import (
+	"os"
+	"os/user"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	mqtt "github.com/eclipse/paho.mqtt.golang"
+
+	"agoratokens/wire"
+)
+
+// The shipped mosquitto files, relative to this package.
+var (
+	shippedConf = filepath.Join("..", "..", "configs", "mosquitto", "mosquitto.conf")
+	shippedACL  = filepath.Join("..", "..", "configs", "mosquitto", "acl")
+)
+
+const issuerUser = "agora-issuer"
+
+// startShipped runs mosquitto with the shipped mosquitto.conf and ACL,
+// their paths moved into the test's temp dir.
+func startShipped(t *testing.T, users map[string]string) *Mosquitto {
+	t.Helper()
+	raw, err := os.ReadFile(shippedConf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conf := string(raw)
+	for _, want := range []string{"listener 1883 127.0.0.1", "password_file /etc/mosquitto/agora/passwd",
+		"acl_file /etc/mosquitto/agora/acl", "allow_anonymous false", "persistence_location /var/lib/mosquitto/", "log_dest syslog"} {
+		if !strings.Contains(conf, want) {
+			t.Fatalf("shipped mosquitto.conf lacks %q", want)
+		}
+	}
+	acl, err := filepath.Abs(shippedACL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conf = strings.NewReplacer(
+		"listener 1883 127.0.0.1", "listener {{PORT}} 127.0.0.1",
+		"/etc/mosquitto/agora/passwd", "{{DIR}}/passwd",
+		"/etc/mosquitto/agora/acl", acl,
+		"/var/lib/mosquitto/", "{{DIR}}/",
+		"log_dest syslog", "log_dest stderr\nlog_type information",
+	).Replace(conf)
+	if u, err := user.Current(); err == nil && u.Uid == "0" {
+		conf += "\nuser root\n"
+	}
+	return StartMosquitto(t, MosquittoOptions{Users: users, Config: conf})
+}
+
+func TestShippedMosquittoACL(t *testing.T) {
+	users := map[string]string{"dev-1": "secret-one-0123456789", "dev-2": "secret-two-0123456789", issuerUser: "issuer-secret-0123456789"}
+	m := startShipped(t, users)
+	tp := wire.NewTopics(wire.DefaultRoot)
+	login := func(u string) ClientOptions { return ClientOptions{ClientID: u, Username: u, Password: users[u]} }
+
+	if _, err := TryConnect(t, m.URL, ClientOptions{}); err == nil {
+		t.Fatal("anonymous client connected")
+	}
+	if _, err := TryConnect(t, m.URL, ClientOptions{Username: "dev-1", Password: users["dev-2"]}); err == nil {
+		t.Fatal("dev-1 connected with dev-2's password")
+	}
+
+	issuer := Connect(t, m.URL, login(issuerUser))
+	reqs := Subscribe(t, issuer, tp.SharedReqs("issuers"))
+	dev1 := Connect(t, m.URL, login("dev-1"))
+	dev2 := Connect(t, m.URL, login("dev-2"))
+
+	t.Run("device cannot publish another's request", func(t *testing.T) {
+		// mosquitto acknowledges and drops a refused MQTT 3.1.1 publish;
+		// the device's own request after it must be the first to arrive.
+		Publish(t, dev1, tp.Req("dev-2"), false, []byte(`{"v":1,"id":"forged"}`))
+		Publish(t, dev1, tp.Req("dev-1"), false, []byte(`{"v":1,"id":"own"}`))
+		got := Receive(t, reqs, 5*time.Second)
+		if got.Topic() != tp.Req("dev-1") || string(got.Payload()) != `{"v":1,"id":"own"}` {
+			t.Fatalf("issuer got %s %s first", got.Topic(), got.Payload())
+		}
+	})
+
+	t.Run("device cannot read another's token", func(t *testing.T) {
+		own := Subscribe(t, dev1, tp.Token("dev-1"))
+		var stolen []<-chan mqtt.Message
+		for _, f := range []string{tp.Token("dev-2"), tp.Root + "/devices/+/token", "#"} {
+			// mosquitto may refuse in the SUBACK or grant and never
+			// deliver; either way nothing of dev-2's may arrive.
+			ch, _, err := TrySubscribe(t, dev1, f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			stolen = append(stolen, ch)
+		}
+		dev2Tokens := Subscribe(t, dev2, tp.Token("dev-2"))
+		Publish(t, issuer, tp.Token("dev-2"), false, []byte(`{"v":1,"id":"for-2"}`))
+		Receive(t, dev2Tokens, 5*time.Second) // delivered to its owner
+		Publish(t, issuer, tp.Token("dev-1"), false, []byte(`{"v":1,"id":"for-1"}`))
+		if got := Receive(t, own, 5*time.Second); string(got.Payload()) != `{"v":1,"id":"for-1"}` {
+			t.Fatalf("dev-1 got %s", got.Payload())
+		}
+		for i, ch := range stolen {
+			for len(ch) > 0 {
+				if msg := <-ch; msg.Topic() != tp.Token("dev-1") {
+					t.Fatalf("subscription %d delivered %s %s to dev-1", i, msg.Topic(), msg.Payload())
+				}
+			}
+		}
+	})
+
+	t.Run("device cannot forge statuses", func(t *testing.T) {
+		st := Subscribe(t, issuer, tp.Root+"/devices/+/status")
+		Publish(t, dev1, tp.Status("dev-2"), true, []byte(`{"v":1,"state":"offline"}`))
+		Publish(t, dev1, tp.IssuerStatus(), true, []byte(`{"v":1,"state":"offline"}`))
+		Publish(t, dev1, tp.Status("dev-1"), true, []byte(`{"v":1,"state":"online"}`))
+		if got := Receive(t, st, 5*time.Second); got.Topic() != tp.Status("dev-1") {
+			t.Fatalf("issuer got a status on %s first", got.Topic())
+		}
+	})
+
+	t.Run("device cannot read requests", func(t *testing.T) {
+		ch, _, err := TrySubscribe(t, dev2, tp.AllReqs())
+		if err != nil {
+			t.Fatal(err)
+		}
+		mine := Subscribe(t, dev2, tp.Token("dev-2"))
+		Publish(t, dev1, tp.Req("dev-1"), false, []byte(`{"v":1,"id":"again"}`))
+		Receive(t, reqs, 5*time.Second)
+		// Sent to dev-2 after the request: had the request been
+		// delivered to dev-2, it would have come first.
+		Publish(t, issuer, tp.Token("dev-2"), false, []byte(`{"v":1,"id":"marker"}`))
+		Receive(t, mine, 5*time.Second)
+		if len(ch) != 0 {
+			t.Fatalf("dev-2 read %d requests", len(ch))
+		}
+	})
+}
+
+func TestShippedMosquittoSharedSubscription(t *testing.T) {
+	users := map[string]string{"dev-1": "secret-one-0123456789", issuerUser: "issuer-secret-0123456789"}
+	m := startShipped(t, users)
+	tp := wire.NewTopics(wire.DefaultRoot)
+	a := Subscribe(t, Connect(t, m.URL, ClientOptions{Username: issuerUser, Password: users[issuerUser]}), tp.SharedReqs("issuers"))
+	b := Subscribe(t, Connect(t, m.URL, ClientOptions{Username: issuerUser, Password: users[issuerUser]}), tp.SharedReqs("issuers"))
+	dev := Connect(t, m.URL, ClientOptions{ClientID: "dev-1", Username: "dev-1", Password: users["dev-1"]})
+	const n = 20
+	for range n {
+		Publish(t, dev, tp.Req("dev-1"), false, []byte(`{"v":1,"id":"r"}`))
+	}
+	var na, nb int
+	for range n {
+		select {
+		case <-a:
+			na++
+		case <-b:
+			nb++
+		case <-time.After(5 * time.Second):
+			t.Fatalf("got %d of %d", na+nb, n)
+		}
+	}
+	if na == 0 || nb == 0 {
+		t.Fatalf("not split: %d/%d", na, nb)
+	}
+}
