@@ -1,0 +1,130 @@
+package clock
+
+import (
+	"sort"
+	"sync"
+	"time"
+)
+
+// Fake is a clock that moves only when told to. Its Now readings carry a
+// monotonic part (they derive from a time.Now taken at creation), and its
+// wall clock can be stepped apart from them with JumpWall, as NTP steps a
+// board's clock after an RTC-less boot. Timers fire, in deadline order,
+// during Advance.
+type Fake struct {
+	mu      sync.Mutex
+	now     time.Time // monotonic
+	wallOff time.Duration
+	timers  []*fakeTimer
+}
+
+// NewFake returns a fake clock whose wall clock reads wall.
+func NewFake(wall time.Time) *Fake {
+	now := time.Now()
+	return &Fake{now: now, wallOff: wall.Sub(now.Round(0))}
+}
+
+// Now returns the fake monotonic time.
+func (f *Fake) Now() time.Time {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.now
+}
+
+// Wall returns the fake wall-clock time.
+func (f *Fake) Wall() time.Time {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.now.Round(0).Add(f.wallOff)
+}
+
+// JumpWall steps the wall clock by d without moving Now or any timer.
+func (f *Fake) JumpWall(d time.Duration) {
+	f.mu.Lock()
+	f.wallOff += d
+	f.mu.Unlock()
+}
+
+// Advance moves time forward by d, firing every timer that comes due.
+func (f *Fake) Advance(d time.Duration) {
+	f.mu.Lock()
+	f.now = f.now.Add(d)
+	now := f.now
+	var due []*fakeTimer
+	keep := f.timers[:0]
+	for _, t := range f.timers {
+		if !t.at.After(now) {
+			due = append(due, t)
+		} else {
+			keep = append(keep, t)
+		}
+	}
+	f.timers = keep
+	f.mu.Unlock()
+	sort.Slice(due, func(i, j int) bool { return due[i].at.Before(due[j].at) })
+	for _, t := range due {
+		t.fire(now)
+	}
+}
+
+// Timers returns how many timers are armed.
+func (f *Fake) Timers() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return len(f.timers)
+}
+
+// NewTimer returns a timer that fires when Advance reaches now+d (at
+// once if d ≤ 0).
+func (f *Fake) NewTimer(d time.Duration) Timer {
+	t := &fakeTimer{f: f, c: make(chan time.Time, 1)}
+	t.Reset(d)
+	return t
+}
+
+type fakeTimer struct {
+	f  *Fake
+	c  chan time.Time
+	at time.Time
+}
+
+func (t *fakeTimer) C() <-chan time.Time { return t.c }
+
+func (t *fakeTimer) fire(now time.Time) {
+	select {
+	case t.c <- now:
+	default:
+	}
+}
+
+// remove unarms t; the caller holds f.mu.
+func (t *fakeTimer) remove() bool {
+	for i, x := range t.f.timers {
+		if x == t {
+			t.f.timers = append(t.f.timers[:i], t.f.timers[i+1:]...)
+			return true
+		}
+	}
+	return false
+}
+
+func (t *fakeTimer) Stop() bool {
+	t.f.mu.Lock()
+	defer t.f.mu.Unlock()
+	return t.remove()
+}
+
+func (t *fakeTimer) Reset(d time.Duration) bool {
+	t.f.mu.Lock()
+	was := t.remove()
+	now := t.f.now
+	t.at = now.Add(d)
+	if d > 0 {
+		t.f.timers = append(t.f.timers, t)
+		t.f.mu.Unlock()
+		return was
+	}
+	t.f.mu.Unlock()
+	t.fire(now)
+	return was
+}

@@ -1,0 +1,599 @@
+package agent
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/url"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+
+	"agoratokens/accesstoken"
+	"agoratokens/wire"
+)
+
+// Defaults of the configuration.
+const (
+	DefaultStateDir         = "/var/lib/agora-token-agent"
+	DefaultSocketPath       = "/run/agora-token-agent/agent.sock"
+	DefaultSocketMode       = 0o660
+	DefaultMaxClients       = 32
+	DefaultRenewBefore      = 30 * time.Second
+	DefaultRequestTimeout   = 10 * time.Second
+	DefaultRenewMinInterval = 10 * time.Second
+	DefaultKeepAlive        = 60 * time.Second
+	DefaultHTTPExpiry       = time.Hour
+	// AutoDeviceID asks the agent to derive the device id from the board.
+	AutoDeviceID = "auto"
+)
+
+// HTTP source kinds.
+const (
+	HTTPKindIssuer       = "issuer"
+	HTTPKindTokenService = "agora-token-service"
+)
+
+// Config is the agent's validated configuration. ParseConfig and
+// LoadConfig build it; New fills what is still zero with the defaults.
+type Config struct {
+	// DeviceID is the device's id, or AutoDeviceID.
+	DeviceID string
+	// DeviceIDPrefix is put before an automatic device id.
+	DeviceIDPrefix string
+	// Broker is set when tokens come over MQTT; HTTP otherwise.
+	Broker *BrokerConfig
+	HTTP   *HTTPConfig
+	// TopicRoot is the MQTT topic root.
+	TopicRoot string
+	// Tokens are the token names to keep; empty means every token the
+	// issuer grants.
+	Tokens []string
+	// RenewBefore is how long before expiry renewal starts (and
+	// will_expire is emitted).
+	RenewBefore time.Duration
+	// RenewMinInterval is the least time between two renewals forced by
+	// Renew (a media process reporting a token error).
+	RenewMinInterval time.Duration
+	Backoff          BackoffConfig
+	// RequestTimeout bounds the wait for one reply.
+	RequestTimeout time.Duration
+	// StateDir holds the persisted tokens.
+	StateDir string
+	Socket   SocketConfig
+	LED      LEDConfig
+	LogLevel slog.Level
+}
+
+// BrokerConfig is the MQTT connection.
+type BrokerConfig struct {
+	URL          string // tcp://host:port or ssl://host:port
+	Username     string // default: the device id
+	PasswordFile string
+	CAFile       string
+	CertFile     string
+	KeyFile      string
+	KeepAlive    time.Duration
+
+	password *secret
+}
+
+// HTTPConfig is the HTTP token source, used instead of a broker.
+type HTTPConfig struct {
+	URL             string
+	BearerTokenFile string
+	// Kind is HTTPKindIssuer or HTTPKindTokenService.
+	Kind string
+	// Fetch says what to ask an agora-token-service for, per token name.
+	Fetch []HTTPFetch
+
+	bearer *secret
+}
+
+// HTTPFetch is one token fetched from an agora-token-service.
+type HTTPFetch struct {
+	Name    string
+	Service string // rtc or rtm
+	Channel string // rtc
+	UID     string // numeric uid (rtc), or the RTM user id
+	Account string // rtc user account, instead of UID
+	Role    string // publisher or subscriber (rtc)
+	Expiry  time.Duration
+}
+
+// BackoffConfig shapes the retry delays.
+type BackoffConfig struct {
+	Initial    time.Duration
+	Max        time.Duration
+	Multiplier float64
+	Jitter     float64
+}
+
+// SocketConfig is the Unix socket the media processes talk to.
+type SocketConfig struct {
+	Path       string
+	Mode       os.FileMode
+	Group      string
+	AllowUIDs  []int
+	AllowGIDs  []int
+	MaxClients int
+}
+
+// LEDConfig is the status LED, passed through to package device.
+type LEDConfig struct {
+	GPIO      string
+	Sysfs     string
+	ActiveLow bool
+}
+
+// secret holds a password or API key. It sits behind a pointer so that
+// printing a Config shows an address, never the value.
+type secret struct{ v string }
+
+// LoadConfig reads, parses and validates the config file at path, and
+// reads the secret files it names (checking their modes).
+func LoadConfig(path string) (*Config, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read config: %w", err)
+	}
+	cfg, err := ParseConfig(bytes.NewReader(b), filepath.Dir(path))
+	if err != nil {
+		return nil, fmt.Errorf("config %s: %w", path, err)
+	}
+	if err := cfg.ReadSecrets(); err != nil {
+		return nil, fmt.Errorf("config %s: %w", path, err)
+	}
+	return cfg, nil
+}
+
+// ParseConfig parses and validates a YAML config. Unknown keys are
+// errors; relative paths are resolved against dir (the config file's
+// directory). Secret files are not read here: see ReadSecrets.
+func ParseConfig(r io.Reader, dir string) (*Config, error) {
+	raw, err := io.ReadAll(r)
+	if err != nil {
+		return nil, fmt.Errorf("read config: %w", err)
+	}
+	var f fileConfig
+	dec := yaml.NewDecoder(bytes.NewReader(raw))
+	dec.KnownFields(true)
+	if err := dec.Decode(&f); err != nil && !errors.Is(err, io.EOF) {
+		return nil, nameYAMLError(raw, err)
+	}
+	return f.validate(dir)
+}
+
+// fileConfig is the YAML layout of the config file.
+type fileConfig struct {
+	DeviceID         string       `yaml:"device_id"`
+	DeviceIDPrefix   string       `yaml:"device_id_prefix"`
+	Broker           *fileBroker  `yaml:"broker"`
+	HTTP             *fileHTTP    `yaml:"http"`
+	TopicRoot        string       `yaml:"topic_root"`
+	Tokens           []string     `yaml:"tokens"`
+	RenewBefore      *duration    `yaml:"renew_before"`
+	RenewMinInterval *duration    `yaml:"renew_min_interval"`
+	Backoff          *fileBackoff `yaml:"backoff"`
+	RequestTimeout   *duration    `yaml:"request_timeout"`
+	StateDir         string       `yaml:"state_dir"`
+	Socket           *fileSocket  `yaml:"socket"`
+	LED              *fileLED     `yaml:"led"`
+	LogLevel         string       `yaml:"log_level"`
+}
+
+type fileBroker struct {
+	URL          string    `yaml:"url"`
+	Username     string    `yaml:"username"`
+	PasswordFile string    `yaml:"password_file"`
+	CAFile       string    `yaml:"ca_file"`
+	CertFile     string    `yaml:"cert_file"`
+	KeyFile      string    `yaml:"key_file"`
+	KeepAlive    *duration `yaml:"keepalive"`
+}
+
+type fileHTTP struct {
+	URL             string      `yaml:"url"`
+	BearerTokenFile string      `yaml:"bearer_token_file"`
+	Kind            string      `yaml:"kind"`
+	Fetch           []fileFetch `yaml:"fetch"`
+}
+
+type fileFetch struct {
+	Name    string    `yaml:"name"`
+	Service string    `yaml:"service"`
+	Channel string    `yaml:"channel"`
+	UID     string    `yaml:"uid"`
+	Account string    `yaml:"account"`
+	Role    string    `yaml:"role"`
+	Expiry  *duration `yaml:"expiry"`
+}
+
+type fileBackoff struct {
+	Initial    *duration `yaml:"initial"`
+	Max        *duration `yaml:"max"`
+	Multiplier *float64  `yaml:"multiplier"`
+	Jitter     *float64  `yaml:"jitter"`
+}
+
+type fileSocket struct {
+	Path       string `yaml:"path"`
+	Mode       string `yaml:"mode"`
+	Group      string `yaml:"group"`
+	AllowUIDs  []int  `yaml:"allow_uids"`
+	AllowGIDs  []int  `yaml:"allow_gids"`
+	MaxClients *int   `yaml:"max_clients"`
+}
+
+type fileLED struct {
+	GPIO      string `yaml:"gpio"`
+	Sysfs     string `yaml:"sysfs"`
+	ActiveLow bool   `yaml:"active_low"`
+}
+
+// duration is a time.Duration written as "30s", "1m", "1h30m".
+type duration time.Duration
+
+func (d *duration) UnmarshalYAML(n *yaml.Node) error {
+	v, err := time.ParseDuration(n.Value)
+	if err != nil || n.Kind != yaml.ScalarNode {
+		return &yaml.TypeError{Errors: []string{fmt.Sprintf("line %d: %q is not a duration such as 30s or 1m", n.Line, n.Value)}}
+	}
+	*d = duration(v)
+	return nil
+}
+
+func (d *duration) get(def time.Duration) time.Duration {
+	if d == nil {
+		return def
+	}
+	return time.Duration(*d)
+}
+
+// errs collects validation errors, each naming its key.
+type errs []error
+
+func (e *errs) add(key, format string, a ...any) {
+	*e = append(*e, fmt.Errorf("%s: %s", key, fmt.Sprintf(format, a...)))
+}
+
+func (f *fileConfig) validate(dir string) (*Config, error) {
+	var e errs
+	abs := func(p string) string {
+		if p == "" || filepath.IsAbs(p) {
+			return p
+		}
+		return filepath.Join(dir, p)
+	}
+	c := &Config{
+		DeviceID:       f.DeviceID,
+		DeviceIDPrefix: f.DeviceIDPrefix,
+		TopicRoot:      f.TopicRoot,
+		Tokens:         f.Tokens,
+		StateDir:       abs(f.StateDir),
+	}
+	switch {
+	case f.DeviceID == "":
+		e.add("device_id", "missing (a device id, or %q)", AutoDeviceID)
+	case f.DeviceID == AutoDeviceID:
+	default:
+		if err := wire.ValidateDeviceID(f.DeviceID); err != nil {
+			e.add("device_id", "%v", err)
+		}
+		if f.DeviceIDPrefix != "" {
+			e.add("device_id_prefix", "only applies to device_id: %s", AutoDeviceID)
+		}
+	}
+	if c.TopicRoot == "" {
+		c.TopicRoot = wire.DefaultRoot
+	} else if err := wire.ValidateRoot(c.TopicRoot); err != nil {
+		e.add("topic_root", "%v", err)
+	}
+	seen := map[string]bool{}
+	for i, n := range f.Tokens {
+		if err := wire.ValidateName("token name", n); err != nil {
+			e.add(fmt.Sprintf("tokens[%d]", i), "%v", err)
+		} else if seen[n] {
+			e.add(fmt.Sprintf("tokens[%d]", i), "%q is listed twice", n)
+		}
+		seen[n] = true
+	}
+	switch {
+	case f.Broker == nil && f.HTTP == nil:
+		e.add("broker", "missing (set broker, or http for an HTTP token source)")
+	case f.Broker != nil && f.HTTP != nil:
+		e.add("http", "set either broker or http, not both")
+	case f.Broker != nil:
+		c.Broker = f.Broker.validate(&e, abs)
+	default:
+		c.HTTP = f.HTTP.validate(&e, abs, f.Tokens)
+		if c.HTTP != nil && c.HTTP.Kind == HTTPKindTokenService && len(c.Tokens) == 0 {
+			for _, x := range c.HTTP.Fetch {
+				c.Tokens = append(c.Tokens, x.Name)
+			}
+		}
+	}
+	c.RenewBefore = positive(&e, "renew_before", f.RenewBefore, DefaultRenewBefore)
+	if c.RenewBefore >= 24*time.Hour {
+		e.add("renew_before", "%v is not under the 24 h token lifetime limit", c.RenewBefore)
+	}
+	c.RenewMinInterval = positive(&e, "renew_min_interval", f.RenewMinInterval, DefaultRenewMinInterval)
+	c.RequestTimeout = positive(&e, "request_timeout", f.RequestTimeout, DefaultRequestTimeout)
+	c.Backoff = f.Backoff.validate(&e)
+	if c.StateDir == "" {
+		c.StateDir = DefaultStateDir
+	}
+	c.Socket = f.Socket.validate(&e, abs)
+	if f.LED != nil {
+		c.LED = LEDConfig{GPIO: f.LED.GPIO, Sysfs: abs(f.LED.Sysfs), ActiveLow: f.LED.ActiveLow}
+		if c.LED.GPIO != "" && c.LED.Sysfs != "" {
+			e.add("led", "set either gpio or sysfs, not both")
+		}
+	}
+	switch strings.ToLower(f.LogLevel) {
+	case "", "info":
+		c.LogLevel = slog.LevelInfo
+	case "debug":
+		c.LogLevel = slog.LevelDebug
+	case "warn", "warning":
+		c.LogLevel = slog.LevelWarn
+	case "error":
+		c.LogLevel = slog.LevelError
+	default:
+		e.add("log_level", "%q is not debug, info, warn or error", f.LogLevel)
+	}
+	if len(e) > 0 {
+		return nil, errors.Join(e...)
+	}
+	return c, nil
+}
+
+func positive(e *errs, key string, d *duration, def time.Duration) time.Duration {
+	v := d.get(def)
+	if v <= 0 {
+		e.add(key, "must be positive, got %v", v)
+	}
+	return v
+}
+
+func (b *fileBroker) validate(e *errs, abs func(string) string) *BrokerConfig {
+	c := &BrokerConfig{
+		URL: b.URL, Username: b.Username, PasswordFile: abs(b.PasswordFile),
+		CAFile: abs(b.CAFile), CertFile: abs(b.CertFile), KeyFile: abs(b.KeyFile),
+	}
+	if b.URL == "" {
+		e.add("broker.url", "missing (tcp://host:1883 or ssl://host:8883)")
+	} else if u, err := url.Parse(b.URL); err != nil {
+		e.add("broker.url", "%v", err)
+	} else if u.Scheme != "tcp" && u.Scheme != "ssl" {
+		e.add("broker.url", "scheme %q is not tcp or ssl", u.Scheme)
+	} else if u.Port() == "" || u.Hostname() == "" {
+		e.add("broker.url", "%q lacks a host or port", b.URL)
+	} else if u.Scheme == "tcp" && (b.CAFile != "" || b.CertFile != "") {
+		e.add("broker.url", "TLS files are set but the scheme is tcp (use ssl://)")
+	}
+	if (b.CertFile == "") != (b.KeyFile == "") {
+		e.add("broker.cert_file", "cert_file and key_file go together")
+	}
+	c.KeepAlive = positive(e, "broker.keepalive", b.KeepAlive, DefaultKeepAlive)
+	if c.KeepAlive < time.Second {
+		e.add("broker.keepalive", "%v is under 1s", c.KeepAlive)
+	}
+	return c
+}
+
+func (h *fileHTTP) validate(e *errs, abs func(string) string, tokens []string) *HTTPConfig {
+	c := &HTTPConfig{URL: strings.TrimSuffix(h.URL, "/"), BearerTokenFile: abs(h.BearerTokenFile), Kind: h.Kind}
+	if c.Kind == "" {
+		c.Kind = HTTPKindIssuer
+	}
+	if h.URL == "" {
+		e.add("http.url", "missing")
+	} else if u, err := url.Parse(h.URL); err != nil {
+		e.add("http.url", "%v", err)
+	} else if u.Scheme != "https" && u.Scheme != "http" {
+		e.add("http.url", "scheme %q is not https", u.Scheme)
+	} else if u.Scheme == "http" && !isLoopback(u.Hostname()) {
+		e.add("http.url", "plain http is allowed only to a loopback host; use https")
+	}
+	switch c.Kind {
+	case HTTPKindIssuer:
+		if len(h.Fetch) > 0 {
+			e.add("http.fetch", "only applies to kind %s", HTTPKindTokenService)
+		}
+	case HTTPKindTokenService:
+		if len(h.Fetch) == 0 {
+			e.add("http.fetch", "missing: say which tokens to fetch from the %s", HTTPKindTokenService)
+		}
+		names := map[string]bool{}
+		for i, f := range h.Fetch {
+			c.Fetch = append(c.Fetch, f.validate(e, fmt.Sprintf("http.fetch[%d]", i)))
+			if names[f.Name] {
+				e.add(fmt.Sprintf("http.fetch[%d].name", i), "%q is listed twice", f.Name)
+			}
+			names[f.Name] = true
+		}
+		for i, n := range tokens {
+			if !names[n] {
+				e.add(fmt.Sprintf("tokens[%d]", i), "%q is not in http.fetch", n)
+			}
+		}
+	default:
+		e.add("http.kind", "%q is not %s or %s", h.Kind, HTTPKindIssuer, HTTPKindTokenService)
+	}
+	return c
+}
+
+func (f fileFetch) validate(e *errs, key string) HTTPFetch {
+	c := HTTPFetch{Name: f.Name, Service: f.Service, Channel: f.Channel, UID: f.UID, Account: f.Account, Role: f.Role}
+	if err := wire.ValidateName("token name", f.Name); err != nil {
+		e.add(key+".name", "%v", err)
+	}
+	c.Expiry = positive(e, key+".expiry", f.Expiry, DefaultHTTPExpiry)
+	if c.Expiry > accesstoken.MaxExpire*time.Second || c.Expiry%time.Second != 0 {
+		e.add(key+".expiry", "%v is not whole seconds up to 24h", c.Expiry)
+	}
+	switch f.Service {
+	case "rtc":
+		if err := accesstoken.ValidateChannel(f.Channel); err != nil {
+			e.add(key+".channel", "%v", err)
+		}
+		if (f.UID == "") == (f.Account == "") {
+			e.add(key+".uid", "set exactly one of uid and account")
+		} else if f.UID != "" {
+			if _, err := strconv.ParseUint(f.UID, 10, 32); err != nil {
+				e.add(key+".uid", "%q is not a 32-bit unsigned number", f.UID)
+			}
+		}
+		if c.Role == "" {
+			c.Role = "publisher"
+		} else if _, err := accesstoken.ParseRole(c.Role); err != nil {
+			e.add(key+".role", "%v", err)
+		}
+	case "rtm":
+		if f.UID == "" {
+			e.add(key+".uid", "missing: the RTM user id")
+		}
+		if f.Channel != "" || f.Account != "" || f.Role != "" {
+			e.add(key, "an rtm token takes only uid (and expiry)")
+		}
+	default:
+		e.add(key+".service", "%q is not rtc or rtm", f.Service)
+	}
+	return c
+}
+
+func (b *fileBackoff) validate(e *errs) BackoffConfig {
+	if b == nil {
+		b = &fileBackoff{}
+	}
+	c := BackoffConfig{
+		Initial: positive(e, "backoff.initial", b.Initial, time.Second),
+		Max:     positive(e, "backoff.max", b.Max, time.Minute),
+	}
+	c.Multiplier, c.Jitter = 2, 0.2
+	if b.Multiplier != nil {
+		c.Multiplier = *b.Multiplier
+	}
+	if b.Jitter != nil {
+		c.Jitter = *b.Jitter
+	}
+	if c.Max < c.Initial {
+		e.add("backoff.max", "%v is less than backoff.initial %v", c.Max, c.Initial)
+	}
+	if c.Multiplier < 1 || c.Multiplier > 10 {
+		e.add("backoff.multiplier", "%v is not between 1 and 10", c.Multiplier)
+	}
+	if c.Jitter < 0 || c.Jitter >= 1 {
+		e.add("backoff.jitter", "%v is not in [0, 1)", c.Jitter)
+	}
+	return c
+}
+
+func (s *fileSocket) validate(e *errs, abs func(string) string) SocketConfig {
+	if s == nil {
+		s = &fileSocket{}
+	}
+	c := SocketConfig{Path: abs(s.Path), Group: s.Group, AllowUIDs: s.AllowUIDs, AllowGIDs: s.AllowGIDs,
+		Mode: DefaultSocketMode, MaxClients: DefaultMaxClients}
+	if c.Path == "" {
+		c.Path = DefaultSocketPath
+	}
+	if s.Mode != "" {
+		m, err := strconv.ParseUint(s.Mode, 8, 32)
+		if err != nil || m > 0o777 {
+			e.add("socket.mode", "%q is not an octal file mode such as \"0660\"", s.Mode)
+		}
+		c.Mode = os.FileMode(m)
+	}
+	if s.MaxClients != nil {
+		c.MaxClients = *s.MaxClients
+		if c.MaxClients < 1 {
+			e.add("socket.max_clients", "must be at least 1, got %d", c.MaxClients)
+		}
+	}
+	for i, u := range s.AllowUIDs {
+		if u < 0 {
+			e.add(fmt.Sprintf("socket.allow_uids[%d]", i), "%d is negative", u)
+		}
+	}
+	for i, g := range s.AllowGIDs {
+		if g < 0 {
+			e.add(fmt.Sprintf("socket.allow_gids[%d]", i), "%d is negative", g)
+		}
+	}
+	return c
+}
+
+func isLoopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+var yamlLine = regexp.MustCompile(`line (\d+): `)
+
+// nameYAMLError rewrites yaml.v3's "line N: …" messages to name the key
+// on that line ("broker.url (line N): …").
+func nameYAMLError(raw []byte, err error) error {
+	var root yaml.Node
+	if yaml.Unmarshal(raw, &root) != nil {
+		return fmt.Errorf("yaml: %w", err)
+	}
+	keys := map[int]string{}
+	indexKeys(&root, "", keys)
+	var te *yaml.TypeError
+	msgs := []string{err.Error()}
+	if errors.As(err, &te) {
+		msgs = te.Errors
+	}
+	var out []error
+	for _, m := range msgs {
+		m = strings.TrimPrefix(m, "yaml: ")
+		if sm := yamlLine.FindStringSubmatch(m); sm != nil {
+			n, _ := strconv.Atoi(sm[1])
+			if k, ok := keys[n]; ok {
+				m = fmt.Sprintf("%s (line %d): %s", k, n, strings.Replace(m, sm[0], "", 1))
+			}
+		}
+		out = append(out, errors.New(m))
+	}
+	return errors.Join(out...)
+}
+
+// indexKeys maps the line of every mapping key to its dotted path.
+func indexKeys(n *yaml.Node, path string, keys map[int]string) {
+	switch n.Kind {
+	case yaml.DocumentNode:
+		for _, c := range n.Content {
+			indexKeys(c, path, keys)
+		}
+	case yaml.MappingNode:
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			p := n.Content[i].Value
+			if path != "" {
+				p = path + "." + p
+			}
+			keys[n.Content[i].Line] = p
+			indexKeys(n.Content[i+1], p, keys)
+		}
+	case yaml.SequenceNode:
+		for i, c := range n.Content {
+			p := fmt.Sprintf("%s[%d]", path, i)
+			if _, ok := keys[c.Line]; !ok {
+				keys[c.Line] = p
+			}
+			indexKeys(c, p, keys)
+		}
+	}
+}

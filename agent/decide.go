@@ -1,0 +1,72 @@
+package agent
+
+import "time"
+
+// action is what the scheduler decides for one token at one moment.
+type action struct {
+	// State is how the token stands (missing, valid, renewing, expired).
+	State TokenState
+	// Request: ask for a fresh token now.
+	Request bool
+	// Next is when to look at this token again; zero when only an
+	// outside event (a reply, a failure) can change the decision.
+	Next time.Time
+}
+
+// renewPoint is when renewal of a token received at receivedAt with the
+// given lifetime starts: renewBefore ahead of expiry, but never before
+// half of the lifetime has passed, so that a token shorter than twice
+// renewBefore is still used before it is renewed.
+func renewPoint(receivedAt time.Time, lifetime, renewBefore time.Duration) time.Time {
+	lead := renewBefore
+	if lead > lifetime/2 {
+		lead = lifetime / 2
+	}
+	return receivedAt.Add(lifetime - lead)
+}
+
+// decide is the renewal decision for one token, a pure function of the
+// clock reading now (monotonic), when the current token arrived (zero:
+// none yet) and its lifetime as the issuer stated, renewBefore, and the
+// last failed attempt with the backoff to wait after it (zero: none).
+//
+// All times are readings of the same monotonic clock, so a step of the
+// wall clock moves none of them.
+func decide(now, receivedAt time.Time, lifetime, renewBefore time.Duration, lastAttempt time.Time, backoff time.Duration) action {
+	var a action
+	var deadline time.Time
+	switch {
+	case receivedAt.IsZero():
+		a.State = StateMissing
+	default:
+		deadline = receivedAt.Add(lifetime)
+		renewAt := renewPoint(receivedAt, lifetime, renewBefore)
+		switch {
+		case !now.Before(deadline):
+			a.State = StateExpired
+		case !now.Before(renewAt):
+			a.State = StateRenewing
+		default:
+			a.State = StateValid
+			a.Next = renewAt
+			return a
+		}
+	}
+	// Due: request now, unless a failed attempt's backoff still runs.
+	retryAt := now
+	if !lastAttempt.IsZero() {
+		if t := lastAttempt.Add(backoff); t.After(now) {
+			retryAt = t
+		}
+	}
+	if retryAt.Equal(now) {
+		a.Request = true
+	} else {
+		a.Next = retryAt
+	}
+	// A renewing token still has its expiry to report.
+	if a.State == StateRenewing && (a.Next.IsZero() || deadline.Before(a.Next)) {
+		a.Next = deadline
+	}
+	return a
+}

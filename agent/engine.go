@@ -1,0 +1,640 @@
+package agent
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sort"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/cenkalti/backoff/v4"
+	"golang.org/x/sync/errgroup"
+
+	"agoratokens/agent/clock"
+	"agoratokens/buildinfo"
+	"agoratokens/wire"
+)
+
+// Transport carries requests to a token source and brings replies back:
+// the MQTT broker or an HTTP token server.
+type Transport interface {
+	// Run keeps the transport up until ctx ends (then, for MQTT, marks
+	// the device offline and disconnects). It calls h.Connected after
+	// each (re)connection and h.Unsolicited with each reply nobody is
+	// waiting for (pushes, late replies).
+	Run(ctx context.Context, h TransportHooks) error
+	// Fetch sends req and waits for its reply until ctx ends.
+	Fetch(ctx context.Context, req wire.Request) (*wire.Reply, error)
+	// State is "connected" or "disconnected", for the status op.
+	State() string
+	// Report publishes the device's status (a no-op where there is no
+	// place to publish it).
+	Report(st wire.DeviceStatus)
+}
+
+// TransportHooks are the engine's callbacks from a Transport.
+type TransportHooks struct {
+	Connected   func()
+	Unsolicited func(*wire.Reply)
+}
+
+// Health sums the agent's state up for the status LED.
+type Health struct {
+	Expired  bool // a wanted token is expired or missing
+	Failing  bool // the last request for some token failed
+	Renewing bool // a renewal is under way
+}
+
+// Deps are the engine's collaborators; zero fields get the real ones.
+type Deps struct {
+	Logger *slog.Logger
+	Clock  clock.Clock
+	// Transport defaults to MQTT or HTTP as the config says.
+	Transport Transport
+	// DeviceID resolves device_id: auto (given device_id_prefix). Nil
+	// uses package device (Pi serial, else machine id).
+	DeviceID func(prefix string) (string, error)
+	// BootClock returns the boot id and CLOCK_BOOTTIME (see bootRemaining).
+	BootClock func() (bootID string, uptime time.Duration, err error)
+	// OnHealth is called, from the engine's loop, when Health changes.
+	OnHealth func(Health)
+}
+
+// subscriberBuffer is how many events a subscriber may lag behind before
+// it is dropped.
+const subscriberBuffer = 64
+
+// recentRequests is how many sent request ids are remembered, so that a
+// reply arriving after its timeout (queued by the broker) is recognised.
+const recentRequests = 32
+
+// Engine keeps the device's tokens: it implements Source.
+type Engine struct {
+	cfg    Config
+	log    *slog.Logger
+	clk    clock.Clock
+	tr     Transport
+	store  *store
+	boot   func() (string, time.Duration, error)
+	health func(Health)
+	device string
+	topics wire.Topics
+	ready  chan struct{}
+
+	wake    chan struct{}
+	results chan fetchResult
+	pushes  chan *wire.Reply
+	syncs   chan chan struct{}
+	reqBase string
+	reqSeq  uint64
+
+	mu       sync.Mutex
+	slots    map[string]*slot
+	discover *slot // when every granted token is kept: the "all" request
+	attempts map[string]*attempt
+	recent   map[string]time.Time
+	order    []string
+	anchor   anchor
+	subs     map[int]chan Event
+	nextSub  int
+	dirty    bool // status to republish
+	saves    []*savedToken
+	lastH    Health
+	hSet     bool
+}
+
+// slot is one token name's schedule.
+type slot struct {
+	name       string
+	tok        *Token
+	state      TokenState
+	bo         *backoff.ExponentialBackOff
+	failures   int
+	lastFail   time.Time
+	wait       time.Duration
+	inflight   string
+	forced     bool
+	lastForced time.Time
+}
+
+// attempt is one request in flight.
+type attempt struct {
+	id       string
+	names    []string // nil: every granted token
+	sentAt   time.Time
+	deadline time.Time
+	cancel   context.CancelFunc
+}
+
+type fetchResult struct {
+	id    string
+	reply *wire.Reply
+	err   error
+}
+
+// anchor ties the issuer's clock to ours: issuer time issuer (Unix s) was
+// no earlier than mono. It ages a pushed token that may have waited in the
+// broker.
+type anchor struct {
+	issuer int64
+	mono   time.Time
+}
+
+var errNoReply = errors.New("no reply within request_timeout")
+
+// New checks cfg, fills in defaults and builds an engine. It reads the
+// secret files if the config has not yet done so.
+func New(cfg Config, deps Deps) (*Engine, error) {
+	if deps.Logger == nil {
+		deps.Logger = slog.New(slog.DiscardHandler)
+	}
+	if deps.Clock == nil {
+		deps.Clock = clock.Real()
+	}
+	if deps.BootClock == nil {
+		deps.BootClock = bootClock
+	}
+	if deps.DeviceID == nil {
+		deps.DeviceID = boardDeviceID
+	}
+	if cfg.Broker == nil && cfg.HTTP == nil && deps.Transport == nil {
+		return nil, errors.New("config: broker: missing (or http)")
+	}
+	fillDefaults(&cfg)
+	device := cfg.DeviceID
+	if device == AutoDeviceID {
+		id, err := deps.DeviceID(cfg.DeviceIDPrefix)
+		if err != nil {
+			return nil, fmt.Errorf("device_id auto: %w", err)
+		}
+		device = id
+	}
+	if err := wire.ValidateDeviceID(device); err != nil {
+		return nil, fmt.Errorf("device_id: %w", err)
+	}
+	if err := cfg.ReadSecrets(); err != nil {
+		return nil, err
+	}
+	var rnd [4]byte
+	_, _ = rand.Read(rnd[:])
+	e := &Engine{
+		cfg: cfg, log: deps.Logger.With("device", device), clk: deps.Clock,
+		store:  &store{dir: cfg.StateDir, log: deps.Logger},
+		boot:   deps.BootClock,
+		health: deps.OnHealth,
+		device: device,
+		topics: wire.NewTopics(cfg.TopicRoot),
+		ready:  make(chan struct{}),
+		wake:   make(chan struct{}, 1), results: make(chan fetchResult, 8),
+		pushes: make(chan *wire.Reply, 8), syncs: make(chan chan struct{}),
+		reqBase:  "r-" + hex.EncodeToString(rnd[:]) + "-",
+		slots:    map[string]*slot{},
+		attempts: map[string]*attempt{}, recent: map[string]time.Time{},
+		subs: map[int]chan Event{},
+	}
+	for _, n := range cfg.Tokens {
+		e.slots[n] = e.newSlot(n)
+	}
+	if len(cfg.Tokens) == 0 {
+		e.discover = e.newSlot("")
+	}
+	e.tr = deps.Transport
+	if e.tr == nil {
+		var err error
+		if cfg.Broker != nil {
+			e.tr, err = newMQTT(&cfg, device, e.clk, e.log)
+		} else {
+			e.tr, err = newHTTPSource(cfg.HTTP, e.log)
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
+	return e, nil
+}
+
+func fillDefaults(c *Config) {
+	def := func(d *time.Duration, v time.Duration) {
+		if *d <= 0 {
+			*d = v
+		}
+	}
+	def(&c.RenewBefore, DefaultRenewBefore)
+	def(&c.RenewMinInterval, DefaultRenewMinInterval)
+	def(&c.RequestTimeout, DefaultRequestTimeout)
+	def(&c.Backoff.Initial, time.Second)
+	def(&c.Backoff.Max, time.Minute)
+	if c.Backoff.Multiplier < 1 {
+		c.Backoff.Multiplier = 2
+	}
+	if c.TopicRoot == "" {
+		c.TopicRoot = wire.DefaultRoot
+	}
+	if c.StateDir == "" {
+		c.StateDir = DefaultStateDir
+	}
+	if c.Broker != nil {
+		def(&c.Broker.KeepAlive, DefaultKeepAlive)
+	}
+}
+
+func (e *Engine) newSlot(name string) *slot {
+	bo := &backoff.ExponentialBackOff{
+		InitialInterval:     e.cfg.Backoff.Initial,
+		RandomizationFactor: e.cfg.Backoff.Jitter,
+		Multiplier:          e.cfg.Backoff.Multiplier,
+		MaxInterval:         e.cfg.Backoff.Max,
+		MaxElapsedTime:      0, // never give up
+		Stop:                backoff.Stop,
+		Clock:               e.clk,
+	}
+	bo.Reset()
+	return &slot{name: name, bo: bo, state: StateMissing}
+}
+
+// DeviceID is the device id the engine runs as (auto resolved).
+func (e *Engine) DeviceID() string { return e.device }
+
+// Ready is closed once the persisted tokens are loaded (and served).
+func (e *Engine) Ready() <-chan struct{} { return e.ready }
+
+// Run loads the persisted tokens, then keeps every token fresh until ctx
+// ends. It returns nil after a clean shutdown.
+func (e *Engine) Run(ctx context.Context) error {
+	if err := e.loadState(); err != nil {
+		return err
+	}
+	close(e.ready)
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error {
+		return e.tr.Run(gctx, TransportHooks{Connected: e.connected, Unsolicited: e.unsolicited(gctx)})
+	})
+	g.Go(func() error { return e.loop(gctx) })
+	err := g.Wait()
+	if ctx.Err() != nil && (err == nil || errors.Is(err, context.Canceled)) {
+		return nil
+	}
+	return err
+}
+
+func (e *Engine) loadState() error {
+	saved, err := e.store.load(e.clk.Wall())
+	if err != nil {
+		return err
+	}
+	bootID, uptime, berr := e.boot()
+	if berr != nil {
+		e.log.Debug("no boot clock; persisted tokens aged by the wall clock", "err", berr)
+	}
+	now, wall := e.clk.Now(), e.clk.Wall()
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for _, st := range saved {
+		s := e.slots[st.Grant.Name]
+		if s == nil && e.discover == nil {
+			e.log.Info("persisted token is no longer configured; ignored", "token", st.Grant.Name)
+			continue
+		}
+		left, how := bootRemaining(st, bootID, uptime, wall)
+		if left <= 0 {
+			e.log.Info("persisted token not served", "token", st.Grant.Name, "why", how, "expires_at", st.Grant.ExpiresAt)
+			continue
+		}
+		if s == nil {
+			s = e.newSlot(st.Grant.Name)
+			e.slots[s.name] = s
+		}
+		life := time.Duration(st.Grant.Lifetime()) * time.Second
+		s.tok = &Token{Grant: st.Grant, ReceivedAt: now.Add(left - life)}
+		s.state = StateValid
+		e.dirty = true
+		e.log.Info("serving persisted token", "token", s.name, "kid", st.Grant.KID, "expires_in", left.Round(time.Second), "aged_by", how)
+	}
+	return nil
+}
+
+// connected is called by the transport after each (re)connection: what
+// failed while it was down is retried at once.
+func (e *Engine) connected() {
+	e.mu.Lock()
+	for _, s := range e.allSlots() {
+		if s.failures > 0 {
+			s.lastFail, s.wait = time.Time{}, 0
+			s.bo.Reset()
+		}
+	}
+	e.dirty = true
+	e.mu.Unlock()
+	e.poke()
+}
+
+func (e *Engine) unsolicited(ctx context.Context) func(*wire.Reply) {
+	return func(r *wire.Reply) {
+		select {
+		case e.pushes <- r:
+		case <-ctx.Done():
+		}
+	}
+}
+
+func (e *Engine) poke() {
+	select {
+	case e.wake <- struct{}{}:
+	default:
+	}
+}
+
+// loop is the engine's single goroutine: everything that changes a
+// token's schedule happens here.
+func (e *Engine) loop(ctx context.Context) error {
+	timer := e.clk.NewTimer(time.Hour)
+	defer timer.Stop()
+	defer func() {
+		e.mu.Lock()
+		for _, a := range e.attempts {
+			a.cancel()
+		}
+		e.mu.Unlock()
+	}()
+	for {
+		next := e.step(ctx)
+		d := time.Hour
+		if !next.IsZero() {
+			d = next.Sub(e.clk.Now())
+		}
+		timer.Stop()
+		timer.Reset(d)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-timer.C():
+		case <-e.wake:
+		case r := <-e.results:
+			e.handleResult(r)
+		case r := <-e.pushes:
+			e.handleUnsolicited(r)
+		case ack := <-e.syncs:
+			// The next step runs before the acknowledgement.
+			e.step(ctx)
+			close(ack)
+		}
+	}
+}
+
+// sync makes the loop run one step at the current time and waits until it
+// has (tests use it after moving the fake clock).
+func (e *Engine) sync() {
+	ack := make(chan struct{})
+	e.syncs <- ack
+	<-ack
+}
+
+func (e *Engine) allSlots() []*slot {
+	out := make([]*slot, 0, len(e.slots)+1)
+	if e.discover != nil {
+		out = append(out, e.discover)
+	}
+	names := make([]string, 0, len(e.slots))
+	for n := range e.slots {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		out = append(out, e.slots[n])
+	}
+	return out
+}
+
+func (e *Engine) decideSlot(s *slot, now time.Time) action {
+	if s == e.discover {
+		if s.tok != nil { // discovery done
+			return action{State: StateValid}
+		}
+		return decide(now, time.Time{}, 0, 0, s.lastFail, s.wait)
+	}
+	var recv time.Time
+	var life time.Duration
+	if s.tok != nil {
+		recv, life = s.tok.ReceivedAt, time.Duration(s.tok.Lifetime())*time.Second
+	}
+	return decide(now, recv, life, e.cfg.RenewBefore, s.lastFail, s.wait)
+}
+
+// step acts on everything due at the clock's now and returns when to wake
+// next.
+func (e *Engine) step(ctx context.Context) time.Time {
+	now := e.clk.Now()
+	e.mu.Lock()
+	var next time.Time
+	earliest := func(t time.Time) {
+		if !t.IsZero() && (next.IsZero() || t.Before(next)) {
+			next = t
+		}
+	}
+	for id, a := range e.attempts {
+		if !now.Before(a.deadline) {
+			a.cancel()
+			delete(e.attempts, id)
+			e.failed(a, now, errNoReply, 0)
+		} else {
+			earliest(a.deadline)
+		}
+	}
+	var batch []*slot
+	all := false
+	for _, s := range e.allSlots() {
+		a := e.decideSlot(s, now)
+		e.transition(s, a.State, now)
+		earliest(a.Next)
+		if (a.Request || s.forced) && s.inflight == "" {
+			if s == e.discover {
+				all = true
+			}
+			batch = append(batch, s)
+		}
+	}
+	if len(batch) > 0 {
+		e.send(ctx, batch, all, now)
+		earliest(now.Add(e.cfg.RequestTimeout))
+	}
+	h := e.healthLocked(now)
+	hChanged := !e.hSet || h != e.lastH
+	e.lastH, e.hSet = h, true
+	saves, dirty := e.saves, e.dirty
+	e.saves, e.dirty = nil, false
+	var st wire.DeviceStatus
+	if dirty {
+		st = e.deviceStatusLocked()
+	}
+	e.mu.Unlock()
+
+	for _, sv := range saves {
+		if err := e.store.save(sv); err != nil {
+			e.log.Error("cannot persist token", "token", sv.Grant.Name, "err", err)
+		}
+	}
+	if dirty {
+		e.tr.Report(st)
+	}
+	if hChanged && e.health != nil {
+		e.health(h)
+	}
+	return next
+}
+
+// transition records a slot's new state and emits will_expire or expired
+// when the token enters that state.
+func (e *Engine) transition(s *slot, st TokenState, now time.Time) {
+	if s == e.discover || st == s.state {
+		return
+	}
+	prev := s.state
+	s.state = st
+	if s.tok == nil {
+		return
+	}
+	switch st {
+	case StateRenewing:
+		e.log.Info("token will expire; renewing", "token", s.name, "expires_in", s.tok.ExpiresIn(now).Round(time.Second))
+		e.emit(Event{Kind: EventWillExpire, Name: s.name, Token: *s.tok, At: now})
+	case StateExpired:
+		e.log.Warn("token expired before a fresh one arrived", "token", s.name, "previous_state", prev)
+		e.emit(Event{Kind: EventExpired, Name: s.name, Token: *s.tok, At: now})
+		e.dirty = true
+	}
+}
+
+func (e *Engine) send(ctx context.Context, batch []*slot, all bool, now time.Time) {
+	e.reqSeq++
+	id := e.reqBase + strconv.FormatUint(e.reqSeq, 10)
+	a := &attempt{id: id, sentAt: now, deadline: now.Add(e.cfg.RequestTimeout)}
+	req := wire.Request{V: wire.SchemaVersion, ID: id}
+	for _, s := range batch {
+		s.inflight, s.forced = id, false
+		if s != e.discover {
+			a.names = append(a.names, s.name)
+		}
+	}
+	if !all {
+		req.Tokens = a.names
+	} else {
+		a.names = nil
+	}
+	fctx, cancel := context.WithCancel(ctx)
+	a.cancel = cancel
+	e.attempts[id] = a
+	e.remember(id, now)
+	e.log.Debug("requesting tokens", "request", id, "tokens", req.Tokens)
+	go func() {
+		rep, err := e.tr.Fetch(fctx, req)
+		select {
+		case e.results <- fetchResult{id: id, reply: rep, err: err}:
+		case <-ctx.Done():
+		}
+	}()
+}
+
+func (e *Engine) remember(id string, sentAt time.Time) {
+	e.recent[id] = sentAt
+	e.order = append(e.order, id)
+	if len(e.order) > recentRequests {
+		delete(e.recent, e.order[0])
+		e.order = e.order[1:]
+	}
+}
+
+// slotsOf returns the slots an attempt covers.
+func (e *Engine) slotsOf(a *attempt) []*slot {
+	var out []*slot
+	for _, s := range e.allSlots() {
+		if s.inflight == a.id {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// failed ends an attempt that brought nothing: every slot it covered
+// backs off (at least retryAfter).
+func (e *Engine) failed(a *attempt, now time.Time, err error, retryAfter time.Duration) {
+	for _, s := range e.slotsOf(a) {
+		e.slotFailed(s, now, err, retryAfter)
+	}
+}
+
+func (e *Engine) slotFailed(s *slot, now time.Time, err error, retryAfter time.Duration) {
+	s.inflight = ""
+	s.failures++
+	s.lastFail = now
+	s.wait = s.bo.NextBackOff()
+	if retryAfter > s.wait {
+		s.wait = retryAfter
+	}
+	name := s.name
+	if s == e.discover {
+		name = "(all granted)"
+	}
+	lvl := slog.LevelDebug
+	if s.failures&(s.failures-1) == 0 { // 1st, 2nd, 4th, 8th… failure
+		lvl = slog.LevelWarn
+	}
+	e.log.Log(context.Background(), lvl, "token request failed; retrying", "token", name,
+		"failures", s.failures, "retry_in", s.wait.Round(time.Millisecond), "err", err)
+}
+
+func (e *Engine) slotOK(s *slot) {
+	if s.failures > 0 {
+		e.log.Info("token request succeeded after failures", "token", s.name, "failures", s.failures)
+	}
+	s.inflight, s.failures, s.lastFail, s.wait = "", 0, time.Time{}, 0
+	s.bo.Reset()
+}
+
+func (e *Engine) healthLocked(now time.Time) Health {
+	var h Health
+	for _, s := range e.allSlots() {
+		if s == e.discover {
+			if s.tok == nil {
+				h.Expired = true
+			}
+		} else if s.tok == nil || !s.tok.Valid(now) {
+			h.Expired = true
+		}
+		if s.failures > 0 {
+			h.Failing = true
+		}
+		if s.inflight != "" || s.state == StateRenewing {
+			h.Renewing = true
+		}
+	}
+	return h
+}
+
+func (e *Engine) deviceStatusLocked() wire.DeviceStatus {
+	st := wire.DeviceStatus{V: wire.SchemaVersion, State: wire.StateOnline, Agent: buildinfo.Version}
+	for _, s := range e.allSlots() {
+		if s.tok != nil && s != e.discover {
+			st.Tokens = append(st.Tokens, wire.TokenStatus{Name: s.name, KID: s.tok.KID, ExpiresAt: s.tok.ExpiresAt})
+		}
+	}
+	return st
+}
+
+// emit hands ev to every subscriber without blocking: a subscriber whose
+// buffer is full is dropped (its channel closed).
+func (e *Engine) emit(ev Event) {
+	for id, ch := range e.subs {
+		select {
+		case ch <- ev:
+		default:
+			close(ch)
+			delete(e.subs, id)
+			e.log.Warn("event subscriber too slow; dropped", "subscriber", id)
+		}
+	}
+}

@@ -1,0 +1,287 @@
+package agent
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/cenkalti/backoff/v4"
+	mqtt "github.com/eclipse/paho.mqtt.golang"
+
+	"agoratokens/agent/clock"
+	"agoratokens/buildinfo"
+	"agoratokens/wire"
+)
+
+// errNotConnected fails a request made while the broker is unreachable;
+// the engine retries it when the connection is back.
+var errNotConnected = errors.New("not connected to the broker")
+
+// mqttSource is the Transport over an MQTT broker: a persistent session
+// (clean session off, client id = device id), a QoS 1 subscription to the
+// device's token topic, and a retained status with an offline last will.
+type mqttSource struct {
+	cfg    *Config
+	device string
+	topics wire.Topics
+	clk    clock.Clock
+	log    *slog.Logger
+	client mqtt.Client
+	hooks  TransportHooks
+
+	connected atomic.Bool
+	mu        sync.Mutex
+	pending   map[string]chan *wire.Reply
+	status    *wire.DeviceStatus
+}
+
+func newMQTT(cfg *Config, device string, clk clock.Clock, log *slog.Logger) (*mqttSource, error) {
+	m := &mqttSource{cfg: cfg, device: device, topics: wire.NewTopics(cfg.TopicRoot), clk: clk,
+		log: log, pending: map[string]chan *wire.Reply{}}
+	b := cfg.Broker
+	opts := mqtt.NewClientOptions().AddBroker(b.URL).SetClientID(device).
+		SetCleanSession(false).SetKeepAlive(b.KeepAlive).
+		SetAutoReconnect(true).SetMaxReconnectInterval(cfg.Backoff.Max).
+		SetConnectTimeout(cfg.RequestTimeout).SetWriteTimeout(cfg.RequestTimeout).
+		SetOrderMatters(false).
+		SetOnConnectHandler(m.onConnect).
+		SetConnectionLostHandler(m.onLost).
+		SetDefaultPublishHandler(m.onMessage)
+	user := b.Username
+	if user == "" {
+		user = device
+	}
+	opts.SetUsername(user)
+	if b.password != nil {
+		opts.SetPassword(b.password.v)
+	}
+	will, err := wire.Encode(offlineStatus())
+	if err != nil {
+		return nil, err
+	}
+	opts.SetBinaryWill(m.topics.Status(device), will, 1, true)
+	if b.CAFile != "" || b.CertFile != "" || len(b.URL) > 3 && b.URL[:3] == "ssl" {
+		tc, err := tlsConfig(b)
+		if err != nil {
+			return nil, err
+		}
+		opts.SetTLSConfig(tc)
+	}
+	m.client = mqtt.NewClient(opts)
+	return m, nil
+}
+
+func offlineStatus() wire.DeviceStatus {
+	return wire.DeviceStatus{V: wire.SchemaVersion, State: wire.StateOffline, Agent: buildinfo.Version}
+}
+
+func tlsConfig(b *BrokerConfig) (*tls.Config, error) {
+	tc := &tls.Config{MinVersion: tls.VersionTLS12}
+	if b.CAFile != "" {
+		pem, err := os.ReadFile(b.CAFile)
+		if err != nil {
+			return nil, fmt.Errorf("broker.ca_file: %w", err)
+		}
+		tc.RootCAs = x509.NewCertPool()
+		if !tc.RootCAs.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("broker.ca_file: %s holds no PEM certificate", b.CAFile)
+		}
+	}
+	if b.CertFile != "" {
+		c, err := tls.LoadX509KeyPair(b.CertFile, b.KeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("broker.cert_file/key_file: %w", err)
+		}
+		tc.Certificates = []tls.Certificate{c}
+	}
+	return tc, nil
+}
+
+// Run connects (retrying with backoff), lets paho reconnect after a loss,
+// and on shutdown publishes the offline status and disconnects.
+func (m *mqttSource) Run(ctx context.Context, h TransportHooks) error {
+	m.hooks = h
+	bo := &backoff.ExponentialBackOff{
+		InitialInterval: m.cfg.Backoff.Initial, RandomizationFactor: m.cfg.Backoff.Jitter,
+		Multiplier: m.cfg.Backoff.Multiplier, MaxInterval: m.cfg.Backoff.Max,
+		Stop: backoff.Stop, Clock: m.clk,
+	}
+	bo.Reset()
+	for failures := 1; ; failures++ {
+		tok := m.client.Connect()
+		err := waitToken(ctx, tok)
+		if err == nil {
+			break
+		}
+		if ctx.Err() != nil {
+			m.client.Disconnect(0)
+			return nil
+		}
+		wait := bo.NextBackOff()
+		if failures&(failures-1) == 0 {
+			m.log.Warn("cannot connect to the broker; retrying", "broker", m.cfg.Broker.URL,
+				"failures", failures, "retry_in", wait.Round(time.Millisecond), "err", err)
+		}
+		t := m.clk.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil
+		case <-t.C():
+		}
+	}
+	<-ctx.Done()
+	m.shutdown()
+	return nil
+}
+
+func (m *mqttSource) shutdown() {
+	if m.client.IsConnectionOpen() {
+		if p, err := wire.Encode(offlineStatus()); err == nil {
+			tok := m.client.Publish(m.topics.Status(m.device), 1, true, p)
+			if !tok.WaitTimeout(2*time.Second) || tok.Error() != nil {
+				m.log.Warn("could not publish the offline status", "err", tok.Error())
+			}
+		}
+	}
+	m.connected.Store(false)
+	m.client.Disconnect(250)
+	m.log.Info("disconnected from the broker")
+}
+
+func waitToken(ctx context.Context, tok mqtt.Token) error {
+	select {
+	case <-tok.Done():
+		return tok.Error()
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (m *mqttSource) onConnect(c mqtt.Client) {
+	tok := c.Subscribe(m.topics.Token(m.device), 1, m.onMessage)
+	if !tok.WaitTimeout(m.cfg.RequestTimeout) || tok.Error() != nil {
+		m.log.Error("cannot subscribe to the token topic; reconnecting", "topic", m.topics.Token(m.device), "err", tok.Error())
+		// A broker that refuses our own topic is misconfigured (ACL);
+		// dropping the connection makes paho retry with backoff.
+		go c.Disconnect(0)
+		return
+	}
+	if st, ok := tok.(*mqtt.SubscribeToken); ok {
+		for _, q := range st.Result() {
+			if q == 0x80 {
+				m.log.Error("broker refused the token topic subscription (check its ACL)", "topic", m.topics.Token(m.device))
+			}
+		}
+	}
+	m.connected.Store(true)
+	m.log.Info("connected to the broker", "broker", m.cfg.Broker.URL)
+	m.mu.Lock()
+	st := m.status
+	m.mu.Unlock()
+	if st == nil {
+		st = &wire.DeviceStatus{V: wire.SchemaVersion, State: wire.StateOnline, Agent: buildinfo.Version}
+	}
+	m.publishStatus(*st)
+	if m.hooks.Connected != nil {
+		m.hooks.Connected()
+	}
+}
+
+func (m *mqttSource) onLost(_ mqtt.Client, err error) {
+	m.connected.Store(false)
+	m.log.Warn("lost the broker; reconnecting", "err", err)
+}
+
+func (m *mqttSource) onMessage(_ mqtt.Client, msg mqtt.Message) {
+	if msg.Topic() != m.topics.Token(m.device) {
+		m.log.Warn("message on an unexpected topic; dropped", "topic", msg.Topic())
+		return
+	}
+	rep, err := wire.DecodeReply(msg.Payload())
+	if err != nil {
+		m.log.Warn("bad reply on the token topic; dropped", "err", err)
+		return
+	}
+	m.mu.Lock()
+	ch := m.pending[rep.ID]
+	delete(m.pending, rep.ID)
+	m.mu.Unlock()
+	if ch != nil {
+		ch <- rep // buffered, one reply per request
+		return
+	}
+	if m.hooks.Unsolicited != nil {
+		m.hooks.Unsolicited(rep)
+	}
+}
+
+// Fetch publishes a request on the device's request topic and waits for
+// the reply with the same id on its token topic.
+func (m *mqttSource) Fetch(ctx context.Context, req wire.Request) (*wire.Reply, error) {
+	if !m.connected.Load() {
+		return nil, errNotConnected
+	}
+	p, err := wire.Encode(req)
+	if err != nil {
+		return nil, err
+	}
+	ch := make(chan *wire.Reply, 1)
+	m.mu.Lock()
+	m.pending[req.ID] = ch
+	m.mu.Unlock()
+	defer func() {
+		m.mu.Lock()
+		delete(m.pending, req.ID)
+		m.mu.Unlock()
+	}()
+	if err := waitToken(ctx, m.client.Publish(m.topics.Req(m.device), 1, false, p)); err != nil {
+		return nil, fmt.Errorf("publish request: %w", err)
+	}
+	select {
+	case rep := <-ch:
+		return rep, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// State is "connected" or "disconnected".
+func (m *mqttSource) State() string {
+	if m.connected.Load() && m.client.IsConnectionOpen() {
+		return "connected"
+	}
+	return "disconnected"
+}
+
+// Report keeps st as the device's retained status and publishes it now if
+// connected (else on the next connection).
+func (m *mqttSource) Report(st wire.DeviceStatus) {
+	m.mu.Lock()
+	m.status = &st
+	m.mu.Unlock()
+	if m.connected.Load() {
+		m.publishStatus(st)
+	}
+}
+
+func (m *mqttSource) publishStatus(st wire.DeviceStatus) {
+	p, err := wire.Encode(st)
+	if err != nil {
+		m.log.Error("cannot encode status", "err", err)
+		return
+	}
+	tok := m.client.Publish(m.topics.Status(m.device), 1, true, p)
+	go func() {
+		if tok.WaitTimeout(m.cfg.RequestTimeout) && tok.Error() != nil {
+			m.log.Warn("cannot publish status", "err", tok.Error())
+		}
+	}()
+}

@@ -1,0 +1,193 @@
+package agent
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"agoratokens/wire"
+)
+
+// handleResult takes the outcome of one request.
+func (e *Engine) handleResult(r fetchResult) {
+	now := e.clk.Now()
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	a, ok := e.attempts[r.id]
+	if !ok {
+		// Timed out already; a reply that still came is a late one.
+		if r.reply != nil {
+			e.lateOrPush(r.reply, now)
+		}
+		return
+	}
+	delete(e.attempts, r.id)
+	a.cancel()
+	if r.err != nil {
+		e.failed(a, now, r.err, 0)
+		return
+	}
+	rep := r.reply
+	if rep.Error != nil {
+		e.failed(a, now, replyError(rep.Error), time.Duration(rep.Error.RetryAfter)*time.Second)
+		return
+	}
+	e.setAnchor(rep, a.sentAt)
+	asked := map[string]bool{}
+	for _, n := range a.names {
+		asked[n] = true
+	}
+	for i := range rep.Tokens {
+		g := &rep.Tokens[i]
+		if a.names != nil && !asked[g.Name] {
+			e.log.Warn("reply carries a token that was not asked for; rejected", "request", a.id, "token", g.Name)
+			continue
+		}
+		// The token was issued after the request left: counting its
+		// lifetime from then never overstates it.
+		e.offer(g, a.sentAt, now, false)
+	}
+	for _, s := range e.slotsOf(a) {
+		if e.satisfied(s, now) {
+			e.slotOK(s)
+		} else {
+			e.slotFailed(s, now, fmt.Errorf("reply %s brought no fresh valid token for it", a.id), 0)
+		}
+	}
+}
+
+// satisfied reports whether a slot holds a token that needs no renewal.
+func (e *Engine) satisfied(s *slot, now time.Time) bool {
+	if s == e.discover {
+		return len(e.slots) > 0 && s.tok != nil
+	}
+	return e.decideSlot(s, now).State == StateValid
+}
+
+func replyError(b *wire.ErrorBody) error {
+	msg := fmt.Sprintf("issuer replied %s: %s", b.Code, b.Message)
+	if b.Code == wire.CodeRateLimited {
+		msg += fmt.Sprintf(" (retry after %d s)", b.RetryAfter)
+	}
+	return errors.New(msg)
+}
+
+// handleUnsolicited takes a reply nobody waited for.
+func (e *Engine) handleUnsolicited(r *wire.Reply) {
+	now := e.clk.Now()
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.lateOrPush(r, now)
+}
+
+// lateOrPush takes a push, or a reply to a request that already timed
+// out: each token is accepted if valid and newer than the current one.
+func (e *Engine) lateOrPush(r *wire.Reply, now time.Time) {
+	sentAt, late := e.recent[r.ID]
+	if !late && !r.IsPush() {
+		e.log.Warn("reply to an unknown request id; dropped", "request", r.ID)
+		return
+	}
+	if r.Error != nil {
+		e.log.Info("late error reply ignored", "request", r.ID, "code", r.Error.Code)
+		return
+	}
+	for i := range r.Tokens {
+		g := &r.Tokens[i]
+		recv := sentAt
+		if !late {
+			recv = e.pushReceivedAt(g, now)
+		}
+		if e.offer(g, recv, now, true) {
+			if s := e.slots[g.Name]; s != nil && s.inflight == "" {
+				e.slotOK(s)
+			}
+		}
+	}
+	if late {
+		e.setAnchor(r, sentAt)
+	}
+}
+
+// pushReceivedAt places a pushed token's issue time on our monotonic
+// clock through the anchor of the last solicited reply: a push that
+// waited in the broker is aged by the wait. Without an anchor, it counts
+// from now.
+func (e *Engine) pushReceivedAt(g *wire.Grant, now time.Time) time.Time {
+	if e.anchor.mono.IsZero() {
+		return now
+	}
+	t := e.anchor.mono.Add(time.Duration(g.IssuedAt-e.anchor.issuer) * time.Second)
+	if t.After(now) {
+		return now
+	}
+	return t
+}
+
+func (e *Engine) setAnchor(r *wire.Reply, sentAt time.Time) {
+	issued := r.IssuedAt
+	if issued == 0 && len(r.Tokens) > 0 {
+		issued = r.Tokens[0].IssuedAt
+	}
+	if issued > 0 {
+		e.anchor = anchor{issuer: issued, mono: sentAt}
+	}
+}
+
+// offer checks a grant and makes it the current token of its name when
+// it is good and newer (or, for a reply we asked for, not older). It
+// reports whether the token was taken.
+func (e *Engine) offer(g *wire.Grant, receivedAt, now time.Time, mustBeNewer bool) bool {
+	s := e.slots[g.Name]
+	if s == nil {
+		if e.discover == nil {
+			e.log.Info("token not in the configured list; ignored", "token", g.Name)
+			return false
+		}
+	}
+	if err := checkGrant(g); err != nil {
+		e.log.Warn("bad token in reply; rejected", "token", g.Name, "err", err)
+		return false
+	}
+	tok := Token{Grant: *g, ReceivedAt: receivedAt}
+	if !tok.Valid(now) {
+		e.log.Warn("token in reply is already expired; rejected", "token", g.Name, "lifetime_s", g.Lifetime())
+		return false
+	}
+	if s != nil && s.tok != nil && s.tok.Valid(now) {
+		cur := s.tok
+		switch {
+		case g.Token == cur.Token:
+			return false
+		case g.IssuedAt < cur.IssuedAt, mustBeNewer && g.IssuedAt == cur.IssuedAt:
+			e.log.Info("token is not newer than the current one; ignored", "token", g.Name,
+				"issued_at", g.IssuedAt, "current_issued_at", cur.IssuedAt)
+			return false
+		}
+	}
+	if s == nil {
+		s = e.newSlot(g.Name)
+		e.slots[g.Name] = s
+	}
+	if e.discover != nil && e.discover.tok == nil {
+		e.discover.tok = &tok // discovery is done
+		e.slotOK(e.discover)
+	}
+	s.tok = &tok
+	s.state = StateValid
+	e.dirty = true
+	e.log.Info("new token", "token", g.Name, "kid", g.KID, "expires_at", g.ExpiresAt, "lifetime_s", g.Lifetime())
+	e.emit(Event{Kind: EventToken, Name: g.Name, Token: tok, At: now})
+	e.saves = append(e.saves, e.saved(&tok, now))
+	return true
+}
+
+// saved is the persisted form of a token that arrived now.
+func (e *Engine) saved(t *Token, now time.Time) *savedToken {
+	st := &savedToken{Grant: t.Grant, ReceivedWall: e.clk.Wall().Add(t.ReceivedAt.Sub(now)).Unix()}
+	if id, up, err := e.boot(); err == nil {
+		st.BootID = id
+		st.ReceivedUptime = int64(up - now.Sub(t.ReceivedAt))
+	}
+	return st
+}

@@ -1,0 +1,167 @@
+package agent
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"agoratokens/wire"
+)
+
+// stateVersion is the version of a persisted token file.
+const stateVersion = 1
+
+// savedToken is one persisted token: the grant, and what the device knew
+// about when it arrived, so its age can be told after a restart.
+type savedToken struct {
+	V     int        `json:"v"`
+	Grant wire.Grant `json:"grant"`
+	// ReceivedWall is the device's wall clock when the token arrived
+	// (Unix seconds); only for people reading the file.
+	ReceivedWall int64 `json:"received_wall"`
+	// BootID and ReceivedUptime (CLOCK_BOOTTIME, ns) place the arrival on
+	// a clock that survives an agent restart but not a reboot.
+	BootID         string `json:"boot_id,omitempty"`
+	ReceivedUptime int64  `json:"received_uptime_ns,omitempty"`
+}
+
+// bootRemaining is how much of a persisted token's lifetime is left when
+// the agent starts, and how that was told. The monotonic clock does not
+// survive a restart, so:
+//
+//   - same boot (boot id matches): CLOCK_BOOTTIME is still the clock the
+//     token's arrival was measured on; the remaining time is exact and
+//     the wall clock is not consulted.
+//   - after a reboot, the wall clock is all there is: remaining =
+//     expires_at − wall, capped at the lifetime. But a board without a
+//     battery-backed RTC boots with a stale clock (fake-hwclock) until NTP
+//     steps it; a wall clock earlier than the token's issued_at is
+//     provably wrong, and then nothing bounds the token's age, so the
+//     token is not served (remaining 0) and a fresh one is requested.
+//
+// A wall clock that is wrong but later than issued_at can make a token
+// look older than it is (served for less time: safe) or, if it lags the
+// true time, younger; the issuer-side answer to that is a sane ttl, and
+// the media process's renew op covers a rejected token.
+func bootRemaining(s *savedToken, bootID string, uptime time.Duration, wall time.Time) (time.Duration, string) {
+	life := time.Duration(s.Grant.Lifetime()) * time.Second
+	if s.BootID != "" && s.BootID == bootID && uptime >= time.Duration(s.ReceivedUptime) {
+		return life - (uptime - time.Duration(s.ReceivedUptime)), "same boot: uptime clock"
+	}
+	if wall.Unix() < s.Grant.IssuedAt {
+		return 0, "wall clock is before the token's issued_at: not trusted"
+	}
+	left := time.Unix(s.Grant.ExpiresAt, 0).Sub(wall)
+	if left > life {
+		left = life
+	}
+	return left, "after reboot: wall clock"
+}
+
+// store persists the current tokens in the state directory, one file per
+// token name, each replaced atomically.
+type store struct {
+	dir string
+	log *slog.Logger
+}
+
+func fileName(name string) string { return "token-" + name + ".json" }
+
+// load returns the persisted tokens. A file that cannot be read as a good
+// token is moved aside (name.corrupt-TIMESTAMP) with a warning; leftover
+// temporary files of an interrupted write are removed.
+func (s *store) load(wall time.Time) ([]*savedToken, error) {
+	if err := os.MkdirAll(s.dir, 0o700); err != nil {
+		return nil, fmt.Errorf("state dir: %w", err)
+	}
+	entries, err := os.ReadDir(s.dir)
+	if err != nil {
+		return nil, fmt.Errorf("state dir: %w", err)
+	}
+	var out []*savedToken
+	for _, e := range entries {
+		name := e.Name()
+		path := filepath.Join(s.dir, name)
+		switch {
+		case strings.HasSuffix(name, ".tmp") && strings.HasPrefix(name, "token-"):
+			s.log.Info("removing an unfinished state file", "file", path)
+			_ = os.Remove(path)
+			continue
+		case !strings.HasPrefix(name, "token-") || !strings.HasSuffix(name, ".json") || !e.Type().IsRegular():
+			continue
+		}
+		st, err := readSaved(path, strings.TrimSuffix(strings.TrimPrefix(name, "token-"), ".json"))
+		if err != nil {
+			aside := path + ".corrupt-" + wall.UTC().Format("20060102T150405Z")
+			if rerr := os.Rename(path, aside); rerr != nil {
+				return nil, fmt.Errorf("move corrupt state file %s aside: %w", path, rerr)
+			}
+			s.log.Warn("state file is corrupt; moved aside", "file", path, "moved_to", aside, "err", err)
+			continue
+		}
+		out = append(out, st)
+	}
+	return out, nil
+}
+
+func readSaved(path, name string) (*savedToken, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var st savedToken
+	if err := json.Unmarshal(b, &st); err != nil {
+		return nil, fmt.Errorf("decode: %w", err)
+	}
+	if st.V != stateVersion {
+		return nil, fmt.Errorf("version %d is not %d", st.V, stateVersion)
+	}
+	if st.Grant.Name != name {
+		return nil, fmt.Errorf("holds token %q, not %q", st.Grant.Name, name)
+	}
+	if err := checkGrant(&st.Grant); err != nil {
+		return nil, err
+	}
+	return &st, nil
+}
+
+// save writes one token atomically: a temporary file, fsync, rename over
+// the old file, fsync of the directory. Mode 0600.
+func (s *store) save(st *savedToken) error {
+	st.V = stateVersion
+	b, err := json.Marshal(st)
+	if err != nil {
+		return err
+	}
+	path := filepath.Join(s.dir, fileName(st.Grant.Name))
+	tmp := path + ".tmp"
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return fmt.Errorf("persist token %q: %w", st.Grant.Name, err)
+	}
+	_, werr := f.Write(append(b, '\n'))
+	serr := f.Sync()
+	cerr := f.Close()
+	if err := errors.Join(werr, serr, cerr); err != nil {
+		_ = os.Remove(tmp)
+		return fmt.Errorf("persist token %q: %w", st.Grant.Name, err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		_ = os.Remove(tmp)
+		return fmt.Errorf("persist token %q: %w", st.Grant.Name, err)
+	}
+	d, err := os.Open(s.dir)
+	if err != nil {
+		return fmt.Errorf("persist token %q: sync dir: %w", st.Grant.Name, err)
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("persist token %q: sync dir: %w", st.Grant.Name, err)
+	}
+	return nil
+}
