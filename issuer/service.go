@@ -1,0 +1,567 @@
+package issuer
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"runtime"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	mqtt "github.com/eclipse/paho.mqtt.golang"
+	"golang.org/x/sync/errgroup"
+
+	"agoratokens/issuer/broker"
+	"agoratokens/wire"
+)
+
+// Timeouts of the service's MQTT operations.
+const (
+	opTimeout      = 10 * time.Second
+	drainTimeout   = 20 * time.Second
+	replayWindow   = 2 * time.Minute
+	replayMaxItems = 200_000
+)
+
+// Options configure a Service. Only ConfigFile is required.
+type Options struct {
+	// ConfigFile is the issuer's config; Reload reads it again.
+	ConfigFile string
+	// Logger receives the service's logs (default slog.Default()).
+	Logger *slog.Logger
+	// LogLevel, when set, follows the config's log_level across reloads.
+	LogLevel *slog.LevelVar
+	// Now is the issuer clock (default time.Now).
+	Now func() time.Time
+	// Salt picks token salts (default crypto/rand).
+	Salt func() (uint32, error)
+	// Workers bounds the requests handled at once (default 16 per CPU).
+	Workers int
+}
+
+// state is everything a reload replaces at once.
+type state struct {
+	cfg    *Config
+	policy *Policy
+	signer *Signer
+	keys   *apiKeys // nil: HTTP token API off
+}
+
+// Service is the issuer: it answers token requests arriving over MQTT
+// (and HTTP) according to the policy. Build it with New and run it with
+// Run.
+type Service struct {
+	opts    Options
+	log     *slog.Logger
+	now     func() time.Time
+	state   atomic.Pointer[state]
+	topics  wire.Topics // fixed at New: changing it needs a restart
+	name    string      // client id, also the "issuer" of the status
+	metrics *metrics
+	limiter *limiter
+	replay  *replayCache
+
+	sem      chan struct{} // one slot per request being handled
+	closed   chan struct{} // closed once draining is over
+	reload   sync.Mutex    // serializes Reload
+	client   mqtt.Client   // set by Run before connecting
+	embedded atomic.Pointer[broker.Broker]
+	httpAddr atomic.Value // string
+	ready    atomic.Bool  // connected and subscribed
+	stopped  atomic.Bool  // Run is shutting down
+}
+
+// New loads the config, policy and certificates and returns a service
+// ready to Run.
+func New(opts Options) (*Service, error) {
+	if opts.ConfigFile == "" {
+		return nil, errors.New("issuer: no config file")
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.Workers <= 0 {
+		opts.Workers = 16 * runtime.GOMAXPROCS(0)
+	}
+	st, err := loadState(opts.ConfigFile, opts.Salt)
+	if err != nil {
+		return nil, err
+	}
+	s := &Service{
+		opts:    opts,
+		log:     opts.Logger,
+		now:     opts.Now,
+		topics:  st.cfg.Topics(),
+		metrics: newMetrics(),
+		limiter: newLimiter(st.cfg.Limits.Rate.PerMinute, st.cfg.Limits.Rate.Burst),
+		replay:  newReplayCache(replayWindow, replayMaxItems),
+		sem:     make(chan struct{}, opts.Workers),
+		closed:  make(chan struct{}),
+	}
+	s.name = st.cfg.Broker.ClientID
+	if s.name == "" {
+		var b [4]byte
+		_, _ = rand.Read(b[:])
+		s.name = "agora-token-issuer-" + hex.EncodeToString(b[:])
+	}
+	s.setState(st)
+	return s, nil
+}
+
+// loadState reads the config file and everything it names.
+func loadState(file string, salt func() (uint32, error)) (*state, error) {
+	cfg, err := LoadConfig(file)
+	if err != nil {
+		return nil, err
+	}
+	pol, err := LoadPolicy(cfg.PolicyFile, cfg.Limits)
+	if err != nil {
+		return nil, err
+	}
+	sig, err := NewSigner(cfg.AppID, cfg.Certs(), cfg.ActiveCertificate, salt)
+	if err != nil {
+		return nil, fmt.Errorf("certificates: %w", err)
+	}
+	st := &state{cfg: cfg, policy: pol, signer: sig}
+	if cfg.HTTP.APIKeysFile != "" {
+		if st.keys, err = loadAPIKeys(cfg.HTTP.APIKeysFile); err != nil {
+			return nil, err
+		}
+	}
+	return st, nil
+}
+
+func (s *Service) setState(st *state) {
+	s.state.Store(st)
+	s.limiter.setRate(st.cfg.Limits.Rate.PerMinute, st.cfg.Limits.Rate.Burst)
+	if s.opts.LogLevel != nil {
+		if l, err := ParseLogLevel(st.cfg.LogLevel); err == nil {
+			s.opts.LogLevel.Set(l)
+		}
+	}
+}
+
+// Name is the service's MQTT client id, also named in its status.
+func (s *Service) Name() string { return s.name }
+
+// Config returns the config in force.
+func (s *Service) Config() *Config { return s.state.Load().cfg }
+
+// Ready reports whether the service is connected to its broker, has
+// subscribed to the requests and holds a policy.
+func (s *Service) Ready() bool { return s.ready.Load() && s.state.Load() != nil }
+
+// Reload reads the config, policy and certificates again (what SIGHUP
+// does). If anything is invalid, the old ones stay in force and the error
+// says why. Broker, topic root, share group and listen address changes
+// need a restart; they are logged and otherwise ignored. When the active
+// certificate changes, every device seen since start gets fresh tokens
+// pushed.
+func (s *Service) Reload(ctx context.Context) error {
+	s.reload.Lock()
+	defer s.reload.Unlock()
+	old := s.state.Load()
+	if err := s.reloadBroker(); err != nil {
+		s.log.Error("reload: keeping the previous device credentials", "err", err)
+	}
+	st, err := loadState(s.opts.ConfigFile, s.opts.Salt)
+	if err != nil {
+		s.metrics.reloads.WithLabelValues("error").Inc()
+		s.log.Error("reload failed; keeping the previous config", "err", err)
+		return err
+	}
+	if changed := restartKeys(old.cfg, st.cfg); len(changed) > 0 {
+		s.log.Warn("reload: these keys changed but take effect only after a restart", "keys", changed)
+	}
+	s.setState(st)
+	s.metrics.reloads.WithLabelValues("ok").Inc()
+	s.log.Info("reloaded", "active_certificate", st.cfg.ActiveCertificate,
+		"certificates", len(st.cfg.Certificates), "rules", len(st.policy.Rules))
+	if st.signer.Active() != old.signer.Active() {
+		go func() {
+			n, err := s.PushAll(ctx)
+			s.log.Info("pushed tokens signed with the new certificate", "devices", n,
+				"kid", st.signer.Active(), "err", err)
+		}()
+	}
+	return nil
+}
+
+// restartKeys lists the keys whose change a reload cannot apply.
+func restartKeys(a, b *Config) []string {
+	var out []string
+	if a.Broker.URL != b.Broker.URL || a.Broker.ClientID != b.Broker.ClientID ||
+		a.Broker.Username != b.Broker.Username || a.Broker.PasswordFile != b.Broker.PasswordFile ||
+		(a.Broker.Embedded == nil) != (b.Broker.Embedded == nil) ||
+		a.Broker.Embedded != nil && *a.Broker.Embedded != *b.Broker.Embedded {
+		out = append(out, "broker")
+	}
+	if a.TopicRoot != b.TopicRoot {
+		out = append(out, "topic_root")
+	}
+	if a.ShareGroup != b.ShareGroup {
+		out = append(out, "share_group")
+	}
+	if a.Listen != b.Listen {
+		out = append(out, "listen")
+	}
+	return out
+}
+
+// Run connects to the broker (starting the embedded one first when
+// configured), serves requests and the HTTP endpoints until ctx ends,
+// then shuts down cleanly: it stops taking requests, finishes those in
+// flight, publishes its offline status and disconnects. It returns nil
+// after a clean shutdown.
+func (s *Service) Run(ctx context.Context) error {
+	cfg := s.state.Load().cfg
+	g, gctx := errgroup.WithContext(ctx)
+	conn, stopBroker, err := s.brokerConn(gctx, g, cfg)
+	if err != nil {
+		return err
+	}
+	if cfg.Listen != "" {
+		if err := s.serveHTTP(gctx, g, cfg.Listen); err != nil {
+			stopBroker()
+			return err
+		}
+	}
+	g.Go(func() error {
+		defer stopBroker()
+		return s.runMQTT(gctx, conn)
+	})
+	return g.Wait()
+}
+
+// runMQTT connects and serves until ctx ends, then drains.
+func (s *Service) runMQTT(ctx context.Context, conn brokerConn) error {
+	opts, err := s.clientOptions(conn)
+	if err != nil {
+		return err
+	}
+	s.client = mqtt.NewClient(opts)
+	tok := s.client.Connect()
+	select {
+	case <-tok.Done():
+		if err := tok.Error(); err != nil {
+			return fmt.Errorf("connect broker %s: %w", conn.url, err)
+		}
+	case <-ctx.Done():
+		s.client.Disconnect(0)
+		return nil
+	}
+	<-ctx.Done()
+	s.shutdown()
+	return nil
+}
+
+// shutdown stops taking requests, lets the ones in flight finish,
+// publishes offline and disconnects.
+func (s *Service) shutdown() {
+	s.stopped.Store(true)
+	s.ready.Store(false)
+	c := s.client
+	if c.IsConnectionOpen() {
+		// With a shared subscription, new requests now go to the other
+		// replicas.
+		if t := c.Unsubscribe(s.reqFilter()); !t.WaitTimeout(opTimeout) || t.Error() != nil {
+			s.log.Warn("unsubscribe on shutdown failed", "err", t.Error())
+		}
+	}
+	s.drain()
+	if c.IsConnectionOpen() {
+		s.publishStatus(wire.StateOffline)
+	}
+	c.Disconnect(1000)
+	s.log.Info("stopped")
+}
+
+// drain waits until no request is being handled (taking every worker
+// slot), then refuses any that still arrive.
+func (s *Service) drain() {
+	timer := time.NewTimer(drainTimeout)
+	defer timer.Stop()
+	for i := 0; i < cap(s.sem); i++ {
+		select {
+		case s.sem <- struct{}{}:
+		case <-timer.C:
+			s.log.Warn("shutdown: requests still in flight after the drain timeout", "timeout", drainTimeout)
+			close(s.closed)
+			return
+		}
+	}
+	close(s.closed)
+}
+
+func (s *Service) reqFilter() string { return s.topics.SharedReqs(s.state.Load().cfg.ShareGroup) }
+
+func (s *Service) clientOptions(conn brokerConn) (*mqtt.ClientOptions, error) {
+	will, err := wire.Encode(s.status(wire.StateOffline))
+	if err != nil {
+		return nil, err
+	}
+	o := mqtt.NewClientOptions().AddBroker(conn.url).SetClientID(s.name).
+		SetCleanSession(true).SetOrderMatters(false).
+		SetAutoReconnect(true).SetConnectRetry(true).
+		SetConnectRetryInterval(time.Second).SetMaxReconnectInterval(30*time.Second).
+		SetConnectTimeout(opTimeout).SetKeepAlive(30*time.Second).
+		SetBinaryWill(s.topics.IssuerStatus(), will, 1, true).
+		SetOnConnectHandler(s.onConnect).
+		SetConnectionLostHandler(func(_ mqtt.Client, err error) {
+			s.ready.Store(false)
+			s.log.Warn("broker connection lost; reconnecting", "broker", conn.url, "err", err)
+		})
+	if conn.username != "" {
+		o.SetUsername(conn.username)
+	}
+	if !conn.password.IsZero() {
+		o.SetPassword(conn.password.Reveal())
+	}
+	if conn.tls != nil {
+		o.SetTLSConfig(conn.tls)
+	}
+	return o, nil
+}
+
+// onConnect (re)subscribes after every connect: the session is clean.
+func (s *Service) onConnect(c mqtt.Client) {
+	if s.stopped.Load() {
+		return
+	}
+	filter := s.reqFilter()
+	t := c.Subscribe(filter, 1, s.onRequest)
+	if !t.WaitTimeout(opTimeout) || t.Error() != nil {
+		s.log.Error("subscribe to requests failed", "filter", filter, "err", t.Error())
+		return
+	}
+	if code := t.(*mqtt.SubscribeToken).Result()[filter]; code >= 0x80 {
+		s.log.Error("the broker refused the subscription to requests (check its ACL)", "filter", filter)
+		return
+	}
+	s.publishStatus(wire.StateOnline)
+	// Watch the shared status: when a replica dies its last will says
+	// offline for everyone; the replicas still up say online again.
+	st := c.Subscribe(s.topics.IssuerStatus(), 1, s.onIssuerStatus)
+	if !st.WaitTimeout(opTimeout) || st.Error() != nil {
+		s.log.Warn("subscribe to the issuer status failed", "err", st.Error())
+	}
+	s.ready.Store(true)
+	s.log.Info("connected and serving", "filter", filter, "issuer", s.name)
+}
+
+func (s *Service) status(state string) wire.IssuerStatus {
+	return wire.IssuerStatus{V: wire.SchemaVersion, State: state, Issuer: s.name, Version: version()}
+}
+
+func (s *Service) publishStatus(state string) {
+	b, err := wire.Encode(s.status(state))
+	if err != nil {
+		s.log.Error("encode status", "err", err)
+		return
+	}
+	t := s.client.Publish(s.topics.IssuerStatus(), 1, true, b)
+	if !t.WaitTimeout(opTimeout) || t.Error() != nil {
+		s.log.Warn("publish issuer status failed", "state", state, "err", t.Error())
+	}
+}
+
+// onIssuerStatus restores "online" when another replica's last will (or
+// its shutdown) marked the issuers offline while this one still serves.
+func (s *Service) onIssuerStatus(_ mqtt.Client, m mqtt.Message) {
+	var st wire.IssuerStatus
+	if err := wire.Decode(m.Payload(), &st); err != nil {
+		s.log.Warn("ignoring a malformed issuer status", "err", err)
+		return
+	}
+	if st.State == wire.StateOffline && st.Issuer != s.name && !s.stopped.Load() {
+		s.log.Info("another issuer went offline; marking the service online", "other", st.Issuer)
+		go s.publishStatus(wire.StateOnline)
+	}
+}
+
+// onRequest handles one request in paho's goroutine for it; paho
+// acknowledges the request (PUBACK) only after this returns, that is
+// after the reply was published.
+func (s *Service) onRequest(_ mqtt.Client, m mqtt.Message) {
+	select {
+	case s.sem <- struct{}{}:
+	case <-s.closed:
+		s.log.Warn("request arrived after shutdown; the device will retry", "topic", m.Topic())
+		return
+	}
+	defer func() { <-s.sem }()
+	device, err := s.topics.DeviceFromReq(m.Topic())
+	if err != nil {
+		// No valid device id: there is no topic to answer on.
+		s.metrics.request("mqtt", resultInvalid)
+		s.log.Warn("request on a malformed topic; no reply possible", "err", err)
+		return
+	}
+	s.metrics.sawDevice(device)
+	reply, result := s.answerMQTT(device, m.Payload())
+	s.metrics.request("mqtt", result)
+	if reply == nil {
+		return
+	}
+	t := s.client.Publish(s.topics.Token(device), 1, false, reply)
+	if !t.WaitTimeout(opTimeout) || t.Error() != nil {
+		s.log.Warn("publish reply failed; the device will retry", "device", device, "err", t.Error())
+	}
+}
+
+// answerMQTT turns one request payload into the reply to publish.
+func (s *Service) answerMQTT(device string, payload []byte) ([]byte, string) {
+	st := s.state.Load()
+	now := s.now()
+	if max := st.cfg.Limits.MaxPayload; len(payload) > max {
+		s.log.Warn("request too large", "device", device, "bytes", len(payload), "max", max)
+		return s.errorReply("unknown", wire.CodeInvalidRequest,
+			fmt.Sprintf("request is %d bytes, max %d", len(payload), max), 0), resultInvalid
+	}
+	req, err := wire.DecodeRequest(payload)
+	if err != nil {
+		s.log.Warn("invalid request", "device", device, "err", err)
+		return s.errorReply(requestID(payload), wire.CodeInvalidRequest, err.Error(), 0), resultInvalid
+	}
+	if ok, wait := s.limiter.allow(device, now); !ok {
+		s.log.Info("rate limited", "device", device, "id", req.ID, "retry_after", wait)
+		return s.errorReply(req.ID, wire.CodeRateLimited, "too many requests",
+			int((wait+time.Second-1)/time.Second)), resultRateLimited
+	}
+	key := replayKey(device, req.ID)
+	e, owner := s.replay.begin(key, now)
+	if !owner {
+		<-e.done
+		if e.reply != nil {
+			s.log.Debug("replayed the reply to a retried request", "device", device, "id", req.ID)
+			return e.reply, resultReplayed
+		}
+		return s.errorReply(req.ID, wire.CodeUnavailable, "the first attempt failed; retry", 1), resultUnavailable
+	}
+	reply, result := s.decide(st, device, req.ID, req.Tokens, now)
+	b, err := wire.Encode(reply)
+	if err != nil {
+		s.log.Error("encode reply", "device", device, "id", req.ID, "err", err)
+		s.replay.finish(key, e, nil)
+		return s.errorReply(req.ID, wire.CodeUnavailable, "reply too large; ask for fewer tokens", 0), resultUnavailable
+	}
+	if result == resultUnavailable {
+		s.replay.finish(key, e, nil)
+	} else {
+		s.replay.finish(key, e, b)
+	}
+	return b, result
+}
+
+// decide applies the policy and signs: the core shared by MQTT and HTTP.
+func (s *Service) decide(st *state, device, id string, names []string, now time.Time) (*wire.Reply, string) {
+	grants, err := st.policy.Grants(device, names)
+	if err != nil {
+		var de *DecisionError
+		if errors.As(err, &de) {
+			s.log.Info("request refused", "device", device, "id", id, "code", de.Code, "reason", de.Message)
+			res := resultForbidden
+			if de.Code == wire.CodeInvalidRequest {
+				res = resultInvalid
+			}
+			return errReply(id, de.Code, de.Message, 0), res
+		}
+		s.log.Error("policy", "device", device, "err", err)
+		return errReply(id, wire.CodeUnavailable, "internal error", 5), resultUnavailable
+	}
+	start := time.Now()
+	out := make([]wire.Grant, 0, len(grants))
+	for _, g := range grants {
+		wg, err := st.signer.Sign(g, now)
+		if err != nil {
+			s.log.Error("signing failed", "device", device, "token", g.Name, "err", err)
+			return errReply(id, wire.CodeUnavailable, "signing failed", 5), resultUnavailable
+		}
+		out = append(out, wg)
+	}
+	s.metrics.signing.Observe(time.Since(start).Seconds())
+	s.log.Debug("granted", "device", device, "id", id, "tokens", len(out), "kid", st.signer.Active())
+	return &wire.Reply{V: wire.SchemaVersion, ID: id, IssuedAt: now.Unix(), Tokens: out}, resultOK
+}
+
+func errReply(id, code, msg string, retryAfter int) *wire.Reply {
+	return &wire.Reply{V: wire.SchemaVersion, ID: id,
+		Error: &wire.ErrorBody{Code: code, Message: msg, RetryAfter: retryAfter}}
+}
+
+func (s *Service) errorReply(id, code, msg string, retryAfter int) []byte {
+	b, err := wire.Encode(errReply(id, code, msg, retryAfter))
+	if err != nil {
+		// Only an absurd message could do this; say less.
+		b, _ = wire.Encode(errReply(id, code, "invalid request", retryAfter))
+	}
+	return b
+}
+
+// PushAll signs fresh tokens for every device seen since start and
+// publishes them unasked (reply id "push-<kid>-<unix time>"), so that a
+// certificate rotation reaches the fleet without waiting for renewals.
+// It returns how many devices got tokens.
+func (s *Service) PushAll(ctx context.Context) (int, error) {
+	if s.client == nil || !s.client.IsConnectionOpen() {
+		return 0, errors.New("push: not connected")
+	}
+	st := s.state.Load()
+	now := s.now()
+	id := fmt.Sprintf("%s%s-%d", wire.PushPrefix, st.signer.Active(), now.Unix())
+	s.metrics.mu.Lock()
+	devices := make([]string, 0, len(s.metrics.seen))
+	for d := range s.metrics.seen {
+		devices = append(devices, d)
+	}
+	s.metrics.mu.Unlock()
+	slices.Sort(devices)
+	var n atomic.Int64
+	g, ctx := errgroup.WithContext(ctx)
+	g.SetLimit(cap(s.sem))
+	for _, d := range devices {
+		g.Go(func() error {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			reply, result := s.decide(st, d, id, nil, now)
+			if result != resultOK {
+				return nil // no longer granted anything: nothing to push
+			}
+			b, err := wire.Encode(reply)
+			if err != nil {
+				return nil
+			}
+			t := s.client.Publish(s.topics.Token(d), 1, false, b)
+			if t.WaitTimeout(opTimeout) && t.Error() == nil {
+				n.Add(1)
+			}
+			return nil
+		})
+	}
+	err := g.Wait()
+	return int(n.Load()), err
+}
+
+// requestID digs the request id out of a payload that failed to decode,
+// so that the error reply can name it; "unknown" when it cannot.
+func requestID(payload []byte) string {
+	var r struct {
+		ID any `json:"id"`
+	}
+	if err := json.Unmarshal(payload, &r); err == nil {
+		if id, ok := r.ID.(string); ok && wire.ValidateName("id", id) == nil {
+			return id
+		}
+	}
+	return "unknown"
+}
