@@ -110,8 +110,8 @@ func (h *authHook) reloadLocked() (map[string]struct{}, error) {
 	return removed, nil
 }
 
-// reloadIfChanged picks up devices added while the broker runs: it is
-// called when an unknown device tries to log in.
+// reloadIfChanged picks up devices added or rotated while the broker
+// runs: it is called when a login fails.
 func (h *authHook) reloadIfChanged() {
 	h.reloadMu.Lock()
 	defer h.reloadMu.Unlock()
@@ -152,7 +152,9 @@ func (h *authHook) refuseConnect(user string, c packets.ConnectParams) string {
 		return "user name is not a device id"
 	}
 	creds := h.creds.Load()
-	if !creds.Has(user) {
+	if !creds.Check(user, string(c.Password)) {
+		// A device added or rotated since the file was read: look again
+		// (a stat, unless the file changed).
 		h.reloadIfChanged()
 		creds = h.creds.Load()
 	}
