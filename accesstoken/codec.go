@@ -21,28 +21,13 @@ const MaxPayload = 64 << 10
 // MaxTokenLen caps the length of a token string accepted by Parse.
 const MaxTokenLen = 2 * MaxPayload
 
+// MaxServices caps the number of services Parse accepts in one token.
+// Agora's builders put at most six in one; the cap bounds what a hostile
+// token can make Parse allocate.
+const MaxServices = 64
+
 // ErrSignature is returned by Verify when no certificate signed the token.
 var ErrSignature = errors.New("signature matches no certificate")
-
-// Sign returns the signature of content under certificate cert, as Agora
-// computes it: HMAC(key=HMAC(key=pack(salt), msg=HMAC(key=pack(issue_ts),
-// msg=cert)), msg=content).
-func sign(cert string, issueTs, salt uint32, content []byte) [sha256.Size]byte {
-	var ts, sl [4]byte
-	binary.LittleEndian.PutUint32(ts[:], issueTs)
-	binary.LittleEndian.PutUint32(sl[:], salt)
-	h := hmac.New(sha256.New, ts[:])
-	h.Write([]byte(cert))
-	k1 := h.Sum(nil)
-	h = hmac.New(sha256.New, sl[:])
-	h.Write(k1)
-	k2 := h.Sum(nil)
-	h = hmac.New(sha256.New, k2)
-	h.Write(content)
-	var out [sha256.Size]byte
-	h.Sum(out[:0])
-	return out
-}
 
 // RandomSalt returns a salt in 1..99999999, as Agora's builders choose.
 func RandomSalt() (uint32, error) {
@@ -53,9 +38,29 @@ func RandomSalt() (uint32, error) {
 	return binary.LittleEndian.Uint32(b[:])%99999999 + 1, nil
 }
 
+// sigHeader is the packed signature in front of the content: a u16 length
+// and the 32 bytes of HMAC-SHA256.
+const sigHeader = 2 + sha256.Size
+
+// buildState is the reusable scratch of one Build: the packing buffer, a
+// zlib writer (about 800 KiB, which is why it is pooled) and the output
+// buffers. With it, Build allocates only the returned string.
+type buildState struct {
+	buf []byte // blockSize bytes of HMAC scratch, then the content
+	z   bytes.Buffer
+	zw  *zlib.Writer
+	out []byte
+}
+
+var buildStates = sync.Pool{New: func() any {
+	s := &buildState{buf: make([]byte, 0, 512), out: make([]byte, 0, 512)}
+	s.zw = zlib.NewWriter(&s.z)
+	return s
+}}
+
 // Build signs the token with cert and returns its string form. IssueTs and
 // Salt must be set (see Builder for defaults); the fields are validated
-// first.
+// first. The output is byte-identical to Agora's Go builder's.
 func (t *Token) Build(cert string) (string, error) {
 	if err := ValidateHex32("app certificate", cert); err != nil {
 		return "", err
@@ -63,111 +68,179 @@ func (t *Token) Build(cert string) (string, error) {
 	if err := t.Validate(); err != nil {
 		return "", err
 	}
-	w := packer{buf: make([]byte, 0, 256)}
-	// Reserve room for the packed signature (u16 length + 32 bytes).
-	w.buf = w.buf[:2+sha256.Size]
-	start := len(w.buf)
+	st := buildStates.Get().(*buildState)
+	defer buildStates.Put(st)
+
+	w := packer{buf: st.buf[:blockSize]}
 	w.str(t.AppID)
 	w.u32(t.IssueTs)
 	w.u32(t.Expire)
 	w.u32(t.Salt)
 	packServices(&w, t.Services)
-	sig := sign(cert, t.IssueTs, t.Salt, w.buf[start:])
-	binary.LittleEndian.PutUint16(w.buf, sha256.Size)
-	copy(w.buf[2:], sig[:])
-	return encode(w.buf)
+	st.buf = w.buf[:0] // keep the grown buffer for the next token
+
+	key := signingKey(cert, t.IssueTs, t.Salt)
+	sig := signInPlace(&key, w.buf)
+	// The packed signature goes right in front of the content, over the
+	// tail of the scratch bytes.
+	p := w.buf[blockSize-sigHeader:]
+	binary.LittleEndian.PutUint16(p, sha256.Size)
+	copy(p[2:], sig[:])
+	return st.encode(p)
 }
 
-var zlibWriters = sync.Pool{New: func() any {
-	return zlib.NewWriter(nil)
-}}
-
-func encode(payload []byte) (string, error) {
-	var z bytes.Buffer
-	z.Grow(len(payload))
-	zw := zlibWriters.Get().(*zlib.Writer)
-	zw.Reset(&z)
-	_, err := zw.Write(payload)
+func (st *buildState) encode(payload []byte) (string, error) {
+	st.z.Reset()
+	st.zw.Reset(&st.z)
+	_, err := st.zw.Write(payload)
 	if err == nil {
-		err = zw.Close()
+		err = st.zw.Close()
 	}
-	zlibWriters.Put(zw)
 	if err != nil {
 		return "", fmt.Errorf("compress token: %w", err)
 	}
-	return Version + base64.StdEncoding.EncodeToString(z.Bytes()), nil
+	st.out = append(st.out[:0], Version...)
+	st.out = base64.StdEncoding.AppendEncode(st.out, st.z.Bytes())
+	return string(st.out), nil
 }
+
+// parseState is the reusable scratch of one Parse: the token text, its
+// base64-decoded bytes, the inflated payload (at most MaxPayload+1 bytes)
+// and a zlib reader reset for each token.
+type parseState struct {
+	text, raw []byte
+	out       [MaxPayload + 1]byte
+	br        bytes.Reader
+	zr        io.ReadCloser
+}
+
+// emptyZlib is a valid zlib stream of no data, used to create the pooled
+// zlib readers (zlib.NewReader reads a header at once).
+var emptyZlib = []byte{0x78, 0x9c, 0x03, 0x00, 0x00, 0x00, 0x00, 0x01}
+
+var parseStates = sync.Pool{New: func() any {
+	s := &parseState{}
+	s.br.Reset(emptyZlib)
+	zr, err := zlib.NewReader(&s.br)
+	if err != nil {
+		panic("accesstoken: zlib rejects the empty stream: " + err.Error())
+	}
+	s.zr = zr
+	return s
+}}
 
 // Parse decodes a token string. It checks the structure only; use Verify
 // to check the signature. A token carrying a service type this package
 // does not know returns an *UnknownServiceError together with the token,
 // whose known fields are readable and whose signature is verifiable.
+//
+// Parse never panics. Whatever the input, it reads at most MaxTokenLen
+// bytes of text and MaxPayload+1 bytes of inflated payload into pooled
+// buffers, and allocates only in proportion to the payload it accepts.
 func Parse(s string) (*Token, error) {
-	if len(s) <= len(Version) {
-		return nil, fmt.Errorf("token too short: %d bytes", len(s))
+	if len(s) < len(Version) || s[:len(Version)] != Version {
+		return nil, fmt.Errorf("token does not start with version %q (got %q)", Version, truncate(s, len(Version)))
 	}
-	if s[:len(Version)] != Version {
-		return nil, fmt.Errorf("token version %q is not %q", truncate(s, len(Version)), Version)
+	if len(s) == len(Version) {
+		return nil, errors.New("token has a version but no content")
 	}
 	if len(s) > MaxTokenLen {
 		return nil, fmt.Errorf("token too long: %d bytes (max %d)", len(s), MaxTokenLen)
 	}
-	raw, err := base64.StdEncoding.DecodeString(s[len(Version):])
+	st := parseStates.Get().(*parseState)
+	defer parseStates.Put(st)
+	payload, err := st.inflate(s[len(Version):])
 	if err != nil {
-		return nil, fmt.Errorf("token is not valid base64: %w", err)
-	}
-	zr, err := zlib.NewReader(bytes.NewReader(raw))
-	if err != nil {
-		return nil, fmt.Errorf("token is not zlib data: %w", err)
-	}
-	payload, err := io.ReadAll(io.LimitReader(zr, MaxPayload+1))
-	if err != nil {
-		return nil, fmt.Errorf("decompress token: %w", err)
-	}
-	if len(payload) > MaxPayload {
-		return nil, fmt.Errorf("token payload exceeds %d bytes", MaxPayload)
+		return nil, err
 	}
 	return parsePayload(payload)
 }
 
-func parsePayload(payload []byte) (*Token, error) {
-	r := reader{buf: payload}
-	sig := r.bytes("signature")
-	start := r.off
-	t := &Token{}
+// inflate decodes the base64 text and inflates it into st.out.
+func (st *parseState) inflate(text string) ([]byte, error) {
+	st.text = append(st.text[:0], text...)
+	st.raw = st.raw[:0]
+	// AppendDecode sizes its output as if unpadded: at most 3/4 of the
+	// text, rounded up.
+	if n := len(st.text)*3/4 + 3; cap(st.raw) < n {
+		st.raw = make([]byte, 0, n)
+	}
+	raw, err := base64.StdEncoding.AppendDecode(st.raw, st.text)
+	if err != nil {
+		return nil, fmt.Errorf("token is not valid base64: %w", err)
+	}
+	st.raw = raw
+	st.br.Reset(raw)
+	if err := st.zr.(zlib.Resetter).Reset(&st.br, nil); err != nil {
+		return nil, fmt.Errorf("token is not zlib data: %w", err)
+	}
+	n := 0
+	for {
+		if n == len(st.out) {
+			return nil, fmt.Errorf("token payload exceeds %d bytes", MaxPayload)
+		}
+		m, err := st.zr.Read(st.out[n:])
+		n += m
+		if err == io.EOF {
+			break // the zlib reader has checked the Adler-32 checksum
+		}
+		if err != nil {
+			return nil, fmt.Errorf("decompress token: %w", err)
+		}
+	}
+	if n > MaxPayload {
+		return nil, fmt.Errorf("token payload exceeds %d bytes", MaxPayload)
+	}
+	if st.br.Len() != 0 {
+		return nil, fmt.Errorf("token has %d bytes after its zlib stream", st.br.Len())
+	}
+	return st.out[:n], nil
+}
+
+// parsePayload decodes a decompressed token. It copies the payload once
+// (as bytes for Verify and once as a string the text fields share).
+func parsePayload(p []byte) (*Token, error) {
+	if len(p) < sigHeader {
+		return nil, fmt.Errorf("token payload is %d bytes, too short for a signature", len(p))
+	}
+	if n := binary.LittleEndian.Uint16(p); n != sha256.Size {
+		return nil, fmt.Errorf("token signature is %d bytes, want %d", n, sha256.Size)
+	}
+	own := bytes.Clone(p)
+	r := reader{buf: own, s: string(p), off: sigHeader}
+	t := &Token{Signature: own[2:sigHeader:sigHeader], signed: own[sigHeader:]}
 	t.AppID = r.str("app_id")
 	t.IssueTs = r.u32("issue_ts")
 	t.Expire = r.u32("expire")
 	t.Salt = r.u32("salt")
-	n := r.u16("service count")
+	n := int(r.u16("service count"))
 	if r.err != nil {
 		return nil, r.err
 	}
-	t.Signature = append([]byte(nil), sig...)
-	t.signed = payload[start:]
-	var unknown error
-	for i := 0; i < int(n) && r.err == nil; i++ {
+	if n > MaxServices {
+		return nil, fmt.Errorf("token declares %d services, max %d", n, MaxServices)
+	}
+	// A service takes at least 4 bytes (type, privilege count).
+	if !r.need(4*n, "services") {
+		return nil, r.err
+	}
+	t.Services = make([]Service, 0, n)
+	for range n {
 		st := ServiceType(r.u16("service type"))
 		if r.err != nil {
-			break
+			return nil, r.err
 		}
 		if !st.Known() {
 			// The layout of an unknown service is unknown, so nothing
 			// after it can be read; keep what came before.
-			unknown = &UnknownServiceError{Type: uint16(st)}
-			break
+			return t, &UnknownServiceError{Type: uint16(st)}
 		}
-		svc := Service{Type: st}
-		unpackService(&r, &svc)
-		if r.err == nil {
-			t.Services = append(t.Services, svc)
+		t.Services = append(t.Services, Service{Type: st})
+		unpackService(&r, &t.Services[len(t.Services)-1])
+		r.scope = 0
+		if r.err != nil {
+			return nil, r.err
 		}
-	}
-	if r.err != nil {
-		return nil, r.err
-	}
-	if unknown != nil {
-		return t, unknown
 	}
 	if r.off != len(r.buf) {
 		return nil, fmt.Errorf("token has %d trailing bytes after its services", len(r.buf)-r.off)

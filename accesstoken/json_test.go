@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"strings"
 	"testing"
+	"time"
 )
 
 const (
@@ -149,4 +150,21 @@ func TestPrivilegeNames(t *testing.T) {
 	if got := PrivilegeName(ServiceConvoAI, 3); got != "3" {
 		t.Errorf("unnamed privilege renders as %q, want \"3\"", got)
 	}
+}
+
+func fixedNow() time.Time        { return time.Unix(1111111, 0) }
+func fixedSalt() (uint32, error) { return 1, nil }
+
+// mustBuild builds a token from its JSON spec with testCert.
+func mustBuild(t *testing.T, spec string) string {
+	t.Helper()
+	var tok Token
+	if err := json.Unmarshal([]byte(spec), &tok); err != nil {
+		t.Fatalf("spec: %v", err)
+	}
+	s, err := tok.Build(testCert)
+	if err != nil {
+		t.Fatalf("Build: %v", err)
+	}
+	return s
 }

@@ -117,26 +117,38 @@ func packRTM2Permissions(w *packer, perms []RTM2Permission) {
 }
 
 // reader reads little-endian fields and remembers the first error, so a
-// sequence of reads needs one check. It never reads past its buffer.
+// sequence of reads needs one check. It never reads past its buffer, and
+// it builds an error message only on failure: field names are constants
+// and the service being read is kept in scope.
 type reader struct {
-	buf []byte
-	off int
-	err error
+	buf   []byte
+	s     string // the same bytes as buf; text fields are substrings of it
+	off   int
+	err   error
+	scope ServiceType // service being read, 0 for the token header
 }
 
-func (r *reader) need(n int, what string) bool {
+func (r *reader) need(n int, what string) bool { return r.needs(n, what, "") }
+
+func (r *reader) needs(n int, what, suffix string) bool {
 	if r.err != nil {
 		return false
 	}
 	if len(r.buf)-r.off < n {
-		r.err = fmt.Errorf("token truncated at %s (offset %d, need %d bytes, have %d)", what, r.off, n, len(r.buf)-r.off)
+		where := what + suffix
+		if r.scope != 0 {
+			where = r.scope.String() + " " + where
+		}
+		r.err = fmt.Errorf("token truncated at %s (offset %d, need %d bytes, have %d)", where, r.off, n, len(r.buf)-r.off)
 		return false
 	}
 	return true
 }
 
-func (r *reader) u16(what string) uint16 {
-	if !r.need(2, what) {
+func (r *reader) u16(what string) uint16 { return r.u16s(what, "") }
+
+func (r *reader) u16s(what, suffix string) uint16 {
+	if !r.needs(2, what, suffix) {
 		return 0
 	}
 	v := binary.LittleEndian.Uint16(r.buf[r.off:])
@@ -153,22 +165,20 @@ func (r *reader) u32(what string) uint32 {
 	return v
 }
 
-func (r *reader) bytes(what string) []byte {
-	n := int(r.u16(what + " length"))
+func (r *reader) str(what string) string {
+	n := int(r.u16s(what, " length"))
 	if !r.need(n, what) {
-		return nil
+		return ""
 	}
-	b := r.buf[r.off : r.off+n]
+	v := r.s[r.off : r.off+n]
 	r.off += n
-	return b
+	return v
 }
 
-func (r *reader) str(what string) string { return string(r.bytes(what)) }
-
-func (r *reader) privileges(what string) []Privilege {
-	n := int(r.u16(what + " privilege count"))
+func (r *reader) privileges() []Privilege {
+	n := int(r.u16("privilege count"))
 	// Each entry is 6 bytes; check before allocating.
-	if !r.need(6*n, what+" privileges") {
+	if !r.need(6*n, "privileges") {
 		return nil
 	}
 	p := make([]Privilege, n)
@@ -181,23 +191,23 @@ func (r *reader) privileges(what string) []Privilege {
 }
 
 func unpackService(r *reader, s *Service) {
-	name := s.Type.String()
-	s.Privileges = r.privileges(name)
+	r.scope = s.Type
+	s.Privileges = r.privileges()
 	switch s.Type {
 	case ServiceRTC:
-		s.Channel = r.str("rtc channel")
-		s.UID = r.str("rtc uid")
+		s.Channel = r.str("channel")
+		s.UID = r.str("uid")
 	case ServiceRTM, ServiceChat:
-		s.UserID = r.str(name + " user id")
+		s.UserID = r.str("user id")
 	case ServiceStreaming, ServiceFCDN:
-		s.Channel = r.str(name + " channel")
-		s.Account = r.str(name + " account")
+		s.Channel = r.str("channel")
+		s.Account = r.str("account")
 	case ServiceAPaaS:
-		s.RoomUUID = r.str("apaas room uuid")
-		s.UserUUID = r.str("apaas user uuid")
-		s.Role = int16(r.u16("apaas role"))
+		s.RoomUUID = r.str("room uuid")
+		s.UserUUID = r.str("user uuid")
+		s.Role = int16(r.u16("role"))
 	case ServiceRTM2:
-		s.UserID = r.str("rtm2 user id")
+		s.UserID = r.str("user id")
 		s.Permissions = unpackRTM2Permissions(r)
 	}
 }
@@ -206,28 +216,28 @@ func unpackService(r *reader, s *Service) {
 // in packed order. Counts are checked against the bytes left before any
 // allocation, so a hostile count cannot make it allocate.
 func unpackRTM2Permissions(r *reader) []RTM2Permission {
-	nr := int(r.u16("rtm2 resource type count"))
+	nr := int(r.u16("resource type count"))
 	// Each resource type takes at least 4 bytes (type, count).
-	if !r.need(4*nr, "rtm2 resource types") {
+	if !r.need(4*nr, "resource types") {
 		return nil
 	}
 	var perms []RTM2Permission
 	for range nr {
-		rt := r.u16("rtm2 resource type")
-		np := int(r.u16("rtm2 permission type count"))
+		rt := r.u16("resource type")
+		np := int(r.u16("permission type count"))
 		// Each permission type takes at least 4 bytes (type, count).
-		if !r.need(4*np, "rtm2 permission types") {
+		if !r.need(4*np, "permission types") {
 			return nil
 		}
 		for range np {
-			p := RTM2Permission{ResourceType: rt, PermissionType: r.u16("rtm2 permission type")}
-			m := int(r.u16("rtm2 resource count"))
-			if !r.need(2*m, "rtm2 resources") {
+			p := RTM2Permission{ResourceType: rt, PermissionType: r.u16("permission type")}
+			m := int(r.u16("resource count"))
+			if !r.need(2*m, "resources") {
 				return nil
 			}
 			p.Resources = make([]string, m)
 			for j := range p.Resources {
-				p.Resources[j] = r.str("rtm2 resource")
+				p.Resources[j] = r.str("resource")
 			}
 			perms = append(perms, p)
 		}

@@ -25,6 +25,10 @@ func ValidateHex32(what, v string) error {
 	return nil
 }
 
+// WildcardChannel in an RTC service of a token means any channel; Agora's
+// RTM builder uses it for RTM stream channels.
+const WildcardChannel = "*"
+
 // ValidChannelByte reports whether c may appear in an Agora channel name:
 // a-z A-Z 0-9, space and !#$%&()+-:;<=.>?@[]^_{|}~,
 func ValidChannelByte(c byte) bool {
@@ -99,8 +103,8 @@ func (s *Service) validate() error {
 		return fmt.Errorf("%d privileges, max 65535", len(s.Privileges))
 	}
 	for i, p := range s.Privileges {
-		if err := ValidateExpire(fmt.Sprintf("privilege %d expire", p.Key), p.Expire); err != nil {
-			return err
+		if p.Expire < 1 || p.Expire > MaxExpire {
+			return ValidateExpire(fmt.Sprintf("privilege %s expire", PrivilegeName(s.Type, p.Key)), p.Expire)
 		}
 		for _, q := range s.Privileges[:i] {
 			if q.Key == p.Key {
@@ -110,8 +114,11 @@ func (s *Service) validate() error {
 	}
 	switch s.Type {
 	case ServiceRTC:
-		if err := ValidateChannel(s.Channel); err != nil {
-			return err
+		// "*" is the wildcard stream channel of RTM tokens.
+		if s.Channel != WildcardChannel {
+			if err := ValidateChannel(s.Channel); err != nil {
+				return err
+			}
 		}
 		return ValidateAccount("uid or account", s.UID)
 	case ServiceStreaming, ServiceFCDN:
