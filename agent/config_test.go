@@ -1,0 +1,116 @@
+package agent
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestShippedConfigParses(t *testing.T) {
+	f, err := os.Open("../configs/agent.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	c, err := ParseConfig(f, "/etc/agora-token-agent")
+	if err != nil {
+		t.Fatalf("configs/agent.yaml: %v", err)
+	}
+	if c.DeviceID != AutoDeviceID || c.DeviceIDPrefix != "cam-" {
+		t.Errorf("device = %q prefix %q", c.DeviceID, c.DeviceIDPrefix)
+	}
+	if c.Broker.PasswordFile != "/etc/agora-token-agent/password" {
+		t.Errorf("password_file = %q, want it resolved against the config dir", c.Broker.PasswordFile)
+	}
+	if c.Backoff.Max != time.Minute || c.Backoff.Jitter != 0.2 || c.Socket.Mode != 0o660 || c.Socket.MaxClients != 32 {
+		t.Errorf("parsed %+v %+v", c.Backoff, c.Socket)
+	}
+}
+
+func TestConfigDefaults(t *testing.T) {
+	c, err := ParseConfig(strings.NewReader("device_id: dev-1\nbroker: {url: tcp://127.0.0.1:1883}\n"), "/x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.RenewBefore != 30*time.Second || c.RequestTimeout != 10*time.Second || c.StateDir != DefaultStateDir ||
+		c.Socket.Path != DefaultSocketPath || c.Broker.KeepAlive != time.Minute || c.TopicRoot != "agora/v1" ||
+		c.Backoff.Initial != time.Second || c.Backoff.Multiplier != 2 {
+		t.Fatalf("defaults not filled: %+v", c)
+	}
+}
+
+func TestConfigErrorsNameTheKey(t *testing.T) {
+	const ok = "device_id: dev-1\nbroker: {url: tcp://127.0.0.1:1883}\n"
+	tests := []struct{ name, yaml, want string }{
+		{"unknown top-level key", ok + "tokenz: []\n", "tokenz"},
+		{"unknown nested key", "device_id: dev-1\nbroker:\n  url: tcp://127.0.0.1:1883\n  pasword_file: x\n", "broker.pasword_file"},
+		{"bad duration", ok + "renew_before: soon\n", "renew_before"},
+		{"negative duration", ok + "request_timeout: -1s\n", "request_timeout"},
+		{"missing device id", "broker: {url: tcp://127.0.0.1:1883}\n", "device_id"},
+		{"bad device id", "device_id: a/b\nbroker: {url: tcp://127.0.0.1:1883}\n", "device_id"},
+		{"bad scheme", "device_id: d\nbroker: {url: ws://h:1}\n", "broker.url"},
+		{"no source", "device_id: d\n", "broker"},
+		{"both sources", ok + "http: {url: https://x}\n", "http"},
+		{"cert without key", "device_id: d\nbroker: {url: ssl://h:8883, cert_file: c}\n", "broker.cert_file"},
+		{"backoff max below initial", ok + "backoff: {initial: 10s, max: 1s}\n", "backoff.max"},
+		{"jitter", ok + "backoff: {jitter: 1.5}\n", "backoff.jitter"},
+		{"socket mode", ok + "socket: {mode: rw}\n", "socket.mode"},
+		{"log level", ok + "log_level: loud\n", "log_level"},
+		{"token name", ok + "tokens: [\"a b\"]\n", "tokens[0]"},
+		{"plain http off loopback", "device_id: d\nhttp: {url: http://tokens.example.com}\n", "http.url"},
+		{"token service without fetch", "device_id: d\nhttp: {url: https://x, kind: agora-token-service}\n", "http.fetch"},
+		{"fetch role", "device_id: d\nhttp: {url: https://x, kind: agora-token-service, fetch: [{name: v, service: rtc, channel: c, uid: '1', role: king}]}\n", "http.fetch[0].role"},
+		{"bad topic root", ok + "topic_root: a/+/b\n", "topic_root"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := ParseConfig(strings.NewReader(tt.yaml), "/x")
+			if err == nil {
+				t.Fatal("accepted")
+			}
+			if !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("error %q does not name %q", err, tt.want)
+			}
+		})
+	}
+}
+
+func TestSecretFiles(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name string, mode os.FileMode) {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte("s3cret-value\n"), mode); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chmod(p, mode); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("good", 0o640)
+	write("open", 0o644)
+	cfgPath := filepath.Join(dir, "agent.yaml")
+	for _, tt := range []struct {
+		file    string
+		wantErr string
+	}{{"good", ""}, {"open", "0644"}, {"missing", "no such file"}} {
+		y := "device_id: d\nbroker: {url: tcp://127.0.0.1:1883, password_file: " + tt.file + "}\n"
+		if err := os.WriteFile(cfgPath, []byte(y), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		c, err := LoadConfig(cfgPath)
+		if tt.wantErr == "" {
+			if err != nil || c.Broker.password.v != "s3cret-value" {
+				t.Fatalf("%s: err=%v", tt.file, err)
+			}
+			continue
+		}
+		if err == nil || !strings.Contains(err.Error(), tt.wantErr) || !strings.Contains(err.Error(), "broker.password_file") {
+			t.Fatalf("%s: error %v, want one naming broker.password_file and %q", tt.file, err, tt.wantErr)
+		}
+		if strings.Contains(err.Error(), "s3cret") {
+			t.Fatalf("error shows the secret: %v", err)
+		}
+	}
+}

@@ -1,0 +1,229 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+
+	"agoratokens/accesstoken"
+	"agoratokens/agent/clock"
+	"agoratokens/wire"
+)
+
+const (
+	testAppID = "970ca35de60c44645bbae8a215061b33"
+	testCert  = "5cfd2fd1755d40ecb72977518be15d3b"
+	waitLimit = 10 * time.Second
+)
+
+// mkGrant builds a real RTC token for channel/uid issued at issuedAt
+// (issuer clock, Unix s) with the given ttl, and its grant.
+func mkGrant(t testing.TB, name, channel, uid string, issuedAt, ttl int64) wire.Grant {
+	t.Helper()
+	b := accesstoken.Builder{AppID: testAppID, Certificate: testCert,
+		Now: func() time.Time { return time.Unix(issuedAt, 0) }}
+	tok, err := b.RTCWithAccount(channel, uid, accesstoken.RolePublisher, uint32(ttl), uint32(ttl))
+	if err != nil {
+		t.Fatalf("build token: %v", err)
+	}
+	return wire.Grant{Name: name, Service: "rtc", Channel: channel, UID: uid, Role: "publisher",
+		Token: tok, IssuedAt: issuedAt, ExpiresAt: issuedAt + ttl, TTL: ttl, KID: "primary"}
+}
+
+// fakeTransport hands each request to the test, which answers it.
+type fakeTransport struct {
+	reqs      chan *fakeReq
+	mu        sync.Mutex
+	statuses  []wire.DeviceStatus
+	hooks     chan TransportHooks
+	connected bool
+}
+
+type fakeReq struct {
+	wire.Request
+	reply chan *wire.Reply
+}
+
+func newFakeTransport() *fakeTransport {
+	return &fakeTransport{reqs: make(chan *fakeReq, 16), hooks: make(chan TransportHooks, 1), connected: true}
+}
+
+func (f *fakeTransport) Run(ctx context.Context, h TransportHooks) error {
+	f.hooks <- h
+	if f.connected {
+		h.Connected()
+	}
+	<-ctx.Done()
+	return nil
+}
+
+func (f *fakeTransport) Fetch(ctx context.Context, req wire.Request) (*wire.Reply, error) {
+	r := &fakeReq{Request: req, reply: make(chan *wire.Reply, 1)}
+	select {
+	case f.reqs <- r:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	select {
+	case rep := <-r.reply:
+		if rep == nil {
+			return nil, errors.New("transport failure")
+		}
+		return rep, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+func (f *fakeTransport) State() string { return "connected" }
+
+func (f *fakeTransport) Report(st wire.DeviceStatus) {
+	f.mu.Lock()
+	f.statuses = append(f.statuses, st)
+	f.mu.Unlock()
+}
+
+func (f *fakeTransport) lastStatus() wire.DeviceStatus {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if len(f.statuses) == 0 {
+		return wire.DeviceStatus{}
+	}
+	return f.statuses[len(f.statuses)-1]
+}
+
+// next waits for the engine's next request.
+func (f *fakeTransport) next(t testing.TB) *fakeReq {
+	t.Helper()
+	select {
+	case r := <-f.reqs:
+		return r
+	case <-time.After(waitLimit):
+		t.Fatal("no request from the engine")
+		return nil
+	}
+}
+
+func (r *fakeReq) answer(grants ...wire.Grant) {
+	r.reply <- &wire.Reply{V: 1, ID: r.ID, IssuedAt: grants[0].IssuedAt, Tokens: grants}
+}
+
+func (r *fakeReq) fail(code string, retryAfter int) {
+	r.reply <- &wire.Reply{V: 1, ID: r.ID, Error: &wire.ErrorBody{Code: code, Message: "test", RetryAfter: retryAfter}}
+}
+
+// fakeBoot is a boot clock tied to a fake clock.
+type fakeBoot struct {
+	id    string
+	clk   *clock.Fake
+	start time.Time
+}
+
+func (b *fakeBoot) read() (string, time.Duration, error) {
+	return b.id, time.Hour + b.clk.Now().Sub(b.start), nil
+}
+
+// harness runs an engine on a fake clock and transport.
+type harness struct {
+	t      *testing.T
+	e      *Engine
+	clk    *clock.Fake
+	tr     *fakeTransport
+	events <-chan Event
+	cancel context.CancelFunc
+	done   chan error
+}
+
+func testConfig(dir string, tokens ...string) Config {
+	return Config{
+		DeviceID: "dev-1", Broker: &BrokerConfig{URL: "tcp://127.0.0.1:1"},
+		Tokens: tokens, RenewBefore: 30 * time.Second, RequestTimeout: 10 * time.Second,
+		RenewMinInterval: 10 * time.Second,
+		Backoff:          BackoffConfig{Initial: time.Second, Max: 8 * time.Second, Multiplier: 2, Jitter: 0},
+		StateDir:         dir,
+	}
+}
+
+func startHarness(t *testing.T, cfg Config, clk *clock.Fake, boot *fakeBoot) *harness {
+	t.Helper()
+	if clk == nil {
+		clk = clock.NewFake(time.Unix(1_763_800_000, 0))
+	}
+	if boot == nil {
+		boot = &fakeBoot{id: "boot-a", clk: clk, start: clk.Now()}
+	}
+	tr := newFakeTransport()
+	e, err := New(cfg, Deps{Clock: clk, Transport: tr, BootClock: boot.read, Logger: testLogger(t)})
+	if err != nil {
+		t.Fatalf("New: %v", err)
+	}
+	ev, _ := e.Subscribe()
+	ctx, cancel := context.WithCancel(context.Background())
+	h := &harness{t: t, e: e, clk: clk, tr: tr, events: ev, cancel: cancel, done: make(chan error, 1)}
+	go func() { h.done <- e.Run(ctx) }()
+	t.Cleanup(h.stop)
+	select {
+	case <-e.Ready():
+	case err := <-h.done:
+		t.Fatalf("Run: %v", err)
+	}
+	return h
+}
+
+func (h *harness) stop() {
+	h.cancel()
+	select {
+	case err := <-h.done:
+		if err != nil {
+			h.t.Errorf("Run returned %v after cancel, want nil", err)
+		}
+		h.done <- nil
+	case <-time.After(waitLimit):
+		h.t.Error("Run did not return after cancel")
+	}
+}
+
+// advance moves the fake clock and waits until the engine has acted.
+func (h *harness) advance(d time.Duration) {
+	h.clk.Advance(d)
+	h.e.sync()
+}
+
+// event waits for the next event, which must be of kind k for name.
+func (h *harness) event(k EventKind, name string) Event {
+	h.t.Helper()
+	select {
+	case ev, ok := <-h.events:
+		if !ok {
+			h.t.Fatal("event subscription closed")
+		}
+		if ev.Kind != k || ev.Name != name {
+			h.t.Fatalf("event = %s %q, want %s %q", ev.Kind, ev.Name, k, name)
+		}
+		return ev
+	case <-time.After(waitLimit):
+		h.t.Fatalf("no %s event for %q", k, name)
+	}
+	return Event{}
+}
+
+// noEvent checks that no event is pending (call after advance).
+func (h *harness) noEvent() {
+	h.t.Helper()
+	select {
+	case ev := <-h.events:
+		h.t.Fatalf("unexpected event %s %q", ev.Kind, ev.Name)
+	default:
+	}
+}
+
+// inflight is how many requests the engine has in flight.
+func (h *harness) inflight() int {
+	h.e.mu.Lock()
+	defer h.e.mu.Unlock()
+	return len(h.e.attempts)
+}
+
+func (h *harness) wall() int64 { return h.clk.Wall().Unix() }
