@@ -118,12 +118,14 @@ func (b *Builder) RTCWithAccount(channel, account string, role Role, tokenExpire
 // RTCPrivileges gives each RTC privilege its own lifetime, in seconds.
 type RTCPrivileges struct {
 	Join, PublishAudio, PublishVideo, PublishData uint32
+	// Token is the lifetime of the token itself; zero means Join's.
+	Token uint32
 }
 
 // RTCWithPrivileges builds an RTC token with per-privilege expiry for a
-// uid or account string ("" for uid 0). The token expires with its join
-// privilege, as in Agora's BuildTokenWithUidAndPrivilege. A zero publish
-// lifetime leaves that privilege out.
+// uid or account string ("" for uid 0), as Agora's
+// BuildTokenWithUserAccountAndPrivilege. A zero publish lifetime leaves
+// that privilege out (Agora's builder would pack it as 0).
 func (b *Builder) RTCWithPrivileges(channel, account string, p RTCPrivileges) (string, error) {
 	s := Service{Type: ServiceRTC, Channel: channel, UID: account}
 	s.AddPrivilege(PrivJoinChannel, p.Join)
@@ -136,7 +138,11 @@ func (b *Builder) RTCWithPrivileges(channel, account string, p RTCPrivileges) (s
 			s.AddPrivilege(kv.Key, kv.Expire)
 		}
 	}
-	return b.Sign(&Token{Expire: p.Join, Services: []Service{s}})
+	expire := p.Token
+	if expire == 0 {
+		expire = p.Join
+	}
+	return b.Sign(&Token{Expire: expire, Services: []Service{s}})
 }
 
 // RTCAndRTM builds one token good for RTC (channel, account) and RTM
@@ -152,8 +158,9 @@ func (b *Builder) RTCAndRTM(channel, account string, role Role, tokenExpire, pri
 }
 
 // RTM builds an RTM login token for userID. A non-empty streamChannel
-// (or "*" for any) adds an RTC join privilege for that stream channel, as
-// Agora's RTM builder does for RTM stream channels.
+// (or "*" for any) adds RTC join and publish-data privileges on that
+// stream channel for userID, as go-tokenbuilder's RTM builder does for
+// RTM stream channels.
 func (b *Builder) RTM(userID, streamChannel string, expire uint32) (string, error) {
 	if userID == "" {
 		return "", fmt.Errorf("rtm user id is empty")
@@ -162,8 +169,6 @@ func (b *Builder) RTM(userID, streamChannel string, expire uint32) (string, erro
 	if streamChannel != "" {
 		rtc := Service{Type: ServiceRTC, Channel: streamChannel, UID: userID}
 		rtc.AddPrivilege(PrivJoinChannel, expire)
-		rtc.AddPrivilege(PrivPublishAudioStream, expire)
-		rtc.AddPrivilege(PrivPublishVideoStream, expire)
 		rtc.AddPrivilege(PrivPublishDataStream, expire)
 		t.Services = append(t.Services, rtc)
 	}
@@ -214,19 +219,19 @@ func (b *Builder) EducationRoomUser(roomUUID, userUUID string, role int16, expir
 	return b.Sign(&Token{Expire: expire, Services: []Service{apaas, rtm, chat}})
 }
 
-// EducationUser builds an APaaS user token.
+// EducationUser builds an APaaS user token (role -1, as Agora's builder).
 func (b *Builder) EducationUser(userUUID string, expire uint32) (string, error) {
 	if userUUID == "" {
 		return "", fmt.Errorf("education user uuid is empty")
 	}
-	s := Service{Type: ServiceAPaaS, UserUUID: userUUID}
+	s := Service{Type: ServiceAPaaS, UserUUID: userUUID, Role: -1}
 	s.AddPrivilege(PrivAPaaSUser, expire)
 	return b.Sign(&Token{Expire: expire, Services: []Service{s}})
 }
 
-// EducationApp builds an APaaS app token.
+// EducationApp builds an APaaS app token (role -1, as Agora's builder).
 func (b *Builder) EducationApp(expire uint32) (string, error) {
-	s := Service{Type: ServiceAPaaS}
+	s := Service{Type: ServiceAPaaS, Role: -1}
 	s.AddPrivilege(PrivAPaaSApp, expire)
 	return b.Sign(&Token{Expire: expire, Services: []Service{s}})
 }
