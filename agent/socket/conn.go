@@ -1,0 +1,243 @@
+package socket
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"agoratokens/agent"
+)
+
+// flushTimeout bounds how long a closing connection may take to flush the
+// lines queued for it.
+const flushTimeout = time.Second
+
+// client is one accepted connection. Its lines go through a bounded
+// queue to a writer goroutine, so nobody ever waits on the peer.
+type client struct {
+	conn *net.UnixConn
+	peer Peer
+	log  *slog.Logger
+	out  chan []byte
+	stop chan struct{} // closed: flush the queue, then close
+	kill chan struct{} // closed: close at once (dropped)
+	dead atomic.Bool
+
+	stopOnce, killOnce sync.Once
+
+	// Guarded by hub.mu.
+	watching bool
+	names    map[string]bool     // watched names; nil: all
+	sent     map[string]string   // name → last token (or expired token) sent
+	pending  map[string]struct{} // renew asked: send the next token event
+}
+
+func newClient(conn *net.UnixConn, peer Peer, queue int, log *slog.Logger) *client {
+	return &client{
+		conn: conn, peer: peer, log: log,
+		out:  make(chan []byte, queue),
+		stop: make(chan struct{}), kill: make(chan struct{}),
+		sent: map[string]string{}, pending: map[string]struct{}{},
+	}
+}
+
+// send queues a line without blocking; a client whose queue is full is
+// too slow and is dropped.
+func (c *client) send(line []byte) {
+	if c.dead.Load() {
+		return
+	}
+	select {
+	case c.out <- line:
+	default:
+		c.drop("event queue full: client too slow")
+	}
+}
+
+// reply queues a message.
+func (c *client) reply(m Message) { c.send(encode(m)) }
+
+// drop closes the connection at once, discarding what is queued.
+func (c *client) drop(reason string) {
+	c.killOnce.Do(func() {
+		c.dead.Store(true)
+		c.log.Warn("dropping socket client", "reason", reason)
+		close(c.kill)
+		c.conn.Close() // unblocks a writer stuck on a peer that does not read
+	})
+}
+
+// finish flushes what is queued, then closes the connection.
+func (c *client) finish() { c.stopOnce.Do(func() { close(c.stop) }) }
+
+// watches reports whether the client watches name. Call with hub.mu held.
+func (c *client) watches(name string) bool {
+	return c.watching && (c.names == nil || c.names[name])
+}
+
+// write is the writer goroutine: it owns closing the connection.
+func (c *client) write() {
+	defer c.conn.Close()
+	for {
+		select {
+		case line := <-c.out:
+			if _, err := c.conn.Write(line); err != nil {
+				c.dead.Store(true)
+				return
+			}
+		case <-c.kill:
+			return
+		case <-c.stop:
+			c.conn.SetWriteDeadline(time.Now().Add(flushTimeout))
+			for {
+				select {
+				case line := <-c.out:
+					if _, err := c.conn.Write(line); err != nil {
+						return
+					}
+				default:
+					return
+				}
+			}
+		}
+	}
+}
+
+// encode renders one protocol line.
+func encode(m Message) []byte {
+	b, err := json.Marshal(m)
+	if err != nil { // cannot happen: Message holds only strings and numbers
+		panic(fmt.Sprintf("socket: encode %s message: %v", m.Event, err))
+	}
+	return append(b, '\n')
+}
+
+// refuse tells a caller why it is not served and closes the connection.
+func refuse(conn *net.UnixConn, code, msg string) {
+	conn.SetWriteDeadline(time.Now().Add(flushTimeout))
+	conn.Write(encode(errorMessage("", code, msg)))
+	conn.Close()
+}
+
+// serve runs one connection: check the caller, then read requests until
+// the peer hangs up, sends a line too long, or the server stops.
+func (s *Server) serve(ctx context.Context, conn *net.UnixConn) {
+	peer, err := peerOf(conn)
+	if err != nil {
+		s.log.Warn("socket client refused", "err", err)
+		refuse(conn, CodeForbidden, "cannot read the caller's credentials")
+		return
+	}
+	log := s.log.With("pid", peer.PID, "uid", peer.UID)
+	if err := authorize(peer, s.cfg.AllowUIDs, s.cfg.AllowGIDs); err != nil {
+		log.Warn("socket client refused", "gid", peer.GID, "err", err)
+		refuse(conn, CodeForbidden, err.Error())
+		return
+	}
+	c := newClient(conn, peer, s.cfg.QueueLen, log)
+	if !s.hub.add(c) {
+		log.Warn("socket client refused: too many clients", "max", s.cfg.MaxClients)
+		refuse(conn, CodeTooManyClients, fmt.Sprintf("the agent serves at most %d clients at once", s.cfg.MaxClients))
+		return
+	}
+	log.Debug("socket client connected")
+	var writer sync.WaitGroup
+	writer.Go(c.write)
+	// On shutdown, unblock the reader; the flush below closes cleanly.
+	stopRead := context.AfterFunc(ctx, func() { conn.SetReadDeadline(time.Now()) })
+
+	sc := bufio.NewScanner(conn)
+	sc.Buffer(make([]byte, 4096), MaxLine+1)
+	for sc.Scan() {
+		line := sc.Bytes()
+		if n := len(line); n > 0 && line[n-1] == '\r' {
+			line = line[:n-1]
+		}
+		if len(line) == 0 {
+			continue
+		}
+		s.handle(c, line)
+	}
+	if errors.Is(sc.Err(), bufio.ErrTooLong) {
+		log.Warn("socket client sent a line too long", "max", MaxLine)
+		c.reply(errorMessage("", CodeLineTooLong, fmt.Sprintf("a request line may be at most %d bytes", MaxLine)))
+	}
+	stopRead()
+	s.hub.remove(c)
+	c.finish()
+	writer.Wait()
+	log.Debug("socket client disconnected")
+}
+
+// handle answers one request line.
+func (s *Server) handle(c *client, line []byte) {
+	var req Request
+	if err := json.Unmarshal(line, &req); err != nil {
+		c.reply(errorMessage("", CodeBadRequest, "request is not a JSON object with string fields op, id, name and a names list: "+err.Error()))
+		return
+	}
+	switch req.Op {
+	case OpGet:
+		c.reply(s.get(req))
+	case OpStatus:
+		st := s.src.Status(s.cfg.Now())
+		if st.Device == "" {
+			st.Device = s.cfg.Device
+		}
+		m := statusMessage(st, s.cfg.Now())
+		m.ID = req.ID
+		c.reply(m)
+	case OpWatch:
+		s.hub.watch(c, req)
+	case OpRenew:
+		s.hub.renew(c, req)
+	case "":
+		c.reply(errorMessage(req.ID, CodeBadRequest, `missing "op" (one of get, watch, status, renew)`))
+	default:
+		c.reply(errorMessage(req.ID, CodeBadRequest, fmt.Sprintf("unknown op %q (want get, watch, status or renew)", req.Op)))
+	}
+}
+
+// get answers a get: the named token, or all valid tokens.
+func (s *Server) get(req Request) Message {
+	now := s.cfg.Now()
+	if req.Name == "" {
+		m := Message{Event: EventTokens, ID: req.ID, Tokens: []Message{}}
+		for _, ts := range s.src.Status(now).Tokens {
+			if t, ok := s.src.Current(ts.Name, now); ok {
+				tm := tokenMessage(t, now)
+				tm.Event = ""
+				m.Tokens = append(m.Tokens, tm)
+			}
+		}
+		return m
+	}
+	if t, ok := s.src.Current(req.Name, now); ok {
+		m := tokenMessage(t, now)
+		m.ID = req.ID
+		return m
+	}
+	return s.missing(req.ID, req.Name, now)
+}
+
+// missing is the error for a name without a valid token: unavailable if
+// the agent keeps that name, not_found otherwise.
+func (s *Server) missing(id, name string, now time.Time) Message {
+	for _, ts := range s.src.Status(now).Tokens {
+		if ts.Name != name {
+			continue
+		}
+		if ts.State == agent.StateMissing {
+			return errorMessage(id, CodeUnavailable, fmt.Sprintf("no token %q yet: the agent is still fetching it", name))
+		}
+		return errorMessage(id, CodeUnavailable, fmt.Sprintf("token %q has expired; the agent is renewing it", name))
+	}
+	return errorMessage(id, CodeNotFound, fmt.Sprintf("the agent keeps no token named %q", name))
+}

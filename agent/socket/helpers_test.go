@@ -1,0 +1,164 @@
+package socket_test
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"agoratokens/agent/socket"
+	"agoratokens/agent/socket/sockettest"
+)
+
+// t0 is the tests' start of time.
+var t0 = time.Date(2026, 11, 22, 10, 0, 0, 0, time.UTC)
+
+// wait bounds every wait for a line.
+const wait = 10 * time.Second
+
+// conn is a raw protocol connection as a C or shell client would see it.
+type conn struct {
+	t *testing.T
+	c net.Conn
+	r *bufio.Reader
+}
+
+func dial(t *testing.T, path string) *conn {
+	t.Helper()
+	c, err := net.Dial("unix", path)
+	if err != nil {
+		t.Fatalf("dial %s: %v", path, err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return &conn{t: t, c: c, r: bufio.NewReaderSize(c, 1<<16)}
+}
+
+func (c *conn) send(line string) {
+	c.t.Helper()
+	if _, err := io.WriteString(c.c, line+"\n"); err != nil {
+		c.t.Fatalf("send %.60q: %v", line, err)
+	}
+}
+
+// next reads one line and decodes it.
+func (c *conn) next() socket.Message {
+	c.t.Helper()
+	m, err := c.read()
+	if err != nil {
+		c.t.Fatalf("read: %v", err)
+	}
+	return m
+}
+
+func (c *conn) read() (socket.Message, error) {
+	c.c.SetReadDeadline(time.Now().Add(wait))
+	line, err := c.r.ReadBytes('\n')
+	if err != nil {
+		return socket.Message{}, err
+	}
+	var m socket.Message
+	if err := json.Unmarshal(line, &m); err != nil {
+		return socket.Message{}, errors.New("bad line " + string(line) + ": " + err.Error())
+	}
+	return m, nil
+}
+
+// expect reads one line and checks its event (and code, for errors).
+func (c *conn) expect(event string, code ...string) socket.Message {
+	c.t.Helper()
+	m := c.next()
+	if m.Event != event || (len(code) > 0 && m.Code != code[0]) {
+		c.t.Fatalf("got %+v, want event %q %v", m, event, code)
+	}
+	return m
+}
+
+// expectEOF reads until the server closes the connection.
+func (c *conn) expectEOF() {
+	c.t.Helper()
+	c.c.SetReadDeadline(time.Now().Add(wait))
+	rest, err := io.ReadAll(c.r)
+	if err != nil {
+		c.t.Fatalf("want the server to close the connection, got %v after %q", err, rest)
+	}
+	if len(rest) > 0 {
+		c.t.Fatalf("want the connection closed, got more lines: %q", rest)
+	}
+}
+
+// expectClosed reads until the server closes the connection, by EOF or,
+// when the server closed with our bytes unread, by a reset.
+func (c *conn) expectClosed() {
+	c.t.Helper()
+	c.c.SetReadDeadline(time.Now().Add(wait))
+	rest, err := io.ReadAll(c.r)
+	if err != nil && !errors.Is(err, syscall.ECONNRESET) {
+		c.t.Fatalf("want the server to close the connection, got %v after %q", err, rest)
+	}
+	if len(rest) > 0 {
+		c.t.Fatalf("want the connection closed, got more lines: %q", rest)
+	}
+}
+
+// logBuffer collects log lines for assertions.
+type logBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *logBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *logBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+func (l *logBuffer) logger() *slog.Logger {
+	return slog.New(slog.NewTextHandler(l, &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
+
+// fixture is a server over a fake source on an injected clock.
+type fixture struct {
+	clock *sockettest.Clock
+	src   *sockettest.Source
+	srv   *socket.Server
+	stop  func() error
+	logs  *logBuffer
+}
+
+func newFixture(t *testing.T, cfg socket.Config) *fixture {
+	t.Helper()
+	f := &fixture{clock: sockettest.NewClock(t0), logs: &logBuffer{}}
+	f.src = sockettest.NewSource("cam-42", f.clock.Now)
+	cfg.Now = f.clock.Now
+	cfg.Logger = f.logs.logger()
+	f.srv, f.stop = sockettest.Serve(t, cfg, f.src)
+	return f
+}
+
+// set makes token the current one for name, valid for an hour from now.
+func (f *fixture) set(name, token string) {
+	f.src.Set(sockettest.Token(name, token, time.Hour, f.clock.Now()))
+}
+
+func containsAll(s string, subs ...string) bool {
+	for _, sub := range subs {
+		if !strings.Contains(s, sub) {
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,212 @@
+package socket
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"agoratokens/agent"
+)
+
+// resubscribeDelay spaces subscriptions when the engine keeps closing
+// ours, so a broken Source cannot spin the hub.
+const resubscribeDelay = time.Second
+
+// hub fans the engine's events out to the clients. Everything that
+// decides what a client has seen (watch start, renew, delivery) runs under
+// mu, so a client never sees a token older than one it was already sent.
+type hub struct {
+	s       *Server
+	mu      sync.Mutex
+	clients map[*client]struct{}
+}
+
+func newHub(s *Server) *hub { return &hub{s: s, clients: map[*client]struct{}{}} }
+
+// add registers c unless the server is full.
+func (h *hub) add(c *client) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if len(h.clients) >= h.s.cfg.MaxClients {
+		return false
+	}
+	h.clients[c] = struct{}{}
+	return true
+}
+
+func (h *hub) remove(c *client) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	delete(h.clients, c)
+}
+
+// run subscribes to the engine and delivers its events until ctx ends.
+// If the engine drops the subscription (it never waits for us, but a
+// burst could overflow its buffer), the hub subscribes again and brings
+// every watcher up to date.
+func (h *hub) run(ctx context.Context) {
+	for {
+		events, cancel := h.s.src.Subscribe()
+		closed := h.pump(ctx, events)
+		cancel()
+		if !closed {
+			return
+		}
+		h.s.log.Warn("engine closed the socket server's event subscription; subscribing again")
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(resubscribeDelay):
+		}
+		h.resync()
+	}
+}
+
+// pump delivers events until ctx ends (false) or the channel closes (true).
+func (h *hub) pump(ctx context.Context, events <-chan agent.Event) bool {
+	for {
+		select {
+		case <-ctx.Done():
+			return false
+		case ev, ok := <-events:
+			if !ok {
+				return true
+			}
+			h.deliver(ev)
+		}
+	}
+}
+
+// deliver offers one engine event to every client.
+func (h *hub) deliver(ev agent.Event) {
+	line := encode(eventMessage(ev, h.s.cfg.Now()))
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for c := range h.clients {
+		if wantEvent(c, ev) {
+			c.send(line)
+		}
+	}
+}
+
+// expiredMark prefixes a token in client.sent once its expiry was sent.
+const expiredMark = "expired:"
+
+// wantEvent decides whether c gets ev, and records it as sent. A watcher
+// gets each token once (the snapshot sent at watch start may already be
+// the token an event announces) and the will_expire/expired events of the
+// token it holds; a client that asked for a renewal gets the next token.
+// Call with hub.mu held.
+func wantEvent(c *client, ev agent.Event) bool {
+	tok := ev.Token.Token
+	if ev.Kind != agent.EventToken {
+		last := c.sent[ev.Name]
+		if !c.watches(ev.Name) || (last != "" && last != tok) {
+			return false
+		}
+		if ev.Kind == agent.EventExpired {
+			c.sent[ev.Name] = expiredMark + tok // said once per token
+		}
+		return true
+	}
+	_, pending := c.pending[ev.Name]
+	delete(c.pending, ev.Name)
+	if c.watches(ev.Name) {
+		if c.sent[ev.Name] == tok {
+			return false
+		}
+		c.sent[ev.Name] = tok
+		return true
+	}
+	return pending
+}
+
+// watch starts c's watch: a watching reply, then the current token of
+// each watched name, then (from deliver) every event.
+func (h *hub) watch(c *client, req Request) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if c.watching {
+		c.reply(errorMessage(req.ID, CodeBadRequest, "this connection is already watching; open another to watch other names"))
+		return
+	}
+	now := h.s.cfg.Now()
+	st := h.s.src.Status(now)
+	var names map[string]bool
+	if len(req.Names) > 0 {
+		names = map[string]bool{}
+		known := map[string]bool{}
+		for _, ts := range st.Tokens {
+			known[ts.Name] = true
+		}
+		for _, n := range req.Names {
+			if !known[n] {
+				c.reply(errorMessage(req.ID, CodeNotFound, fmt.Sprintf("the agent keeps no token named %q", n)))
+				return
+			}
+			names[n] = true
+		}
+	}
+	c.watching, c.names = true, names
+	c.reply(Message{Event: EventWatching, ID: req.ID, Names: req.Names})
+	h.snapshot(c, st, now)
+}
+
+// snapshot sends c the current state of each watched token it has not
+// seen yet. Call with hub.mu held.
+func (h *hub) snapshot(c *client, st agent.Status, now time.Time) {
+	for _, ts := range st.Tokens {
+		if !c.watches(ts.Name) {
+			continue
+		}
+		if t, ok := h.s.src.Current(ts.Name, now); ok {
+			if c.sent[ts.Name] != t.Token {
+				c.sent[ts.Name] = t.Token
+				c.reply(tokenMessage(t, now))
+			}
+			continue
+		}
+		if ts.State == agent.StateExpired && c.sent[ts.Name] != expiredMark+ts.Token.Token {
+			c.sent[ts.Name] = expiredMark + ts.Token.Token
+			c.reply(eventMessage(agent.Event{Kind: agent.EventExpired, Name: ts.Name, Token: ts.Token}, now))
+		}
+	}
+}
+
+// resync brings every watcher up to date after events may have been lost.
+func (h *hub) resync() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	now := h.s.cfg.Now()
+	st := h.s.src.Status(now)
+	for c := range h.clients {
+		if c.watching {
+			h.snapshot(c, st, now)
+		}
+	}
+}
+
+// renew asks the engine for a fresh token: a renewing reply now, the
+// token event when it arrives (to watchers of the name and to c).
+func (h *hub) renew(c *client, req Request) {
+	if req.Name == "" {
+		c.reply(errorMessage(req.ID, CodeBadRequest, `renew needs a "name"`))
+		return
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	c.pending[req.Name] = struct{}{}
+	if err := h.s.src.Renew(req.Name); err != nil {
+		delete(c.pending, req.Name)
+		if errors.Is(err, agent.ErrUnknownToken) {
+			c.reply(errorMessage(req.ID, CodeNotFound, fmt.Sprintf("the agent keeps no token named %q", req.Name)))
+			return
+		}
+		c.reply(errorMessage(req.ID, CodeUnavailable, fmt.Sprintf("cannot renew %q: %v", req.Name, err)))
+		return
+	}
+	c.log.Info("renewal requested over the socket", "name", req.Name)
+	c.reply(Message{Event: EventRenewing, ID: req.ID, Name: req.Name})
+}

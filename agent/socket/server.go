@@ -1,0 +1,248 @@
+// Package socket is the agent's local handoff: a Unix stream socket that
+// serves the device's tokens to media processes as newline-delimited JSON
+// (get, watch, status, renew), pushing every renewal to watchers. Callers
+// are checked with SO_PEERCRED; a slow client is dropped, never waited
+// for. The protocol is written down in docs/socket.md.
+package socket
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"net"
+	"os"
+	"os/user"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"time"
+
+	"agoratokens/agent"
+)
+
+// DefaultPath is where the agent listens unless configured otherwise.
+const DefaultPath = "/run/agora-token-agent/agent.sock"
+
+// Config configures a Server. Zero fields take the documented defaults.
+type Config struct {
+	// Path of the socket file; default DefaultPath.
+	Path string
+	// Mode of the socket file; default 0660.
+	Mode os.FileMode
+	// Group owning the socket file: a group name or a numeric gid;
+	// empty keeps the agent's group.
+	Group string
+	// AllowUIDs may connect; nil means the agent's uid and root (0).
+	AllowUIDs []int
+	// AllowGIDs may connect (primary or supplementary group); nil means
+	// the socket file's group.
+	AllowGIDs []int
+	// MaxClients is how many connections are served at once; default 32.
+	MaxClients int
+	// QueueLen is how many lines may wait for one slow client before it
+	// is dropped; default 64.
+	QueueLen int
+	// Device is reported by the status op when the Source leaves it empty.
+	Device string
+	// Now is the clock; default time.Now.
+	Now func() time.Time
+	// Logger; default slog.Default().
+	Logger *slog.Logger
+}
+
+// Server serves an agent.Source on a Unix socket.
+type Server struct {
+	cfg   Config
+	gid   int // socket file group, -1 to leave as created
+	src   agent.Source
+	log   *slog.Logger
+	ready chan struct{}
+	hub   *hub
+}
+
+// New validates cfg, fills its defaults and returns a server for src.
+func New(cfg Config, src agent.Source) (*Server, error) {
+	if src == nil {
+		return nil, errors.New("socket: nil source")
+	}
+	if cfg.Path == "" {
+		cfg.Path = DefaultPath
+	}
+	if len(cfg.Path) > 107 {
+		return nil, fmt.Errorf("socket: path %q is longer than a Unix socket address allows (107 bytes)", cfg.Path)
+	}
+	if cfg.Mode == 0 {
+		cfg.Mode = 0o660
+	}
+	if cfg.Mode&^fs.ModePerm != 0 {
+		return nil, fmt.Errorf("socket: mode %v: only permission bits may be set", cfg.Mode)
+	}
+	gid := -1
+	if cfg.Group != "" {
+		g, err := lookupGroup(cfg.Group)
+		if err != nil {
+			return nil, fmt.Errorf("socket: group: %w", err)
+		}
+		gid = g
+	}
+	if cfg.AllowUIDs == nil {
+		cfg.AllowUIDs = []int{os.Geteuid(), 0}
+	}
+	if cfg.AllowGIDs == nil {
+		if gid >= 0 {
+			cfg.AllowGIDs = []int{gid}
+		} else {
+			cfg.AllowGIDs = []int{os.Getegid()}
+		}
+	}
+	switch {
+	case cfg.MaxClients == 0:
+		cfg.MaxClients = 32
+	case cfg.MaxClients < 0:
+		return nil, fmt.Errorf("socket: max clients %d: must be positive", cfg.MaxClients)
+	}
+	switch {
+	case cfg.QueueLen == 0:
+		cfg.QueueLen = 64
+	case cfg.QueueLen < 0:
+		return nil, fmt.Errorf("socket: queue length %d: must be positive", cfg.QueueLen)
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	s := &Server{cfg: cfg, gid: gid, src: src, log: cfg.Logger.With("component", "socket"),
+		ready: make(chan struct{})}
+	s.hub = newHub(s)
+	return s, nil
+}
+
+// lookupGroup resolves a group name or numeric gid.
+func lookupGroup(g string) (int, error) {
+	if n, err := strconv.Atoi(g); err == nil {
+		if n < 0 {
+			return 0, fmt.Errorf("gid %d: must not be negative", n)
+		}
+		return n, nil
+	}
+	grp, err := user.LookupGroup(g)
+	if err != nil {
+		return 0, fmt.Errorf("%q: %w", g, err)
+	}
+	return strconv.Atoi(grp.Gid)
+}
+
+// Ready is closed once the socket accepts connections.
+func (s *Server) Ready() <-chan struct{} { return s.ready }
+
+// Path is the socket's path.
+func (s *Server) Path() string { return s.cfg.Path }
+
+// Run listens and serves until ctx ends, then closes every client
+// (flushing what was queued for it) and removes the socket file.
+func (s *Server) Run(ctx context.Context) error {
+	ln, err := s.listen()
+	if err != nil {
+		return err
+	}
+	s.log.Info("socket listening", "path", s.cfg.Path, "mode", fmt.Sprintf("%#o", s.cfg.Mode))
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	wg.Go(func() { s.hub.run(ctx) })
+	wg.Go(func() {
+		<-ctx.Done()
+		ln.Close()
+	})
+	close(s.ready)
+
+	var acceptErr error
+	for {
+		c, err := ln.AcceptUnix()
+		if err != nil {
+			if ctx.Err() == nil {
+				acceptErr = fmt.Errorf("socket: accept: %w", err)
+				cancel()
+			}
+			break
+		}
+		wg.Go(func() { s.serve(ctx, c) })
+	}
+	wg.Wait()
+	s.log.Info("socket closed", "path", s.cfg.Path)
+	return acceptErr
+}
+
+// listen creates the socket file: a stale socket left by a dead agent is
+// removed, anything else at the path is an error.
+func (s *Server) listen() (*net.UnixListener, error) {
+	path := s.cfg.Path
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return nil, fmt.Errorf("socket: %w", err)
+	}
+	if err := removeStale(path); err != nil {
+		return nil, err
+	}
+	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
+	if err != nil {
+		return nil, fmt.Errorf("socket: listen: %w", err)
+	}
+	// Until chmod the file has the umask's mode; the peer check still
+	// guards it in that instant.
+	if s.gid >= 0 {
+		if err := os.Chown(path, -1, s.gid); err != nil {
+			ln.Close()
+			return nil, fmt.Errorf("socket: group of %s: %w", path, err)
+		}
+	}
+	if err := os.Chmod(path, s.cfg.Mode); err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("socket: mode of %s: %w", path, err)
+	}
+	return ln, nil
+}
+
+// removeStale removes path if it is a socket nobody listens on. A live
+// socket (another agent) or any other kind of file is an error.
+func removeStale(path string) error {
+	fi, err := os.Lstat(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("socket: %w", err)
+	}
+	if fi.Mode().Type() != fs.ModeSocket {
+		return fmt.Errorf("socket: %s exists and is not a socket (%s); refusing to remove it", path, kindOf(fi.Mode()))
+	}
+	if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
+		c.Close()
+		return fmt.Errorf("socket: %s is in use by another process", path)
+	}
+	if err := os.Remove(path); err != nil {
+		return fmt.Errorf("socket: remove stale socket: %w", err)
+	}
+	return nil
+}
+
+// kindOf names a file type for an error message.
+func kindOf(m fs.FileMode) string {
+	switch {
+	case m.IsRegular():
+		return "regular file"
+	case m.IsDir():
+		return "directory"
+	case m&fs.ModeSymlink != 0:
+		return "symbolic link"
+	case m&fs.ModeNamedPipe != 0:
+		return "named pipe"
+	case m&fs.ModeDevice != 0:
+		return "device"
+	}
+	return m.Type().String()
+}
