@@ -2,11 +2,367 @@ package main
 
 import (
 	"context"
+	"errors"
+	"flag"
 	"fmt"
 	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"text/template"
+
+	"gopkg.in/yaml.v3"
+
+	"agoratokens/issuer/devices"
+	"agoratokens/wire"
+)
+
+const deviceUsage = `Usage:
+  agora-token-issuer device add NAME --config FILE [--out DIR] [--local] [--broker-url URL]
+      register a device: print its secret once, or with --out write
+      DIR/password (mode 0600, not printed) and DIR/agent.yaml
+  agora-token-issuer device rotate NAME --config FILE [--out DIR] [--local] [--broker-url URL]
+      give a device a new secret (the old one stops working)
+  agora-token-issuer device list --config FILE
+  agora-token-issuer device remove NAME --config FILE
+`
+
+// Board paths of the agent (the Debian package's layout).
+const (
+	boardStateDir     = "/var/lib/agora-token-agent"
+	boardSocket       = "/run/agora-token-agent/agent.sock"
+	boardPasswordFile = "/etc/agora-token-agent/password"
 )
 
 func runDevice(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	fmt.Fprintln(stderr, "agora-token-issuer: not implemented yet")
-	return 1
+	if len(args) == 0 {
+		fmt.Fprint(stderr, deviceUsage)
+		return 2
+	}
+	sub, rest := args[0], args[1:]
+	fs := flag.NewFlagSet("device "+sub, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() { fmt.Fprint(stderr, deviceUsage) }
+	configPath := fs.String("config", "", "issuer config file")
+	out := fs.String("out", "", "write DIR/password and DIR/agent.yaml instead of printing the secret")
+	local := fs.Bool("local", false, "agent.yaml keeps its state and socket in --out DIR (runs in place)")
+	brokerURL := fs.String("broker-url", "", "broker URL for agent.yaml (default: from the issuer config)")
+	switch sub {
+	case "-h", "--help", "help":
+		fmt.Fprint(stdout, deviceUsage)
+		return 0
+	case "add", "rotate", "list", "remove":
+	default:
+		fmt.Fprintf(stderr, "agora-token-issuer device: unknown command %q\n\n%s", sub, deviceUsage)
+		return 2
+	}
+	names, err := parseInterspersed(fs, rest)
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	if err != nil {
+		return 2
+	}
+	if *configPath == "" {
+		fmt.Fprintf(stderr, "agora-token-issuer device %s: --config is required\n", sub)
+		return 2
+	}
+	wantNames := 1
+	if sub == "list" {
+		wantNames = 0
+	}
+	if len(names) != wantNames {
+		fmt.Fprintf(stderr, "agora-token-issuer device %s: want %d device name(s), got %d\n\n%s", sub, wantNames, len(names), deviceUsage)
+		return 2
+	}
+	if (*local || *brokerURL != "") && *out == "" && (sub == "add" || sub == "rotate") {
+		fmt.Fprintf(stderr, "agora-token-issuer device %s: --local and --broker-url shape agent.yaml and need --out\n", sub)
+		return 2
+	}
+	cfg, err := loadDeviceConfig(*configPath)
+	if err != nil {
+		fmt.Fprintf(stderr, "agora-token-issuer device %s: %v\n", sub, err)
+		return 1
+	}
+	switch sub {
+	case "list":
+		err = listDevices(cfg, stdout)
+	case "remove":
+		err = removeDevice(cfg, names[0], stderr)
+	default:
+		err = addDevice(cfg, sub == "rotate", names[0], deviceOut{dir: *out, local: *local, brokerURL: *brokerURL}, stdout, stderr)
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "agora-token-issuer device %s: %v\n", sub, err)
+		return 1
+	}
+	return 0
+}
+
+// parseInterspersed parses flags that may come before or after the
+// positional arguments ("add NAME --config F" as well as "add --config F
+// NAME").
+func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return nil, err
+		}
+		args = fs.Args()
+		if len(args) == 0 {
+			return pos, nil
+		}
+		pos = append(pos, args[0])
+		args = args[1:]
+	}
+}
+
+// deviceConfig is what the device commands need from the issuer config.
+type deviceConfig struct {
+	credentialsFile string // resolved
+	listen          string // the embedded broker's listen address
+	tls             bool
+	topicRoot       string
+}
+
+// issuerConfigKeys are the few issuer config keys the device commands
+// read (the issuer's own loader also reads certificates, which a device
+// registration does not need).
+type issuerConfigKeys struct {
+	Broker struct {
+		Embedded *struct {
+			Listen          string `yaml:"listen"`
+			TLSCertFile     string `yaml:"tls_cert_file"`
+			CredentialsFile string `yaml:"credentials_file"`
+		} `yaml:"embedded"`
+		URL string `yaml:"url"`
+	} `yaml:"broker"`
+	TopicRoot string `yaml:"topic_root"`
+}
+
+func loadDeviceConfig(path string) (*deviceConfig, error) {
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read issuer config: %w", err)
+	}
+	var k issuerConfigKeys
+	if err := yaml.Unmarshal(raw, &k); err != nil {
+		return nil, fmt.Errorf("issuer config %s: %w", path, err)
+	}
+	e := k.Broker.Embedded
+	if e == nil || e.CredentialsFile == "" {
+		return nil, fmt.Errorf("issuer config %s: broker.embedded.credentials_file is not set; devices of an external broker are registered in that broker (see docs/broker.md)", path)
+	}
+	c := &deviceConfig{credentialsFile: e.CredentialsFile, topicRoot: k.TopicRoot, tls: e.TLSCertFile != ""}
+	if !filepath.IsAbs(c.credentialsFile) {
+		c.credentialsFile = filepath.Join(filepath.Dir(path), c.credentialsFile)
+	}
+	if c.topicRoot == "" {
+		c.topicRoot = wire.DefaultRoot
+	}
+	c.listen = e.Listen
+	if c.listen == "" {
+		c.listen = "127.0.0.1:1883"
+	}
+	return c, nil
+}
+
+// agentBrokerURL is the URL an agent uses for a broker listening on
+// listen. A wildcard listen address names no host an agent could dial:
+// then the URL uses loopback for a local agent and this machine's host
+// name for a board.
+func agentBrokerURL(listen string, tls, local bool) string {
+	host, port, err := net.SplitHostPort(listen)
+	if err != nil {
+		return ""
+	}
+	if host == "" || host == "0.0.0.0" || host == "::" {
+		if h, err := os.Hostname(); err == nil && h != "" && !local {
+			host = h
+		} else {
+			host = "127.0.0.1"
+		}
+	}
+	scheme := "tcp"
+	if tls {
+		scheme = "ssl"
+	}
+	return scheme + "://" + net.JoinHostPort(host, port)
+}
+
+// deviceOut says where and how to write a device's files.
+type deviceOut struct {
+	dir       string
+	local     bool
+	brokerURL string
+}
+
+func addDevice(cfg *deviceConfig, rotate bool, name string, out deviceOut, stdout, stderr io.Writer) error {
+	if err := wire.ValidateDeviceID(name); err != nil {
+		return err
+	}
+	if out.dir != "" {
+		// Fail before registering rather than leave a device whose
+		// secret nobody has.
+		if err := os.MkdirAll(out.dir, 0o700); err != nil {
+			return fmt.Errorf("output directory: %w", err)
+		}
+		for _, f := range []string{"password", "agent.yaml"} {
+			p := filepath.Join(out.dir, f)
+			if _, err := os.Lstat(p); err == nil && !rotate {
+				return fmt.Errorf("%s exists; remove it or choose another --out", p)
+			}
+		}
+	}
+	f, err := devices.Load(cfg.credentialsFile)
+	if err != nil {
+		return err
+	}
+	var secret string
+	if rotate {
+		secret, err = f.Rotate(name)
+	} else {
+		secret, err = f.Add(name)
+	}
+	if errors.Is(err, devices.ErrExists) {
+		return fmt.Errorf("%w (use `device rotate %s` for a new secret)", err, name)
+	}
+	if err != nil {
+		return err
+	}
+	if err := f.Save(cfg.credentialsFile); err != nil {
+		return err
+	}
+	if out.dir == "" {
+		fmt.Fprintf(stderr, "device %s registered in %s; its secret (shown only now):\n", name, cfg.credentialsFile)
+		fmt.Fprintln(stdout, secret)
+		return nil
+	}
+	if err := writeDeviceFiles(cfg, name, secret, out); err != nil {
+		if !rotate {
+			// Undo the registration: nobody holds the secret.
+			if f.Remove(name) == nil {
+				_ = f.Save(cfg.credentialsFile)
+			}
+		}
+		return err
+	}
+	fmt.Fprintf(stdout, "device %s registered; wrote %s and %s\n", name,
+		filepath.Join(out.dir, "agent.yaml"), filepath.Join(out.dir, "password"))
+	if !out.local {
+		fmt.Fprintf(stdout, "copy password to the board as %s (mode 0600) and agent.yaml as /etc/agora-token-agent/agent.yaml\n", boardPasswordFile)
+	}
+	return nil
+}
+
+// agentConfig fills the agent config template.
+type agentConfig struct {
+	DeviceID, BrokerURL, PasswordFile, TopicRoot, StateDir, SocketPath string
+	TLS                                                                bool
+}
+
+var agentTemplate = template.Must(template.New("agent.yaml").Parse(`# agora-token-agent config for device {{.DeviceID}}, written by
+# agora-token-issuer device add.
+device_id: {{printf "%q" .DeviceID}}
+broker:
+  url: {{printf "%q" .BrokerURL}}
+  username: {{printf "%q" .DeviceID}}
+  password_file: {{printf "%q" .PasswordFile}}
+{{- if .TLS}}
+  # The embedded broker speaks TLS: give the CA that signed its
+  # certificate (or the certificate itself when self-signed).
+  # ca_file: ca.pem
+{{- else}}
+  # ca_file: / cert_file: / key_file: for an ssl:// broker
+{{- end}}
+topic_root: {{printf "%q" .TopicRoot}}
+# tokens: [video, signal]   # default: all the issuer grants
+renew_before: 30s
+request_timeout: 10s
+state_dir: {{printf "%q" .StateDir}}
+socket:
+  path: {{printf "%q" .SocketPath}}
+log_level: info
+`))
+
+func writeDeviceFiles(cfg *deviceConfig, name, secret string, out deviceOut) error {
+	ac := agentConfig{
+		DeviceID: name, BrokerURL: agentBrokerURL(cfg.listen, cfg.tls, out.local), TopicRoot: cfg.topicRoot, TLS: cfg.tls,
+		PasswordFile: boardPasswordFile, StateDir: boardStateDir, SocketPath: boardSocket,
+	}
+	if out.brokerURL != "" {
+		ac.BrokerURL = out.brokerURL
+		ac.TLS = strings.HasPrefix(out.brokerURL, "ssl://")
+	}
+	if ac.BrokerURL == "" {
+		return errors.New("cannot derive the broker URL from broker.embedded.listen; pass --broker-url")
+	}
+	if out.local {
+		// Relative paths resolve against agent.yaml's directory.
+		ac.PasswordFile, ac.StateDir, ac.SocketPath = "password", "state", "agent.sock"
+	}
+	var b strings.Builder
+	if err := agentTemplate.Execute(&b, ac); err != nil {
+		return fmt.Errorf("agent config: %w", err)
+	}
+	if err := writeFileAtomic(filepath.Join(out.dir, "password"), []byte(secret+"\n"), 0o600); err != nil {
+		return err
+	}
+	return writeFileAtomic(filepath.Join(out.dir, "agent.yaml"), []byte(b.String()), 0o644)
+}
+
+// writeFileAtomic writes a file through a temp file and a rename, with
+// its mode set before any content is written.
+func writeFileAtomic(path string, data []byte, mode os.FileMode) error {
+	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
+	if err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	defer os.Remove(tmp.Name())
+	if err := tmp.Chmod(mode); err != nil {
+		tmp.Close()
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if _, err := tmp.Write(data); err != nil {
+		tmp.Close()
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if err := tmp.Close(); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	return nil
+}
+
+func listDevices(cfg *deviceConfig, stdout io.Writer) error {
+	f, err := devices.Load(cfg.credentialsFile)
+	if err != nil {
+		return err
+	}
+	for _, d := range f.Devices() {
+		fmt.Fprintf(stdout, "%s\t%s\n", d.Name, d.Created.Format("2006-01-02T15:04:05Z07:00"))
+	}
+	return nil
+}
+
+func removeDevice(cfg *deviceConfig, name string, stderr io.Writer) error {
+	f, err := devices.Load(cfg.credentialsFile)
+	if err != nil {
+		return err
+	}
+	if err := f.Remove(name); err != nil {
+		return err
+	}
+	if err := f.Save(cfg.credentialsFile); err != nil {
+		return err
+	}
+	fmt.Fprintf(stderr, "device %s removed; a running issuer drops it on SIGHUP (kill -HUP)\n", name)
+	return nil
 }
