@@ -1,0 +1,341 @@
+package agent
+
+import (
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	mqtt "github.com/eclipse/paho.mqtt.golang"
+
+	"agoratokens/internal/testbroker"
+	"agoratokens/wire"
+)
+
+const (
+	devPassword    = "dev-1-password-0123456789abcdef"
+	issuerPassword = "issuer-password-0123456789abcdef"
+)
+
+// The broker's ACL: each device only its own topics; the issuer all.
+const testACL = `user issuer
+topic readwrite agora/v1/#
+
+pattern read agora/v1/devices/%u/token
+pattern write agora/v1/devices/%u/req
+pattern readwrite agora/v1/devices/%u/status
+`
+
+func startBroker(t *testing.T) *testbroker.Mosquitto {
+	t.Helper()
+	return testbroker.StartMosquitto(t, testbroker.MosquittoOptions{
+		Users: map[string]string{"dev-1": devPassword, "issuer": issuerPassword},
+		ACL:   testACL,
+	})
+}
+
+// fakeIssuer plays the issuer on a real broker: it answers each request
+// with real tokens built with accesstoken.Builder.
+type fakeIssuer struct {
+	t      *testing.T
+	c      mqtt.Client
+	topics wire.Topics
+	ttl    atomic.Int64
+	silent atomic.Bool
+	// corrupt, when set, spoils the next answers (counted down).
+	corrupt atomic.Int32
+	mu      sync.Mutex
+	reqs    []wire.Request
+	seen    chan wire.Request
+}
+
+func startIssuer(t *testing.T, url string, ttl int64) *fakeIssuer {
+	t.Helper()
+	f := &fakeIssuer{t: t, topics: wire.NewTopics(""), seen: make(chan wire.Request, 64)}
+	f.ttl.Store(ttl)
+	opts := testbroker.Options(url, testbroker.ClientOptions{Username: "issuer", Password: issuerPassword}).
+		SetAutoReconnect(true).SetMaxReconnectInterval(200 * time.Millisecond).
+		SetOnConnectHandler(func(c mqtt.Client) {
+			c.Subscribe(f.topics.AllReqs(), 1, f.handle).Wait()
+		})
+	f.c = mqtt.NewClient(opts)
+	if tok := f.c.Connect(); !tok.WaitTimeout(waitLimit) || tok.Error() != nil {
+		t.Fatalf("fake issuer connect: %v", tok.Error())
+	}
+	t.Cleanup(func() { f.c.Disconnect(0) })
+	return f
+}
+
+func (f *fakeIssuer) grant(name string) wire.Grant {
+	return mkGrant(f.t, name, "cam-42", "2882341273", time.Now().Unix(), f.ttl.Load())
+}
+
+func (f *fakeIssuer) handle(_ mqtt.Client, m mqtt.Message) {
+	dev, err := f.topics.DeviceFromReq(m.Topic())
+	if err != nil {
+		return
+	}
+	req, err := wire.DecodeRequest(m.Payload())
+	if err != nil {
+		f.t.Errorf("agent sent a bad request: %v", err)
+		return
+	}
+	f.seen <- *req
+	if f.silent.Load() {
+		return
+	}
+	names := req.Tokens
+	if len(names) == 0 {
+		names = []string{"video"}
+	}
+	rep := wire.Reply{V: 1, ID: req.ID, IssuedAt: time.Now().Unix()}
+	for _, n := range names {
+		g := f.grant(n)
+		switch f.corrupt.Add(-1) {
+		case 1: // a token for another channel
+			g = mkGrant(f.t, n, "cam-99", "2882341273", time.Now().Unix(), f.ttl.Load())
+			g.Channel = "cam-42"
+		case 0: // a broken token
+			g.Token = g.Token[:len(g.Token)/2]
+		}
+		rep.Tokens = append(rep.Tokens, g)
+	}
+	f.publish(dev, rep)
+}
+
+func (f *fakeIssuer) publish(dev string, rep wire.Reply) {
+	p, err := wire.Encode(rep)
+	if err != nil {
+		f.t.Errorf("encode reply: %v", err)
+		return
+	}
+	f.c.Publish(f.topics.Token(dev), 1, false, p).WaitTimeout(waitLimit)
+}
+
+func (f *fakeIssuer) request(t *testing.T) wire.Request {
+	t.Helper()
+	select {
+	case r := <-f.seen:
+		return r
+	case <-time.After(waitLimit):
+		t.Fatal("the issuer got no request")
+		return wire.Request{}
+	}
+}
+
+// liveAgent is an engine on the real clock against a real broker.
+type liveAgent struct {
+	e      *Engine
+	events <-chan Event
+	cancel context.CancelFunc
+	done   chan error
+}
+
+func mqttConfig(t *testing.T, url, stateDir string) Config {
+	t.Helper()
+	dir := t.TempDir()
+	pw := filepath.Join(dir, "password")
+	if err := os.WriteFile(pw, []byte(devPassword+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	y := "device_id: dev-1\nbroker: {url: " + url + ", password_file: password}\n" +
+		"tokens: [video]\nrenew_before: 30s\nrequest_timeout: 1s\n" +
+		"backoff: {initial: 100ms, max: 500ms, jitter: 0.2}\nstate_dir: " + stateDir + "\n"
+	c, err := ParseConfig(strings.NewReader(y), dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return *c
+}
+
+func startAgent(t *testing.T, cfg Config) *liveAgent {
+	t.Helper()
+	e, err := New(cfg, Deps{Logger: testLogger(t)})
+	if err != nil {
+		t.Fatalf("New: %v", err)
+	}
+	ev, _ := e.Subscribe()
+	ctx, cancel := context.WithCancel(context.Background())
+	a := &liveAgent{e: e, events: ev, cancel: cancel, done: make(chan error, 1)}
+	go func() { a.done <- e.Run(ctx) }()
+	t.Cleanup(func() { a.stop(t) })
+	<-e.Ready()
+	return a
+}
+
+func (a *liveAgent) stop(t *testing.T) {
+	if a.cancel == nil {
+		return
+	}
+	a.cancel()
+	a.cancel = nil
+	select {
+	case err := <-a.done:
+		if err != nil {
+			t.Errorf("Run after cancel: %v", err)
+		}
+	case <-time.After(waitLimit):
+		t.Error("Run did not return after cancel")
+	}
+}
+
+// next waits for the next event of kind k (other kinds pass by, except
+// expired when k is not expired: the token must stay valid).
+func (a *liveAgent) next(t *testing.T, k EventKind, timeout time.Duration) Event {
+	t.Helper()
+	deadline := time.After(timeout)
+	for {
+		select {
+		case ev := <-a.events:
+			if ev.Kind == k {
+				return ev
+			}
+			if ev.Kind == EventExpired {
+				t.Fatalf("token %q expired while waiting for %s", ev.Name, k)
+			}
+		case <-deadline:
+			t.Fatalf("no %s event within %v", k, timeout)
+		}
+	}
+}
+
+func TestMQTTBootRenewalCyclesAndStatus(t *testing.T) {
+	b := startBroker(t)
+	watcher := testbroker.Connect(t, b.URL, testbroker.ClientOptions{Username: "issuer", Password: issuerPassword})
+	statuses := testbroker.Subscribe(t, watcher, "agora/v1/devices/dev-1/status")
+	iss := startIssuer(t, b.URL, 2) // renewal every second (half of 2 s)
+	start := time.Now()
+	a := startAgent(t, mqttConfig(t, b.URL, t.TempDir()))
+	ev := a.next(t, EventToken, 5*time.Second)
+	t.Logf("first token %v after start", time.Since(start))
+	for cycle := range 3 {
+		prev := ev.Token
+		a.next(t, EventWillExpire, 3*time.Second)
+		ev = a.next(t, EventToken, 3*time.Second)
+		if !prev.Valid(ev.At) {
+			t.Fatalf("cycle %d: renewal came after the previous token expired", cycle)
+		}
+		if ev.Token.Token == prev.Token {
+			t.Fatalf("cycle %d: renewal brought the same token", cycle)
+		}
+	}
+	if r := iss.request(t); r.ID == "" || len(r.Tokens) != 1 || r.Tokens[0] != "video" {
+		t.Fatalf("request = %+v, want a request id and [video]", r)
+	}
+	// The retained status names the token, never carries it, and turns
+	// offline when the agent stops.
+	var st wire.DeviceStatus
+	for st.State != wire.StateOnline || len(st.Tokens) == 0 {
+		m := testbroker.Receive(t, statuses, waitLimit)
+		if strings.Contains(string(m.Payload()), "007") {
+			t.Fatalf("status carries a token: %s", m.Payload())
+		}
+		if err := json.Unmarshal(m.Payload(), &st); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if st.Tokens[0].Name != "video" || st.Tokens[0].KID != "primary" {
+		t.Fatalf("status tokens = %+v", st.Tokens)
+	}
+	a.stop(t)
+	for st.State != wire.StateOffline {
+		m := testbroker.Receive(t, statuses, waitLimit)
+		if err := json.Unmarshal(m.Payload(), &st); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func TestMQTTBrokerRestartMidLifetime(t *testing.T) {
+	b := startBroker(t)
+	startIssuer(t, b.URL, 6) // renewal 3 s after each token
+	a := startAgent(t, mqttConfig(t, b.URL, t.TempDir()))
+	first := a.next(t, EventToken, 5*time.Second)
+	b.Stop()
+	if _, ok := a.e.Current("video", time.Now()); !ok {
+		t.Fatal("token lost with the broker")
+	}
+	b.Restart()
+	a.next(t, EventWillExpire, 5*time.Second)
+	ev := a.next(t, EventToken, 6*time.Second)
+	if !first.Token.Valid(ev.At) {
+		t.Fatal("renewal after the broker restart came after expiry")
+	}
+	if st := a.e.Status(time.Now()); st.Broker != "connected" {
+		t.Fatalf("broker state %q after restart, want connected", st.Broker)
+	}
+}
+
+func TestMQTTIssuerDownLongerThanTTL(t *testing.T) {
+	b := startBroker(t)
+	iss := startIssuer(t, b.URL, 2)
+	a := startAgent(t, mqttConfig(t, b.URL, t.TempDir()))
+	a.next(t, EventToken, 5*time.Second)
+	iss.silent.Store(true)
+	a.next(t, EventWillExpire, 3*time.Second)
+	deadline := time.After(5 * time.Second)
+	for expired := false; !expired; {
+		select {
+		case ev := <-a.events:
+			expired = ev.Kind == EventExpired
+		case <-deadline:
+			t.Fatal("no expired event while the issuer is down")
+		}
+	}
+	if _, ok := a.e.Current("video", time.Now()); ok {
+		t.Fatal("expired token handed out")
+	}
+	iss.silent.Store(false)
+	a.next(t, EventToken, 5*time.Second)
+	if _, ok := a.e.Current("video", time.Now()); !ok {
+		t.Fatal("no valid token after the issuer came back")
+	}
+}
+
+func TestMQTTRestartServesPersistedTokenBeforeBroker(t *testing.T) {
+	b := startBroker(t)
+	startIssuer(t, b.URL, 60)
+	state := t.TempDir()
+	cfg := mqttConfig(t, b.URL, state)
+	a := startAgent(t, cfg)
+	want := a.next(t, EventToken, 5*time.Second)
+	a.stop(t)
+	b.Stop()
+	a2 := startAgent(t, cfg) // the broker is down
+	got, ok := a2.e.Current("video", time.Now())
+	if !ok || got.Token != want.Token.Token {
+		t.Fatal("persisted token not served before the broker was reached")
+	}
+	if st := a2.e.Status(time.Now()); st.Broker != "disconnected" {
+		t.Fatalf("broker state %q, want disconnected", st.Broker)
+	}
+}
+
+func TestMQTTPushReplacesAndBadRepliesRejected(t *testing.T) {
+	b := startBroker(t)
+	iss := startIssuer(t, b.URL, 60)
+	iss.corrupt.Store(2) // first answer: another channel; second: broken token
+	a := startAgent(t, mqttConfig(t, b.URL, t.TempDir()))
+	ev := a.next(t, EventToken, 5*time.Second)
+	if ev.Token.Channel != "cam-42" {
+		t.Fatalf("token for channel %q handed out", ev.Token.Channel)
+	}
+	if n := len(iss.seen); n < 3 {
+		t.Fatalf("%d requests before a good token, want 3 (two bad replies retried)", n)
+	}
+	if tok, _ := a.e.Current("video", time.Now()); tok.Token != ev.Token.Token {
+		t.Fatal("current token is not the good one")
+	}
+	// A push with a newer token (a certificate rotation) replaces it.
+	pushed := mkGrant(t, "video", "cam-42", "2882341273", ev.Token.IssuedAt+1, 60)
+	pushed.KID = "secondary"
+	iss.publish("dev-1", wire.Reply{V: 1, ID: "push-rotate", IssuedAt: pushed.IssuedAt, Tokens: []wire.Grant{pushed}})
+	if got := a.next(t, EventToken, 5*time.Second); got.Token.KID != "secondary" {
+		t.Fatalf("pushed token kid %q, want secondary", got.Token.KID)
+	}
+}
