@@ -18,7 +18,7 @@ const tokenUsage = `agora-token-issuer token: build, inspect and verify Agora Ac
 Usage:
   agora-token-issuer token inspect [--compact] TOKEN|-
   agora-token-issuer token build [--certificate-file F] [--app-id ID] [SPEC|-]
-  agora-token-issuer token verify --certificate-file F [--certificate-file G ...] TOKEN|-
+  agora-token-issuer token verify (--certificate-file F ... | --config FILE) TOKEN|-
   agora-token-issuer token rtc --channel C (--uid N | --account A) --role publisher|subscriber
                                --expire S [--privilege-expire S] [--rtm]
   agora-token-issuer token rtm --user U [--stream-channel C] --expire S
@@ -36,7 +36,6 @@ Run a subcommand with --help for its flags.
 
 // tokenEnv is what every token subcommand works with.
 type tokenEnv struct {
-	ctx    context.Context
 	stdin  io.Reader
 	stdout io.Writer
 	stderr io.Writer
@@ -56,7 +55,7 @@ func usagef(format string, a ...any) error {
 // runToken runs `agora-token-issuer token SUBCOMMAND …`. Exit codes: 0 ok,
 // 1 failure (bad token, no matching certificate, …), 2 usage error.
 func runToken(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
-	env := &tokenEnv{ctx: ctx, stdin: stdin, stdout: stdout, stderr: stderr, now: time.Now}
+	env := &tokenEnv{stdin: stdin, stdout: stdout, stderr: stderr, now: time.Now}
 	if len(args) == 0 {
 		fmt.Fprint(stderr, tokenUsage)
 		return 2

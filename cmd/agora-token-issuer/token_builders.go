@@ -127,7 +127,7 @@ func tokenRTM(env *tokenEnv, args []string) error {
 		"stream channel.")
 	bf := addBuilderFlags(fs)
 	user := fs.String("user", "", "RTM user `id` (required)")
-	stream := fs.String("stream-channel", "", "RTM stream `channel` to grant")
+	stream := fs.String("stream-channel", "", "RTM stream `channel` to grant (* for any)")
 	pos, err := parseArgs(fs, args)
 	if err != nil {
 		return err

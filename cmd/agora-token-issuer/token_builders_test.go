@@ -36,67 +36,74 @@ func parseBuilt(t *testing.T, out string) *accesstoken.Token {
 	return tok
 }
 
-// privs builds a privilege list for comparison.
-func privs(kv ...uint32) []accesstoken.Privilege {
-	var p []accesstoken.Privilege
-	for i := 0; i < len(kv); i += 2 {
-		p = append(p, accesstoken.Privilege{Key: uint16(kv[i]), Expire: kv[i+1]})
-	}
-	return p
-}
-
+// TestTokenConvenienceBuilders checks that each subcommand's flags reach
+// the matching accesstoken.Builder method: the token it prints carries
+// the same services and expiry as the method's, and verifies.
 func TestTokenConvenienceBuilders(t *testing.T) {
 	clearEnv(t)
 	t.Setenv(envAppID, testAppID)
 	cert := writeCert(t, "cert", testCert+"\n", 0o600)
-	sum := md5.Sum([]byte("user-1"))
-	chatID := hex.EncodeToString(sum[:])
 	for _, tc := range []struct {
 		name   string
 		args   []string
-		expire uint32
-		want   []accesstoken.Service
+		oracle func(b *accesstoken.Builder) (string, error)
 	}{
-		{"rtc uid publisher", []string{"rtc", "--channel", "cam-42", "--uid", "2882341273", "--role", "publisher", "--expire", "3600"}, 3600,
-			[]accesstoken.Service{{Type: accesstoken.ServiceRTC, Channel: "cam-42", UID: "2882341273", Privileges: privs(1, 3600, 2, 3600, 3, 3600, 4, 3600)}}},
-		{"rtc uid 0 subscriber", []string{"rtc", "--channel", "cam-42", "--uid", "0", "--role", "subscriber", "--expire", "1h", "--privilege-expire", "10m"}, 3600,
-			[]accesstoken.Service{{Type: accesstoken.ServiceRTC, Channel: "cam-42", UID: "", Privileges: privs(1, 600)}}},
-		{"rtc account with rtm", []string{"rtc", "--channel", "c", "--account", "alice", "--role", "publisher", "--expire", "600", "--rtm"}, 600,
-			[]accesstoken.Service{
-				{Type: accesstoken.ServiceRTC, Channel: "c", UID: "alice", Privileges: privs(1, 600, 2, 600, 3, 600, 4, 600)},
-				{Type: accesstoken.ServiceRTM, UserID: "alice", Privileges: privs(1, 600)}}},
-		{"rtm", []string{"rtm", "--user", "u1", "--expire", "86400"}, 86400,
-			[]accesstoken.Service{{Type: accesstoken.ServiceRTM, UserID: "u1", Privileges: privs(1, 86400)}}},
-		{"rtm stream channel", []string{"rtm", "--user", "u1", "--stream-channel", "sc", "--expire", "60"}, 60,
-			[]accesstoken.Service{
-				{Type: accesstoken.ServiceRTC, Channel: "sc", UID: "u1", Privileges: privs(1, 60, 2, 60, 3, 60, 4, 60)},
-				{Type: accesstoken.ServiceRTM, UserID: "u1", Privileges: privs(1, 60)}}},
-		{"chat user", []string{"chat", "--user", "bob", "--expire", "60"}, 60,
-			[]accesstoken.Service{{Type: accesstoken.ServiceChat, UserID: "bob", Privileges: privs(1, 60)}}},
-		{"chat app", []string{"chat", "--app", "--expire", "60"}, 60,
-			[]accesstoken.Service{{Type: accesstoken.ServiceChat, Privileges: privs(2, 60)}}},
-		{"education app", []string{"education", "--app", "--expire", "60"}, 60,
-			[]accesstoken.Service{{Type: accesstoken.ServiceAPaaS, Privileges: privs(3, 60)}}},
-		{"education user", []string{"education", "--user", "user-1", "--expire", "60"}, 60,
-			[]accesstoken.Service{{Type: accesstoken.ServiceAPaaS, UserUUID: "user-1", Privileges: privs(2, 60)}}},
-		{"education room user", []string{"education", "--room", "room-1", "--user", "user-1", "--role", "2", "--expire", "60"}, 60,
-			[]accesstoken.Service{
-				{Type: accesstoken.ServiceRTM, UserID: "user-1", Privileges: privs(1, 60)},
-				{Type: accesstoken.ServiceChat, UserID: chatID, Privileges: privs(1, 60)},
-				{Type: accesstoken.ServiceAPaaS, RoomUUID: "room-1", UserUUID: "user-1", Role: 2, Privileges: privs(1, 60)}}},
-		{"fpa", []string{"fpa", "--expire", "60"}, 60,
-			[]accesstoken.Service{{Type: accesstoken.ServiceFPA, Privileges: privs(1, 60)}}},
+		{"rtc uid publisher", []string{"rtc", "--channel", "cam-42", "--uid", "2882341273", "--role", "publisher", "--expire", "3600"},
+			func(b *accesstoken.Builder) (string, error) {
+				return b.RTCWithUID("cam-42", 2882341273, accesstoken.RolePublisher, 3600, 3600)
+			}},
+		{"rtc uid 0 subscriber", []string{"rtc", "--channel", "cam-42", "--uid", "0", "--role", "subscriber", "--expire", "1h", "--privilege-expire", "10m"},
+			func(b *accesstoken.Builder) (string, error) {
+				return b.RTCWithUID("cam-42", 0, accesstoken.RoleSubscriber, 3600, 600)
+			}},
+		{"rtc account with rtm", []string{"rtc", "--channel", "c", "--account", "alice", "--role", "publisher", "--expire", "600", "--rtm"},
+			func(b *accesstoken.Builder) (string, error) {
+				return b.RTCAndRTM("c", "alice", accesstoken.RolePublisher, 600, 600)
+			}},
+		{"rtm", []string{"rtm", "--user", "u1", "--expire", "86400"},
+			func(b *accesstoken.Builder) (string, error) { return b.RTM("u1", "", 86400) }},
+		{"rtm stream channel", []string{"rtm", "--user", "u1", "--stream-channel", "sc", "--expire", "60"},
+			func(b *accesstoken.Builder) (string, error) { return b.RTM("u1", "sc", 60) }},
+		{"chat user", []string{"chat", "--user", "bob", "--expire", "60"},
+			func(b *accesstoken.Builder) (string, error) { return b.ChatUser("bob", 60) }},
+		{"chat app", []string{"chat", "--app", "--expire", "60"},
+			func(b *accesstoken.Builder) (string, error) { return b.ChatApp(60) }},
+		{"education app", []string{"education", "--app", "--expire", "60"},
+			func(b *accesstoken.Builder) (string, error) { return b.EducationApp(60) }},
+		{"education user", []string{"education", "--user", "user-1", "--expire", "60"},
+			func(b *accesstoken.Builder) (string, error) { return b.EducationUser("user-1", 60) }},
+		{"education room user", []string{"education", "--room", "room-1", "--user", "user-1", "--role", "2", "--expire", "60"},
+			func(b *accesstoken.Builder) (string, error) { return b.EducationRoomUser("room-1", "user-1", 2, 60) }},
+		{"fpa", []string{"fpa", "--expire", "60"},
+			func(b *accesstoken.Builder) (string, error) { return b.FPA(60) }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			args := append(tc.args, "--certificate-file", cert)
-			tok := parseBuilt(t, mustOK(t, tokenCmd(t, "", args...)))
-			if tok.Expire != tc.expire {
-				t.Errorf("expire %d, want %d", tok.Expire, tc.expire)
+			got := parseBuilt(t, mustOK(t, tokenCmd(t, "", args...)))
+			b := &accesstoken.Builder{AppID: testAppID, Certificate: testCert}
+			s, err := tc.oracle(b)
+			if err != nil {
+				t.Fatal(err)
 			}
-			if !reflect.DeepEqual(tok.Services, tc.want) {
-				t.Errorf("services\n%+v\nwant\n%+v", tok.Services, tc.want)
+			want, err := accesstoken.Parse(s)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got.Expire != want.Expire || len(got.Services) == 0 || !reflect.DeepEqual(got.Services, want.Services) {
+				t.Errorf("expire %d, services\n%+v\nwant expire %d, services\n%+v", got.Expire, got.Services, want.Expire, want.Services)
 			}
 		})
+	}
+	// What the flags mean, independently of the builder: a room-user
+	// token carries the room user, RTM login as the user and a Chat user
+	// whose id is the MD5 of the user uuid.
+	out := mustOK(t, tokenCmd(t, "", "education", "--room", "r", "--user", "user-1", "--role", "1", "--expire", "60", "--certificate-file", cert))
+	tok := parseBuilt(t, out)
+	sum := md5.Sum([]byte("user-1"))
+	apaas, rtm, chat := tok.Service(accesstoken.ServiceAPaaS), tok.Service(accesstoken.ServiceRTM), tok.Service(accesstoken.ServiceChat)
+	if apaas == nil || apaas.RoomUUID != "r" || apaas.UserUUID != "user-1" || apaas.Role != 1 ||
+		rtm == nil || rtm.UserID != "user-1" || chat == nil || chat.UserID != hex.EncodeToString(sum[:]) {
+		t.Errorf("room-user token services: %+v", tok.Services)
 	}
 }
 

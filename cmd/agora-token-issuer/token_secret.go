@@ -46,7 +46,7 @@ func readCertificateFile(path string, warn io.Writer) (namedCertificate, error) 
 		return namedCertificate{}, fmt.Errorf("certificate file %s is a directory", path)
 	}
 	if perm := st.Mode().Perm(); st.Mode().IsRegular() && perm&0o027 != 0 {
-		fmt.Fprintf(warn, "warning: certificate file %s has mode %04o; other users can read it (chmod 600 %s)\n", path, perm, path)
+		fmt.Fprintf(warn, "warning: certificate file %s has mode %04o; other users may read or change it (chmod 600 %s)\n", path, perm, path)
 	}
 	b, err := io.ReadAll(io.LimitReader(f, maxCertificateFile+1))
 	if err != nil {

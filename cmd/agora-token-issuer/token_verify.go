@@ -6,16 +6,19 @@ import (
 	"strings"
 
 	"agoratokens/accesstoken"
+	"agoratokens/issuer"
 )
 
 func tokenVerify(env *tokenEnv, args []string) error {
-	fs := newFlagSet(env, "verify", "verify --certificate-file F [--certificate-file G ...] TOKEN|-\n\n"+
+	fs := newFlagSet(env, "verify", "verify (--certificate-file F [--certificate-file G ...] | --config FILE) TOKEN|-\n\n"+
 		"Check a token's signature against each certificate and name the one\n"+
-		"that signed it (exit 0), or exit 1 if none did. Without\n"+
-		"--certificate-file, $AGORA_APP_CERTIFICATE is tried. A token carrying a\n"+
-		"service type this tool does not know is still verified.")
+		"that signed it (exit 0), or exit 1 if none did. --config tries every\n"+
+		"certificate of an issuer config and names its id (kid). Without either,\n"+
+		"$AGORA_APP_CERTIFICATE is tried. A token carrying a service type this\n"+
+		"tool does not know is still verified.")
 	var files certificateFiles
 	fs.Var(&files, "certificate-file", "`file` holding an App Certificate (repeat for several)")
+	configFile := fs.String("config", "", "issuer config `file` whose certificates to try")
 	pos, err := parseArgs(fs, args)
 	if err != nil {
 		return err
@@ -31,13 +34,24 @@ func tokenVerify(env *tokenEnv, args []string) error {
 		}
 		certs = append(certs, c)
 	}
+	appIDWant := ""
+	if *configFile != "" {
+		cfg, err := issuer.LoadConfig(*configFile)
+		if err != nil {
+			return err
+		}
+		for _, c := range cfg.Certs() {
+			certs = append(certs, namedCertificate{source: "kid " + c.ID, cert: c.Value.Reveal()})
+		}
+		appIDWant = cfg.AppID
+	}
 	if len(certs) == 0 {
 		c, ok, err := certificateFromEnv()
 		if err != nil {
 			return err
 		}
 		if !ok {
-			return usagef("no certificate to verify with: give --certificate-file FILE (repeatable) or set $%s", envCertificate)
+			return usagef("no certificate to verify with: give --certificate-file FILE (repeatable), --config FILE, or set $%s", envCertificate)
 		}
 		certs = append(certs, c)
 	}
@@ -45,7 +59,10 @@ func tokenVerify(env *tokenEnv, args []string) error {
 	if err != nil {
 		return err
 	}
-	name, err := verifyToken(s, certs)
+	t, name, err := verifyToken(s, certs)
+	if t != nil && appIDWant != "" && t.AppID != appIDWant {
+		fmt.Fprintf(env.stderr, "warning: token app_id %s is not the config's app_id %s\n", t.AppID, appIDWant)
+	}
 	var unknown *accesstoken.UnknownServiceError
 	if errors.As(err, &unknown) {
 		fmt.Fprintf(env.stderr, "warning: %v; its signature was checked all the same\n", unknown)
@@ -58,14 +75,15 @@ func tokenVerify(env *tokenEnv, args []string) error {
 	return err
 }
 
-// verifyToken parses token s and returns the source of the certificate
-// that signed it. A token with an unknown service type is verified too;
-// its *accesstoken.UnknownServiceError comes back with the name.
-func verifyToken(s string, certs []namedCertificate) (string, error) {
+// verifyToken parses token s and returns it and the source of the
+// certificate that signed it. A token with an unknown service type is
+// verified too; its *accesstoken.UnknownServiceError comes back with the
+// name.
+func verifyToken(s string, certs []namedCertificate) (*accesstoken.Token, string, error) {
 	t, perr := accesstoken.Parse(s)
 	var unknown *accesstoken.UnknownServiceError
 	if perr != nil && !errors.As(perr, &unknown) {
-		return "", perr
+		return nil, "", perr
 	}
 	plain := make([]string, len(certs))
 	for i, c := range certs {
@@ -77,10 +95,10 @@ func verifyToken(s string, certs []namedCertificate) (string, error) {
 		for i, c := range certs {
 			names[i] = c.source
 		}
-		return "", fmt.Errorf("token signature matches none of the %d certificate(s) tried (%s)", len(certs), strings.Join(names, ", "))
+		return t, "", fmt.Errorf("token signature matches none of the %d certificate(s) tried (%s)", len(certs), strings.Join(names, ", "))
 	}
 	if err != nil {
-		return "", err
+		return t, "", err
 	}
-	return certs[i].source, perr
+	return t, certs[i].source, perr
 }
