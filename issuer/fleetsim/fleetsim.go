@@ -1,0 +1,406 @@
+// Package fleetsim simulates a fleet of devices for capacity planning:
+// N devices, each with its own MQTT connection and credentials, ask the
+// issuer for their tokens at once (a fleet booting after an outage) or
+// at a steady rate, and every reply is checked. The result gives
+// throughput, latency percentiles, error codes and lost requests.
+package fleetsim
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"maps"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	mqtt "github.com/eclipse/paho.mqtt.golang"
+	"golang.org/x/sync/errgroup"
+
+	"agoratokens/accesstoken"
+	"agoratokens/wire"
+)
+
+// Config configures a simulation.
+type Config struct {
+	// BrokerURL is tcp://host:port or ssl://host:port.
+	BrokerURL string
+	// TLS configures an ssl:// broker (nil: system roots).
+	TLS *tls.Config
+	// Devices is the fleet size.
+	Devices int
+	// Prefix starts every device id ("dev-sim-" by default, which the
+	// policy of `agora-token-issuer init` grants).
+	Prefix string
+	// Seed derives the devices' secrets (see Secret).
+	Seed []byte
+	// TopicRoot defaults to wire.DefaultRoot.
+	TopicRoot string
+	// Tokens names the tokens each device asks for; empty asks for all.
+	Tokens []string
+	// Rate is requests a second; 0 sends every request at once.
+	Rate float64
+	// Timeout is how long to wait for the last reply (default 30s).
+	Timeout time.Duration
+	// ConnectParallel bounds connections being set up at once (256).
+	ConnectParallel int
+	// AppID, when set, must be every token's app id.
+	AppID string
+	// Certificates, when set, must verify every token.
+	Certificates []string
+	// Logger gets progress and per-device failures (nil: discarded).
+	Logger *slog.Logger
+	// Now is the clock (nil: time.Now).
+	Now func() time.Time
+}
+
+// Result is what a simulation measured.
+type Result struct {
+	Devices       int
+	Connected     int
+	ConnectFailed int
+	ConnectTime   time.Duration // until every device was connected and subscribed
+	Requests      int
+	Replies       int            // replies with tokens that passed every check
+	Tokens        int            // tokens in those replies
+	Errors        map[string]int // error replies by code, and "bad_reply" for replies failing a check
+	Lost          int            // requests with no reply by the timeout
+	Elapsed       time.Duration  // first request sent to last reply
+	Latencies     []time.Duration
+}
+
+// Percentile returns the p-th (0–100) latency percentile (0 if none).
+func (r *Result) Percentile(p float64) time.Duration {
+	if len(r.Latencies) == 0 {
+		return 0
+	}
+	s := slices.Clone(r.Latencies)
+	slices.Sort(s)
+	i := int(p / 100 * float64(len(s)-1))
+	return s[min(max(i, 0), len(s)-1)]
+}
+
+// OK reports whether every device connected and every request got a
+// reply that passed its checks.
+func (r *Result) OK() bool {
+	n := 0
+	for _, v := range r.Errors {
+		n += v
+	}
+	return r.ConnectFailed == 0 && r.Lost == 0 && n == 0 && r.Replies == r.Devices
+}
+
+// Print writes the result for an operator.
+func (r *Result) Print(w io.Writer) {
+	errs := 0
+	for _, v := range r.Errors {
+		errs += v
+	}
+	fmt.Fprintf(w, "devices     %d (connected %d, failed %d, in %v)\n", r.Devices, r.Connected, r.ConnectFailed, r.ConnectTime.Round(time.Millisecond))
+	fmt.Fprintf(w, "requests    %d  replies %d  tokens %d  errors %d  lost %d\n", r.Requests, r.Replies, r.Tokens, errs, r.Lost)
+	if errs > 0 {
+		codes := make([]string, 0, len(r.Errors))
+		for c := range r.Errors {
+			codes = append(codes, c)
+		}
+		slices.Sort(codes)
+		for _, c := range codes {
+			fmt.Fprintf(w, "  error %-16s %d\n", c, r.Errors[c])
+		}
+	}
+	if r.Elapsed > 0 {
+		secs := r.Elapsed.Seconds()
+		fmt.Fprintf(w, "served in   %v  (%.0f replies/s, %.0f tokens/s)\n", r.Elapsed.Round(time.Millisecond),
+			float64(r.Replies)/secs, float64(r.Tokens)/secs)
+	}
+	fmt.Fprintf(w, "latency     p50 %v  p99 %v  max %v\n", r.Percentile(50).Round(time.Millisecond),
+		r.Percentile(99).Round(time.Millisecond), r.Percentile(100).Round(time.Millisecond))
+}
+
+// Sim is a configured simulation.
+type Sim struct {
+	cfg    Config
+	topics wire.Topics
+	log    *slog.Logger
+	now    func() time.Time
+}
+
+// New validates cfg and fills defaults.
+func New(cfg Config) (*Sim, error) {
+	switch {
+	case cfg.BrokerURL == "":
+		return nil, errors.New("broker URL is not set")
+	case cfg.Devices < 1:
+		return nil, fmt.Errorf("devices: %d, want at least 1", cfg.Devices)
+	case len(cfg.Seed) == 0:
+		return nil, errors.New("seed is not set (the devices' secrets derive from it)")
+	case cfg.Rate < 0:
+		return nil, fmt.Errorf("rate: %v is negative", cfg.Rate)
+	}
+	if cfg.Prefix == "" {
+		cfg.Prefix = "dev-sim-"
+	}
+	if err := wire.ValidateDeviceID(DeviceName(cfg.Prefix, cfg.Devices-1)); err != nil {
+		return nil, fmt.Errorf("prefix: %w", err)
+	}
+	for _, n := range cfg.Tokens {
+		if err := wire.ValidateName("token name", n); err != nil {
+			return nil, err
+		}
+	}
+	if cfg.TopicRoot == "" {
+		cfg.TopicRoot = wire.DefaultRoot
+	}
+	if cfg.Timeout <= 0 {
+		cfg.Timeout = 30 * time.Second
+	}
+	if cfg.ConnectParallel <= 0 {
+		cfg.ConnectParallel = 256
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	return &Sim{cfg: cfg, topics: wire.NewTopics(cfg.TopicRoot), log: cfg.Logger, now: cfg.Now}, nil
+}
+
+// device is one simulated device.
+type device struct {
+	name   string
+	client mqtt.Client
+	reqID  string
+	sentAt atomic.Int64 // UnixNano; 0 before the request
+	done   atomic.Bool
+}
+
+// run tracks replies across devices.
+type run struct {
+	sim       *Sim
+	mu        sync.Mutex
+	latencies []time.Duration
+	tokens    int
+	replies   int
+	errors    map[string]int
+	lastReply time.Time
+	pending   atomic.Int64
+	allDone   chan struct{}
+}
+
+// Run connects the fleet, sends the requests, waits for the replies (or
+// the timeout) and disconnects. An error means the simulation could not
+// run at all; failures of devices are in the Result.
+func (s *Sim) Run(ctx context.Context) (*Result, error) {
+	n := s.cfg.Devices
+	r := &run{sim: s, errors: map[string]int{}, allDone: make(chan struct{}), latencies: make([]time.Duration, 0, n)}
+	devs := make([]*device, n)
+	for i := range devs {
+		devs[i] = &device{name: DeviceName(s.cfg.Prefix, i), reqID: fmt.Sprintf("sim-%d", i)}
+	}
+	res := &Result{Devices: n}
+
+	start := s.now()
+	var failed atomic.Int64
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(s.cfg.ConnectParallel)
+	for _, d := range devs {
+		g.Go(func() error {
+			if gctx.Err() != nil {
+				return gctx.Err()
+			}
+			if err := s.connect(r, d); err != nil {
+				if failed.Add(1) <= 5 {
+					s.log.Warn("device could not connect", "device", d.name, "error", err)
+				}
+				d.client = nil
+			}
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		s.disconnect(devs)
+		return nil, err
+	}
+	res.ConnectTime = s.now().Sub(start)
+	res.ConnectFailed = int(failed.Load())
+	res.Connected = n - res.ConnectFailed
+	defer s.disconnect(devs)
+	s.log.Info("fleet connected", "devices", res.Connected, "failed", res.ConnectFailed, "took", res.ConnectTime)
+
+	live := slices.DeleteFunc(slices.Clone(devs), func(d *device) bool { return d.client == nil })
+	r.pending.Store(int64(len(live)))
+	if len(live) == 0 {
+		close(r.allDone)
+	}
+	first := s.now()
+	if err := s.send(ctx, r, live); err != nil {
+		return nil, err
+	}
+	res.Requests = len(live)
+
+	timer := time.NewTimer(s.cfg.Timeout)
+	defer timer.Stop()
+	select {
+	case <-r.allDone:
+	case <-timer.C:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	res.Replies, res.Tokens, res.Errors = r.replies, r.tokens, maps.Clone(r.errors)
+	res.Latencies = slices.Clone(r.latencies)
+	for _, d := range live {
+		if !d.done.Load() {
+			res.Lost++
+		}
+	}
+	if !r.lastReply.IsZero() {
+		res.Elapsed = r.lastReply.Sub(first)
+	}
+	return res, nil
+}
+
+// connect logs one device in and subscribes it to its token topic.
+func (s *Sim) connect(r *run, d *device) error {
+	o := mqtt.NewClientOptions().AddBroker(s.cfg.BrokerURL).
+		SetClientID(d.name).SetUsername(d.name).SetPassword(Secret(s.cfg.Seed, d.name)).
+		SetCleanSession(true).SetAutoReconnect(false).SetConnectRetry(false).
+		SetConnectTimeout(s.cfg.Timeout).SetKeepAlive(time.Minute).SetOrderMatters(false)
+	if s.cfg.TLS != nil {
+		o.SetTLSConfig(s.cfg.TLS)
+	}
+	c := mqtt.NewClient(o)
+	if err := wait(c.Connect(), s.cfg.Timeout); err != nil {
+		return fmt.Errorf("connect: %w", err)
+	}
+	d.client = c
+	tok := c.Subscribe(s.topics.Token(d.name), 1, func(_ mqtt.Client, m mqtt.Message) { r.onReply(d, m.Payload()) })
+	if err := wait(tok, s.cfg.Timeout); err != nil {
+		c.Disconnect(0)
+		return fmt.Errorf("subscribe: %w", err)
+	}
+	for _, code := range tok.(*mqtt.SubscribeToken).Result() {
+		if code >= 0x80 {
+			c.Disconnect(0)
+			return errors.New("subscribe: the broker refused the token topic")
+		}
+	}
+	return nil
+}
+
+func wait(t mqtt.Token, timeout time.Duration) error {
+	if !t.WaitTimeout(timeout) {
+		return fmt.Errorf("no answer within %v", timeout)
+	}
+	return t.Error()
+}
+
+// send publishes every device's request, at once or paced at the rate.
+func (s *Sim) send(ctx context.Context, r *run, live []*device) error {
+	start := s.now()
+	for i, d := range live {
+		if s.cfg.Rate > 0 {
+			due := start.Add(time.Duration(float64(i) / s.cfg.Rate * float64(time.Second)))
+			if wait := due.Sub(s.now()); wait > 0 {
+				select {
+				case <-time.After(wait): // pacing the load, not waiting for a condition
+				case <-ctx.Done():
+					return ctx.Err()
+				}
+			}
+		}
+		payload, err := wire.Encode(wire.Request{V: wire.SchemaVersion, ID: d.reqID, Tokens: s.cfg.Tokens})
+		if err != nil {
+			return err
+		}
+		d.sentAt.Store(s.now().UnixNano())
+		d.client.Publish(s.topics.Req(d.name), 1, false, payload)
+	}
+	return nil
+}
+
+// onReply checks a reply and records it.
+func (r *run) onReply(d *device, payload []byte) {
+	at := r.sim.now()
+	sent := d.sentAt.Load()
+	reply, err := wire.DecodeReply(payload)
+	code := ""
+	tokens := 0
+	switch {
+	case err != nil:
+		code = "bad_reply"
+		r.sim.log.Debug("bad reply", "device", d.name, "error", err)
+	case reply.ID != d.reqID:
+		code = "bad_reply"
+		r.sim.log.Debug("reply to another request", "device", d.name, "id", reply.ID)
+	case reply.Error != nil:
+		code = reply.Error.Code
+	default:
+		if err := r.sim.checkGrants(reply.Tokens); err != nil {
+			code = "bad_reply"
+			r.sim.log.Debug("bad token", "device", d.name, "error", err)
+		}
+		tokens = len(reply.Tokens)
+	}
+	if sent == 0 || !d.done.CompareAndSwap(false, true) {
+		return // a push, or a second reply: not this simulation's
+	}
+	r.mu.Lock()
+	r.lastReply = at
+	r.latencies = append(r.latencies, at.Sub(time.Unix(0, sent)))
+	if code == "" {
+		r.replies++
+		r.tokens += tokens
+	} else {
+		r.errors[code]++
+	}
+	r.mu.Unlock()
+	if r.pending.Add(-1) == 0 {
+		close(r.allDone)
+	}
+}
+
+// checkGrants parses every token and checks its app id and signature
+// when those are configured.
+func (s *Sim) checkGrants(gs []wire.Grant) error {
+	for _, g := range gs {
+		t, err := accesstoken.Parse(g.Token)
+		if err != nil {
+			return fmt.Errorf("token %q: %w", g.Name, err)
+		}
+		if s.cfg.AppID != "" && t.AppID != s.cfg.AppID {
+			return fmt.Errorf("token %q: app id %s, want %s", g.Name, t.AppID, s.cfg.AppID)
+		}
+		if len(s.cfg.Certificates) > 0 {
+			if _, err := t.Verify(s.cfg.Certificates...); err != nil {
+				return fmt.Errorf("token %q: %w", g.Name, err)
+			}
+		}
+	}
+	return nil
+}
+
+// disconnect closes every connection, in parallel.
+func (s *Sim) disconnect(devs []*device) {
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, s.cfg.ConnectParallel)
+	for _, d := range devs {
+		if d.client == nil {
+			continue
+		}
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			d.client.Disconnect(0)
+			<-sem
+		}()
+	}
+	wg.Wait()
+}
