@@ -34,9 +34,25 @@ type client struct {
 
 	// Guarded by hub.mu.
 	watching bool
-	names    map[string]bool     // watched names; nil: all
-	sent     map[string]string   // name → last token (or expired token) sent
-	pending  map[string]struct{} // renew asked: send the next token event
+	names    map[string]bool // watched names; nil: all
+	sent     map[string]held // name → what the client was last told
+	pending  map[string]held // renew asked: send the first token newer than this
+}
+
+// held is a token a client knows about.
+type held struct {
+	token   string
+	at      time.Time // the token's ReceivedAt: orders tokens of one name
+	expired bool      // the client was told it expired
+}
+
+// heldOf is what a client holds once told about t.
+func heldOf(t agent.Token) held { return held{token: t.Token, at: t.ReceivedAt} }
+
+// newer reports whether t replaces h: another token, received no earlier.
+// An event still queued from before a watch or renew began is older.
+func newer(t agent.Token, h held) bool {
+	return t.Token != h.token && !t.ReceivedAt.Before(h.at)
 }
 
 func newClient(conn *net.UnixConn, peer Peer, queue int, log *slog.Logger) *client {
@@ -44,7 +60,7 @@ func newClient(conn *net.UnixConn, peer Peer, queue int, log *slog.Logger) *clie
 		conn: conn, peer: peer, log: log,
 		out:  make(chan []byte, queue),
 		stop: make(chan struct{}), kill: make(chan struct{}),
-		sent: map[string]string{}, pending: map[string]struct{}{},
+		sent: map[string]held{}, pending: map[string]held{},
 	}
 }
 

@@ -91,36 +91,41 @@ func (h *hub) deliver(ev agent.Event) {
 	}
 }
 
-// expiredMark prefixes a token in client.sent once its expiry was sent.
-const expiredMark = "expired:"
-
-// wantEvent decides whether c gets ev, and records it as sent. A watcher
-// gets each token once (the snapshot sent at watch start may already be
-// the token an event announces) and the will_expire/expired events of the
-// token it holds; a client that asked for a renewal gets the next token.
-// Call with hub.mu held.
+// wantEvent decides whether c gets ev, and records what c then holds.
+// A watcher gets each token once and never an older one after a newer
+// (the snapshot sent at watch start may be newer than events still
+// queued), and the will_expire/expired events of the token it holds,
+// expired once. A client that asked for a renewal gets the first token
+// newer than the one current when it asked. Call with hub.mu held.
 func wantEvent(c *client, ev agent.Event) bool {
-	tok := ev.Token.Token
+	h := c.sent[ev.Name]
 	if ev.Kind != agent.EventToken {
-		last := c.sent[ev.Name]
-		if !c.watches(ev.Name) || (last != "" && last != tok) {
+		if !c.watches(ev.Name) || (h.token != "" && h.token != ev.Token.Token) {
 			return false
 		}
 		if ev.Kind == agent.EventExpired {
-			c.sent[ev.Name] = expiredMark + tok // said once per token
+			if h.expired {
+				return false
+			}
+			h = heldOf(ev.Token)
+			h.expired = true
+			c.sent[ev.Name] = h
 		}
 		return true
 	}
-	_, pending := c.pending[ev.Name]
-	delete(c.pending, ev.Name)
+	renewed := false
+	if p, ok := c.pending[ev.Name]; ok && newer(ev.Token, p) {
+		delete(c.pending, ev.Name)
+		renewed = true
+	}
 	if c.watches(ev.Name) {
-		if c.sent[ev.Name] == tok {
+		if !newer(ev.Token, h) {
 			return false
 		}
-		c.sent[ev.Name] = tok
+		c.sent[ev.Name] = heldOf(ev.Token)
 		return true
 	}
-	return pending
+	return renewed
 }
 
 // watch starts c's watch: a watching reply, then the current token of
@@ -162,14 +167,16 @@ func (h *hub) snapshot(c *client, st agent.Status, now time.Time) {
 			continue
 		}
 		if t, ok := h.s.src.Current(ts.Name, now); ok {
-			if c.sent[ts.Name] != t.Token {
-				c.sent[ts.Name] = t.Token
+			if newer(t, c.sent[ts.Name]) {
+				c.sent[ts.Name] = heldOf(t)
 				c.reply(tokenMessage(t, now))
 			}
 			continue
 		}
-		if ts.State == agent.StateExpired && c.sent[ts.Name] != expiredMark+ts.Token.Token {
-			c.sent[ts.Name] = expiredMark + ts.Token.Token
+		if sent := c.sent[ts.Name]; ts.State == agent.StateExpired && !(sent.expired && sent.token == ts.Token.Token) {
+			e := heldOf(ts.Token)
+			e.expired = true
+			c.sent[ts.Name] = e
 			c.reply(eventMessage(agent.Event{Kind: agent.EventExpired, Name: ts.Name, Token: ts.Token}, now))
 		}
 	}
@@ -197,7 +204,18 @@ func (h *hub) renew(c *client, req Request) {
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	c.pending[req.Name] = struct{}{}
+	now := h.s.cfg.Now()
+	var cur held
+	if t, ok := h.s.src.Current(req.Name, now); ok {
+		cur = heldOf(t)
+	} else {
+		for _, ts := range h.s.src.Status(now).Tokens {
+			if ts.Name == req.Name && ts.State != agent.StateMissing {
+				cur = heldOf(ts.Token)
+			}
+		}
+	}
+	c.pending[req.Name] = cur
 	if err := h.s.src.Renew(req.Name); err != nil {
 		delete(c.pending, req.Name)
 		if errors.Is(err, agent.ErrUnknownToken) {

@@ -1,7 +1,9 @@
 package socket
 
 import (
+	"maps"
 	"testing"
+	"time"
 
 	"agoratokens/agent"
 	"agoratokens/wire"
@@ -34,54 +36,57 @@ func TestAuthorize(t *testing.T) {
 }
 
 func TestWantEvent(t *testing.T) {
-	ev := func(kind agent.EventKind, name, token string) agent.Event {
-		return agent.Event{Kind: kind, Name: name, Token: agent.Token{Grant: wire.Grant{Name: name, Token: token}}}
+	at := func(sec int) time.Time { return time.Unix(1763800000+int64(sec), 0) }
+	ev := func(kind agent.EventKind, name, token string, sec int) agent.Event {
+		return agent.Event{Kind: kind, Name: name,
+			Token: agent.Token{Grant: wire.Grant{Name: name, Token: token}, ReceivedAt: at(sec)}}
 	}
+	v := func(token string, sec int) map[string]held { return map[string]held{"v": {token: token, at: at(sec)}} }
 	type state struct {
 		watching bool
 		names    map[string]bool
-		sent     map[string]string
-		pending  []string
+		sent     map[string]held
+		pending  map[string]held
 	}
 	tests := []struct {
-		name     string
-		st       state
-		ev       agent.Event
-		want     bool
-		wantSent string // sent[name] afterwards
+		name        string
+		st          state
+		ev          agent.Event
+		want        bool
+		wantSent    held // sent["v"] afterwards
+		wantPending bool
 	}{
-		{"not watching", state{}, ev(agent.EventToken, "v", "t1"), false, ""},
-		{"watch all, new token", state{watching: true}, ev(agent.EventToken, "v", "t1"), true, "t1"},
-		{"token already sent by the snapshot", state{watching: true, sent: map[string]string{"v": "t1"}}, ev(agent.EventToken, "v", "t1"), false, "t1"},
-		{"other name", state{watching: true, names: map[string]bool{"a": true}}, ev(agent.EventToken, "v", "t1"), false, ""},
-		{"renew pending, not watching", state{pending: []string{"v"}}, ev(agent.EventToken, "v", "t2"), true, ""},
-		{"renew pending for another name", state{pending: []string{"a"}}, ev(agent.EventToken, "v", "t2"), false, ""},
-		{"will_expire of the held token", state{watching: true, sent: map[string]string{"v": "t1"}}, ev(agent.EventWillExpire, "v", "t1"), true, "t1"},
-		{"will_expire of an older token", state{watching: true, sent: map[string]string{"v": "t2"}}, ev(agent.EventWillExpire, "v", "t1"), false, "t2"},
-		{"expired, nothing held yet", state{watching: true}, ev(agent.EventExpired, "v", "t1"), true, "expired:t1"},
-		{"expired of the held token", state{watching: true, sent: map[string]string{"v": "t1"}}, ev(agent.EventExpired, "v", "t1"), true, "expired:t1"},
-		{"expired said already", state{watching: true, sent: map[string]string{"v": "expired:t1"}}, ev(agent.EventExpired, "v", "t1"), false, "expired:t1"},
-		{"token after expiry", state{watching: true, sent: map[string]string{"v": "expired:t1"}}, ev(agent.EventToken, "v", "t2"), true, "t2"},
-		{"expired, not watching", state{pending: []string{"v"}}, ev(agent.EventExpired, "v", "t1"), false, ""},
+		{"not watching", state{}, ev(agent.EventToken, "v", "t1", 1), false, held{}, false},
+		{"watch all, new token", state{watching: true}, ev(agent.EventToken, "v", "t1", 1), true, held{token: "t1", at: at(1)}, false},
+		{"token already sent by the snapshot", state{watching: true, sent: v("t1", 1)}, ev(agent.EventToken, "v", "t1", 1), false, held{token: "t1", at: at(1)}, false},
+		{"older token queued before the snapshot", state{watching: true, sent: v("t2", 2)}, ev(agent.EventToken, "v", "t1", 1), false, held{token: "t2", at: at(2)}, false},
+		{"other name", state{watching: true, names: map[string]bool{"a": true}}, ev(agent.EventToken, "v", "t1", 1), false, held{}, false},
+		{"renew pending, not watching", state{pending: v("t1", 1)}, ev(agent.EventToken, "v", "t2", 2), true, held{}, false},
+		{"renew pending, event from before the renew", state{pending: v("t1", 1)}, ev(agent.EventToken, "v", "t1", 1), false, held{}, true},
+		{"renew pending, older event", state{pending: v("t1", 1)}, ev(agent.EventToken, "v", "t0", 0), false, held{}, true},
+		{"renew pending, watching", state{watching: true, sent: v("t1", 1), pending: v("t1", 1)}, ev(agent.EventToken, "v", "t2", 2), true, held{token: "t2", at: at(2)}, false},
+		{"will_expire of the held token", state{watching: true, sent: v("t1", 1)}, ev(agent.EventWillExpire, "v", "t1", 1), true, held{token: "t1", at: at(1)}, false},
+		{"will_expire of an older token", state{watching: true, sent: v("t2", 2)}, ev(agent.EventWillExpire, "v", "t1", 1), false, held{token: "t2", at: at(2)}, false},
+		{"expired, nothing held yet", state{watching: true}, ev(agent.EventExpired, "v", "t1", 1), true, held{token: "t1", at: at(1), expired: true}, false},
+		{"expired of the held token", state{watching: true, sent: v("t1", 1)}, ev(agent.EventExpired, "v", "t1", 1), true, held{token: "t1", at: at(1), expired: true}, false},
+		{"expired said already", state{watching: true, sent: map[string]held{"v": {token: "t1", at: at(1), expired: true}}}, ev(agent.EventExpired, "v", "t1", 1), false, held{token: "t1", at: at(1), expired: true}, false},
+		{"token after expiry", state{watching: true, sent: map[string]held{"v": {token: "t1", at: at(1), expired: true}}}, ev(agent.EventToken, "v", "t2", 2), true, held{token: "t2", at: at(2)}, false},
+		{"expired, not watching", state{pending: v("t1", 1)}, ev(agent.EventExpired, "v", "t1", 1), false, held{}, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			c := newClient(nil, Peer{}, 1, nil)
 			c.watching, c.names = tt.st.watching, tt.st.names
-			for k, v := range tt.st.sent {
-				c.sent[k] = v
-			}
-			for _, n := range tt.st.pending {
-				c.pending[n] = struct{}{}
-			}
+			maps.Copy(c.sent, tt.st.sent)
+			maps.Copy(c.pending, tt.st.pending)
 			if got := wantEvent(c, tt.ev); got != tt.want {
 				t.Errorf("wantEvent = %v, want %v", got, tt.want)
 			}
-			if c.sent[tt.ev.Name] != tt.wantSent {
-				t.Errorf("sent[%s] = %q, want %q", tt.ev.Name, c.sent[tt.ev.Name], tt.wantSent)
+			if c.sent["v"] != tt.wantSent {
+				t.Errorf("sent = %+v, want %+v", c.sent["v"], tt.wantSent)
 			}
-			if _, ok := c.pending[tt.ev.Name]; ok && tt.ev.Kind == agent.EventToken {
-				t.Error("renew still pending after a token event")
+			if _, ok := c.pending["v"]; ok != tt.wantPending {
+				t.Errorf("renew pending = %v, want %v", ok, tt.wantPending)
 			}
 		})
 	}

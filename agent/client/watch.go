@@ -1,0 +1,144 @@
+package client
+
+import (
+	"bufio"
+	"context"
+	"net"
+	"time"
+
+	"github.com/cenkalti/backoff/v4"
+
+	"agoratokens/agent/socket"
+)
+
+// EventKind says what happened.
+type EventKind string
+
+// Event kinds. Token, WillExpire and Expired come from the agent;
+// Disconnected is the client's own.
+const (
+	// EventToken: a token is current (at watch start and on reconnect:
+	// the token in force; afterwards: each renewal). Pass it to the SDK.
+	EventToken EventKind = EventKind(socket.EventToken)
+	// EventWillExpire: the token expires soon; the agent is renewing it.
+	EventWillExpire EventKind = EventKind(socket.EventWillExpire)
+	// EventExpired: the token expired before a new one came; the agent
+	// keeps trying.
+	EventExpired EventKind = EventKind(socket.EventExpired)
+	// EventDisconnected: the connection to the agent broke (Err says
+	// why). The watch reconnects on its own and sends the current
+	// tokens again.
+	EventDisconnected EventKind = "disconnected"
+)
+
+// Event is one thing a watch reports.
+type Event struct {
+	Kind EventKind
+	Name string
+	// Token is the new token for EventToken; for EventWillExpire and
+	// EventExpired only Name, KID, ExpiresAt, ExpiresIn and Deadline.
+	Token Token
+	// Err is why the connection broke, for EventDisconnected.
+	Err error
+}
+
+// Reconnect pacing for Watch.
+const (
+	reconnectFirst = 100 * time.Millisecond
+	reconnectMax   = 5 * time.Second
+)
+
+// Watch streams the events of the named tokens (none: all) until ctx
+// ends, then closes the channel. It returns an error if the first watch
+// cannot start (agent down, unknown name, forbidden); after that it
+// reconnects by itself whenever the agent goes away. Read the channel
+// promptly: the agent drops a watcher that falls far behind (the watch
+// then reconnects and resends the current token).
+func (c *Client) Watch(ctx context.Context, names ...string) (<-chan Event, error) {
+	conn, sc, err := c.startWatch(ctx, names)
+	if err != nil {
+		return nil, err
+	}
+	ch := make(chan Event, 16)
+	go c.watchLoop(ctx, conn, sc, names, ch)
+	return ch, nil
+}
+
+// startWatch connects and sends the watch; it returns once the agent
+// confirmed it.
+func (c *Client) startWatch(ctx context.Context, names []string) (net.Conn, *bufio.Scanner, error) {
+	conn, err := c.dial(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	sc := newScanner(conn)
+	m, err := roundTrip(ctx, conn, sc, socket.Request{Op: socket.OpWatch, ID: "watch", Names: names})
+	if err == nil {
+		err = replyError(m)
+	}
+	if err != nil {
+		conn.Close()
+		return nil, nil, err
+	}
+	return conn, sc, nil
+}
+
+func (c *Client) watchLoop(ctx context.Context, conn net.Conn, sc *bufio.Scanner, names []string, ch chan<- Event) {
+	defer close(ch)
+	b := backoff.NewExponentialBackOff()
+	b.InitialInterval, b.MaxInterval, b.MaxElapsedTime = reconnectFirst, reconnectMax, 0
+	for {
+		err := forward(ctx, conn, sc, ch)
+		conn.Close()
+		if ctx.Err() != nil {
+			return
+		}
+		if !emit(ctx, ch, Event{Kind: EventDisconnected, Err: err}) {
+			return
+		}
+		b.Reset()
+		for {
+			t := time.NewTimer(b.NextBackOff())
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return
+			case <-t.C:
+			}
+			if conn, sc, err = c.startWatch(ctx, names); err == nil {
+				break
+			}
+		}
+	}
+}
+
+// forward delivers the events read from conn until it breaks or ctx ends.
+func forward(ctx context.Context, conn net.Conn, sc *bufio.Scanner, ch chan<- Event) error {
+	stop := context.AfterFunc(ctx, func() { conn.Close() })
+	defer stop()
+	for {
+		m, err := readMessage(sc)
+		if err != nil {
+			return err
+		}
+		ev := Event{Kind: EventKind(m.Event), Name: m.Name}
+		switch ev.Kind {
+		case EventToken, EventWillExpire, EventExpired:
+			ev.Token = tokenOf(m, time.Now())
+		default: // replies to requests this connection never sends
+			continue
+		}
+		if !emit(ctx, ch, ev) {
+			return ctx.Err()
+		}
+	}
+}
+
+func emit(ctx context.Context, ch chan<- Event, ev Event) bool {
+	select {
+	case ch <- ev:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
