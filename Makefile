@@ -38,8 +38,17 @@ test: test-deps lint test-arm
 bench:
 	@scripts/bench.sh
 
-demo:
-	@echo "make demo: not ready yet (see the demo issue)"; exit 1
+# The whole system on this machine: issuer + embedded broker, agents for
+# simulated cameras and a sample media client each. Stops by itself.
+DEMO_DURATION ?= 3m
+DEMO_TTL      ?= 60s
+DEMO_DEVICES  ?= 3
+DEMO_DIR      ?= demo-run
+demo: build
+	CGO_ENABLED=0 $(GO) build $(GOFLAGS_BUILD) -o $(BIN)/agora-media-sample ./examples/media-client
+	$(GO) build -o $(BIN)/agora-token-demo ./cmd/agora-token-demo
+	$(BIN)/agora-token-demo --bin $(BIN) --dir $(DEMO_DIR) --devices $(DEMO_DEVICES) \
+		--duration $(DEMO_DURATION) --ttl $(DEMO_TTL)
 
 clean:
-	rm -rf $(BIN) dist
+	rm -rf $(BIN) dist demo-run
