@@ -67,14 +67,16 @@ type Service struct {
 	limiter *limiter
 	replay  *replayCache
 
-	sem      chan struct{} // one slot per request being handled
-	closed   chan struct{} // closed once draining is over
-	reload   sync.Mutex    // serializes Reload
-	client   mqtt.Client   // set by Run before connecting
-	embedded atomic.Pointer[broker.Broker]
-	httpAddr atomic.Value // string
-	ready    atomic.Bool  // connected and subscribed
-	stopped  atomic.Bool  // Run is shutting down
+	sem       chan struct{} // one slot per request being handled
+	closed    chan struct{} // closed once draining is over
+	reload    sync.Mutex    // serializes Reload
+	clientV   atomic.Value  // mqtt.Client, set by Run before connecting
+	embedded  atomic.Pointer[broker.Broker]
+	httpAddr  atomic.Value  // string
+	ready     atomic.Bool   // connected and subscribed
+	started   chan struct{} // closed when first ready
+	startOnce sync.Once
+	stopped   atomic.Bool // Run is shutting down
 }
 
 // New loads the config, policy and certificates and returns a service
@@ -106,6 +108,7 @@ func New(opts Options) (*Service, error) {
 		replay:  newReplayCache(replayWindow, replayMaxItems),
 		sem:     make(chan struct{}, opts.Workers),
 		closed:  make(chan struct{}),
+		started: make(chan struct{}),
 	}
 	s.name = st.cfg.Broker.ClientID
 	if s.name == "" {
@@ -159,6 +162,19 @@ func (s *Service) Config() *Config { return s.state.Load().cfg }
 // Ready reports whether the service is connected to its broker, has
 // subscribed to the requests and holds a policy.
 func (s *Service) Ready() bool { return s.ready.Load() && s.state.Load() != nil }
+
+// Started is closed once the service first became ready (for systemd's
+// READY=1 and for tests).
+func (s *Service) Started() <-chan struct{} { return s.started }
+
+// BrokerAddr is the embedded broker's address once it listens ("" with
+// an external broker).
+func (s *Service) BrokerAddr() string {
+	if br := s.embedded.Load(); br != nil {
+		return br.Addr()
+	}
+	return ""
+}
 
 // Reload reads the config, policy and certificates again (what SIGHUP
 // does). If anything is invalid, the old ones stay in force and the error
@@ -248,15 +264,16 @@ func (s *Service) runMQTT(ctx context.Context, conn brokerConn) error {
 	if err != nil {
 		return err
 	}
-	s.client = mqtt.NewClient(opts)
-	tok := s.client.Connect()
+	client := mqtt.NewClient(opts)
+	s.clientV.Store(client)
+	tok := client.Connect()
 	select {
 	case <-tok.Done():
 		if err := tok.Error(); err != nil {
 			return fmt.Errorf("connect broker %s: %w", conn.url, err)
 		}
 	case <-ctx.Done():
-		s.client.Disconnect(0)
+		client.Disconnect(0)
 		return nil
 	}
 	<-ctx.Done()
@@ -269,7 +286,7 @@ func (s *Service) runMQTT(ctx context.Context, conn brokerConn) error {
 func (s *Service) shutdown() {
 	s.stopped.Store(true)
 	s.ready.Store(false)
-	c := s.client
+	c := s.client()
 	if c.IsConnectionOpen() {
 		// With a shared subscription, new requests now go to the other
 		// replicas.
@@ -277,7 +294,12 @@ func (s *Service) shutdown() {
 			s.log.Warn("unsubscribe on shutdown failed", "err", t.Error())
 		}
 	}
-	s.drain()
+	if c.IsConnectionOpen() {
+		s.drain(drainTimeout)
+	} else {
+		// Replies cannot go out without a connection: no point waiting.
+		s.drain(time.Second)
+	}
 	if c.IsConnectionOpen() {
 		s.publishStatus(wire.StateOffline)
 	}
@@ -287,19 +309,25 @@ func (s *Service) shutdown() {
 
 // drain waits until no request is being handled (taking every worker
 // slot), then refuses any that still arrive.
-func (s *Service) drain() {
-	timer := time.NewTimer(drainTimeout)
+func (s *Service) drain(timeout time.Duration) {
+	timer := time.NewTimer(timeout)
 	defer timer.Stop()
 	for i := 0; i < cap(s.sem); i++ {
 		select {
 		case s.sem <- struct{}{}:
 		case <-timer.C:
-			s.log.Warn("shutdown: requests still in flight after the drain timeout", "timeout", drainTimeout)
+			s.log.Warn("shutdown: requests still in flight after the drain timeout", "timeout", timeout)
 			close(s.closed)
 			return
 		}
 	}
 	close(s.closed)
+}
+
+// client is the MQTT client, nil before Run.
+func (s *Service) client() mqtt.Client {
+	c, _ := s.clientV.Load().(mqtt.Client)
+	return c
 }
 
 func (s *Service) reqFilter() string { return s.topics.SharedReqs(s.state.Load().cfg.ShareGroup) }
@@ -355,6 +383,7 @@ func (s *Service) onConnect(c mqtt.Client) {
 		s.log.Warn("subscribe to the issuer status failed", "err", st.Error())
 	}
 	s.ready.Store(true)
+	s.startOnce.Do(func() { close(s.started) })
 	s.log.Info("connected and serving", "filter", filter, "issuer", s.name)
 }
 
@@ -368,7 +397,7 @@ func (s *Service) publishStatus(state string) {
 		s.log.Error("encode status", "err", err)
 		return
 	}
-	t := s.client.Publish(s.topics.IssuerStatus(), 1, true, b)
+	t := s.client().Publish(s.topics.IssuerStatus(), 1, true, b)
 	if !t.WaitTimeout(opTimeout) || t.Error() != nil {
 		s.log.Warn("publish issuer status failed", "state", state, "err", t.Error())
 	}
@@ -412,7 +441,7 @@ func (s *Service) onRequest(_ mqtt.Client, m mqtt.Message) {
 	if reply == nil {
 		return
 	}
-	t := s.client.Publish(s.topics.Token(device), 1, false, reply)
+	t := s.client().Publish(s.topics.Token(device), 1, false, reply)
 	if !t.WaitTimeout(opTimeout) || t.Error() != nil {
 		s.log.Warn("publish reply failed; the device will retry", "device", device, "err", t.Error())
 	}
@@ -512,7 +541,8 @@ func (s *Service) errorReply(id, code, msg string, retryAfter int) []byte {
 // certificate rotation reaches the fleet without waiting for renewals.
 // It returns how many devices got tokens.
 func (s *Service) PushAll(ctx context.Context) (int, error) {
-	if s.client == nil || !s.client.IsConnectionOpen() {
+	c := s.client()
+	if c == nil || !c.IsConnectionOpen() {
 		return 0, errors.New("push: not connected")
 	}
 	st := s.state.Load()
@@ -541,7 +571,7 @@ func (s *Service) PushAll(ctx context.Context) (int, error) {
 			if err != nil {
 				return nil
 			}
-			t := s.client.Publish(s.topics.Token(d), 1, false, b)
+			t := c.Publish(s.topics.Token(d), 1, false, b)
 			if t.WaitTimeout(opTimeout) && t.Error() == nil {
 				n.Add(1)
 			}
