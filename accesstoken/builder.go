@@ -87,28 +87,38 @@ func UIDString(uid uint32) string {
 	return strconv.FormatUint(uint64(uid), 10)
 }
 
-func rtcService(channel, account string, role Role, privilegeExpire uint32) (Service, error) {
+// rtcService makes the RTC service of a role. Its privileges go into
+// privs, which the caller keeps on its stack: with the Token not escaping
+// either, building a token allocates little more than its string.
+func rtcService(privs *[4]Privilege, channel, account string, role Role, privilegeExpire uint32) (Service, error) {
 	if role != RolePublisher && role != RoleSubscriber {
 		return Service{}, fmt.Errorf("role %d is not publisher or subscriber", role)
 	}
-	s := Service{Type: ServiceRTC, Channel: channel, UID: account}
-	s.AddPrivilege(PrivJoinChannel, privilegeExpire)
+	n := 1
+	privs[0] = Privilege{PrivJoinChannel, privilegeExpire}
 	if role == RolePublisher {
-		s.AddPrivilege(PrivPublishAudioStream, privilegeExpire)
-		s.AddPrivilege(PrivPublishVideoStream, privilegeExpire)
-		s.AddPrivilege(PrivPublishDataStream, privilegeExpire)
+		privs[1] = Privilege{PrivPublishAudioStream, privilegeExpire}
+		privs[2] = Privilege{PrivPublishVideoStream, privilegeExpire}
+		privs[3] = Privilege{PrivPublishDataStream, privilegeExpire}
+		n = 4
 	}
-	return s, nil
+	return Service{Type: ServiceRTC, Channel: channel, UID: account, Privileges: privs[:n]}, nil
 }
 
 // RTCWithUID builds an RTC token for a numeric uid (0: any uid).
 func (b *Builder) RTCWithUID(channel string, uid uint32, role Role, tokenExpire, privilegeExpire uint32) (string, error) {
-	return b.RTCWithAccount(channel, UIDString(uid), role, tokenExpire, privilegeExpire)
+	var digits [10]byte
+	account := ""
+	if uid != 0 {
+		account = string(strconv.AppendUint(digits[:0], uint64(uid), 10))
+	}
+	return b.RTCWithAccount(channel, account, role, tokenExpire, privilegeExpire)
 }
 
 // RTCWithAccount builds an RTC token for a user account.
 func (b *Builder) RTCWithAccount(channel, account string, role Role, tokenExpire, privilegeExpire uint32) (string, error) {
-	s, err := rtcService(channel, account, role, privilegeExpire)
+	var privs [4]Privilege
+	s, err := rtcService(&privs, channel, account, role, privilegeExpire)
 	if err != nil {
 		return "", err
 	}
@@ -148,7 +158,8 @@ func (b *Builder) RTCWithPrivileges(channel, account string, p RTCPrivileges) (s
 // RTCAndRTM builds one token good for RTC (channel, account) and RTM
 // login as the same account, as Agora's BuildTokenWithRtm.
 func (b *Builder) RTCAndRTM(channel, account string, role Role, tokenExpire, privilegeExpire uint32) (string, error) {
-	s, err := rtcService(channel, account, role, privilegeExpire)
+	var privs [4]Privilege
+	s, err := rtcService(&privs, channel, account, role, privilegeExpire)
 	if err != nil {
 		return "", err
 	}

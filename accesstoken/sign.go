@@ -25,24 +25,27 @@ const (
 	opad      = 0x5c
 )
 
-// hmacShort returns HMAC-SHA256(key, msg) for len(key) <= 64 and a
-// message that fits a stack buffer.
+// hmacShort returns HMAC-SHA256(key, msg) for len(key) <= 64 and
+// len(msg) <= 64.
 func hmacShort(key, msg []byte) [sha256.Size]byte {
 	var buf [blockSize + 64]byte
-	if len(msg) > len(buf)-blockSize {
-		// Only an over-long certificate given to Verify gets here.
-		h := hmac.New(sha256.New, key)
-		h.Write(msg)
-		var out [sha256.Size]byte
-		h.Sum(out[:0])
-		return out
-	}
 	copy(buf[:], key)
 	for i := range blockSize {
 		buf[i] ^= ipad
 	}
 	n := copy(buf[blockSize:], msg)
 	return hmacOuter(key, sha256.Sum256(buf[:blockSize+n]))
+}
+
+// hmacLong is HMAC-SHA256 through crypto/hmac, for a certificate too long
+// for hmacShort (only Verify can be given one). Taking the key by value
+// keeps the callers' buffers off the heap.
+func hmacLong(key [4]byte, msg string) [sha256.Size]byte {
+	h := hmac.New(sha256.New, key[:])
+	h.Write([]byte(msg))
+	var out [sha256.Size]byte
+	h.Sum(out[:0])
+	return out
 }
 
 // hmacOuter finishes an HMAC from its inner hash.
@@ -61,14 +64,13 @@ func signingKey(cert string, issueTs, salt uint32) [sha256.Size]byte {
 	var ts, sl [4]byte
 	binary.LittleEndian.PutUint32(ts[:], issueTs)
 	binary.LittleEndian.PutUint32(sl[:], salt)
-	var c [32]byte
-	msg := c[:0]
-	if len(cert) <= len(c) {
-		msg = append(msg, cert...) // no allocation: fits c
+	var k1 [sha256.Size]byte
+	if len(cert) <= 64 {
+		var c [64]byte
+		k1 = hmacShort(ts[:], c[:copy(c[:], cert)])
 	} else {
-		msg = []byte(cert)
+		k1 = hmacLong(ts, cert)
 	}
-	k1 := hmacShort(ts[:], msg)
 	return hmacShort(sl[:], k1[:])
 }
 

@@ -7,8 +7,9 @@
 package accesstoken
 
 import (
+	"cmp"
 	"fmt"
-	"sort"
+	"slices"
 )
 
 // Version is the version prefix of every AccessToken2 token.
@@ -208,6 +209,7 @@ func ParseServiceType(name string) (ServiceType, bool) {
 	return 0, false
 }
 
+// sortPrivileges sorts by key without allocating (sort.Slice would).
 func sortPrivileges(p []Privilege) {
-	sort.Slice(p, func(i, j int) bool { return p[i].Key < p[j].Key })
+	slices.SortFunc(p, func(a, b Privilege) int { return cmp.Compare(a.Key, b.Key) })
 }
