@@ -1,9 +1,13 @@
 // Package accesstoken builds, parses and verifies Agora AccessToken2
 // ("007") tokens.
 //
-// The package is pure: it does no I/O and holds no global state. Parsing is
-// hardened for hostile input: it never panics and never allocates more than
-// a small, fixed bound whatever the input (see MaxPayload).
+// The package is pure: it does no I/O and holds no global state besides
+// buffer pools. Parsing is hardened for hostile input: it never panics,
+// says what is wrong with a malformed token, and reads at most MaxPayload
+// bytes of payload into pooled buffers, so what it allocates is bounded
+// whatever the input (under 1 MiB for the worst shapes, a few hundred
+// bytes for a real token). The JSON form of a Token is the token CLI's
+// schema (see json.go).
 package accesstoken
 
 import (
