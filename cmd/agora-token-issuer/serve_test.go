@@ -124,7 +124,9 @@ func TestInitCheckServe(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan int, 1)
 	var serveErr lockedBuffer
-	go func() { done <- run(ctx, []string{"serve", "--config", cfgPath}, strings.NewReader(""), &bytes.Buffer{}, &serveErr) }()
+	go func() {
+		done <- run(ctx, []string{"serve", "--config", cfgPath}, strings.NewReader(""), &bytes.Buffer{}, &serveErr)
+	}()
 	serveErr.waitFor(t, "connected and serving", done)
 	c := testbroker.Connect(t, "tcp://"+addr, testbroker.ClientOptions{ClientID: "dev-1", Username: "dev-1", Password: pw})
 	topics := wire.NewTopics("")
