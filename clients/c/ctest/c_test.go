@@ -1,0 +1,139 @@
+// Package ctest tests the C client in the directory above: it builds
+// the library, its JSON table test and the example with gcc, and runs the
+// example against the real socket server over a fake token source. (Go
+// does not allow C files beside Go files without cgo, hence this folder.)
+package ctest
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"os/exec"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"agoratokens/agent/socket"
+	"agoratokens/agent/socket/sockettest"
+)
+
+var cflags = []string{"-std=c99", "-O2", "-Wall", "-Wextra", "-Werror", "-pedantic"}
+
+// build compiles sources into a program in dir.
+func build(t *testing.T, dir, name string, sources ...string) string {
+	t.Helper()
+	gcc, err := exec.LookPath("gcc")
+	if err != nil {
+		t.Fatal("gcc not found: the C client tests need it (apt-get install gcc, or run make test-deps)")
+	}
+	out := filepath.Join(dir, name)
+	args := append(append([]string{}, cflags...), "-o", out)
+	cmd := exec.Command(gcc, append(args, sources...)...)
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("gcc %v: %v\n%s", sources, err, b)
+	}
+	return out
+}
+
+func TestJSONExtractor(t *testing.T) {
+	bin := build(t, t.TempDir(), "json_check", "testdata/json_check.c", "../agora_token_client.c")
+	out, err := exec.Command(bin).CombinedOutput()
+	if err != nil {
+		t.Fatalf("json_check: %v\n%s", err, out)
+	}
+	if !bytes.HasPrefix(out, []byte("ok ")) {
+		t.Fatalf("json_check printed %q", out)
+	}
+}
+
+// lockedBuffer collects the example's stderr for failure messages.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// TestExample runs the example program against a real socket server:
+// it joins with the current token, renews on each pushed token, and
+// reconnects when the agent restarts.
+func TestExample(t *testing.T) {
+	dir := t.TempDir()
+	bin := build(t, dir, "example", "../example.c", "../agora_token_client.c")
+	path := filepath.Join(dir, "agent.sock")
+
+	clock := sockettest.NewClock(time.Date(2026, 11, 22, 10, 0, 0, 0, time.UTC))
+	set := func(src *sockettest.Source, token string) {
+		src.Set(sockettest.Token("video", token, time.Hour, clock.Now()))
+	}
+	serve := func(token string) (*sockettest.Source, func() error) {
+		src := sockettest.NewSource("cam-42", clock.Now)
+		set(src, token)
+		_, stop := sockettest.Serve(t, socket.Config{Path: path, Now: clock.Now}, src)
+		return src, stop
+	}
+	src, stop := serve("007eJxTYPgv0")
+
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bin, "-s", path, "-n", "3", "video")
+	stderr := &lockedBuffer{}
+	cmd.Stderr = stderr
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	lines := make(chan string)
+	go func() {
+		defer close(lines)
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			lines <- sc.Text()
+		}
+	}()
+	expect := func(want string) {
+		t.Helper()
+		select {
+		case got, ok := <-lines:
+			if !ok {
+				t.Fatalf("example exited; want %s\nstderr:\n%s", want, stderr)
+			}
+			if got != want {
+				t.Fatalf("example printed %s\nwant %s\nstderr:\n%s", got, want, stderr)
+			}
+		case <-ctx.Done():
+			t.Fatalf("example printed nothing; want %s\nstderr:\n%s", want, stderr)
+		}
+	}
+
+	expect(`agora_rtc_join_channel(conn, channel, uid, "007eJxTYPgv0")`)
+	set(src, "007eJxTYPgv1")
+	expect(`agora_rtc_renew_token(conn, "007eJxTYPgv1")`)
+
+	// The agent restarts with a newer token: the example reconnects.
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	src, _ = serve("007eJxTYPgv2")
+	expect(`agora_rtc_renew_token(conn, "007eJxTYPgv2")`)
+	set(src, "007eJxTYPgv3")
+	expect(`agora_rtc_renew_token(conn, "007eJxTYPgv3")`)
+
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("example: %v\nstderr:\n%s", err, stderr)
+	}
+}
