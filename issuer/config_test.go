@@ -147,3 +147,25 @@ func TestSecretNeverPrints(t *testing.T) {
 		t.Fatal("secret marshalled")
 	}
 }
+
+func TestExampleConfigs(t *testing.T) {
+	f, err := os.Open("../configs/issuer.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	cfg, err := ParseConfig(f)
+	if err != nil {
+		t.Fatalf("configs/issuer.yaml: %v", err)
+	}
+	if cfg.ShareGroup != "issuers" || cfg.Broker.URL == "" {
+		t.Errorf("example config parsed as %+v", cfg)
+	}
+	p, err := LoadPolicy("../configs/policy.yaml", cfg.Limits)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.Grants("cam-stolen-1", nil); err == nil {
+		t.Error("the example deny list lets a stolen camera in")
+	}
+}
