@@ -208,18 +208,28 @@ func TestDialNoAgent(t *testing.T) {
 	}
 }
 
-func TestForbidden(t *testing.T) {
-	f := &fixture{src: sockettest.NewSource("cam-42", nil)}
-	srv, _ := sockettest.Serve(t, socket.Config{AllowUIDs: []int{}, AllowGIDs: []int{}}, f.src)
+// TestRefused: a connection the agent refuses (here: too many clients;
+// a disallowed uid gets the same kind of line) reports the agent's code.
+func TestRefused(t *testing.T) {
+	src := sockettest.NewSource("cam-42", nil)
+	srv, _ := sockettest.Serve(t, socket.Config{MaxClients: 1}, src)
+	busy, err := client.Dial(srv.Path())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	if _, err := busy.Status(ctx(t)); err != nil { // holds the one slot
+		t.Fatal(err)
+	}
 	c, err := client.Dial(srv.Path())
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	if _, err := c.Status(ctx(t)); !client.IsCode(err, socket.CodeForbidden) {
-		t.Fatalf("Status as a refused caller: %v, want forbidden", err)
+	if _, err := c.Status(ctx(t)); !client.IsCode(err, socket.CodeTooManyClients) {
+		t.Fatalf("Status past max clients: %v, want too_many_clients", err)
 	}
-	if _, err := c.Watch(ctx(t)); !client.IsCode(err, socket.CodeForbidden) {
-		t.Fatalf("Watch as a refused caller: %v, want forbidden", err)
+	if _, err := c.Watch(ctx(t)); !client.IsCode(err, socket.CodeTooManyClients) {
+		t.Fatalf("Watch past max clients: %v, want too_many_clients", err)
 	}
 }

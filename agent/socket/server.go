@@ -34,10 +34,11 @@ type Config struct {
 	// Group owning the socket file: a group name or a numeric gid;
 	// empty keeps the agent's group.
 	Group string
-	// AllowUIDs may connect; nil means the agent's uid and root (0).
+	// AllowUIDs may connect, besides the agent's own uid and root (0),
+	// which always may.
 	AllowUIDs []int
-	// AllowGIDs may connect (primary or supplementary group); nil means
-	// the socket file's group.
+	// AllowGIDs may connect (as primary or supplementary group); empty
+	// means the socket file's group.
 	AllowGIDs []int
 	// MaxClients is how many connections are served at once; default 32.
 	MaxClients int
@@ -87,10 +88,9 @@ func New(cfg Config, src agent.Source) (*Server, error) {
 		}
 		gid = g
 	}
-	if cfg.AllowUIDs == nil {
-		cfg.AllowUIDs = []int{os.Geteuid(), 0}
-	}
-	if cfg.AllowGIDs == nil {
+	// The agent's own uid and root may always connect.
+	cfg.AllowUIDs = append([]int{os.Geteuid(), 0}, cfg.AllowUIDs...)
+	if len(cfg.AllowGIDs) == 0 {
 		if gid >= 0 {
 			cfg.AllowGIDs = []int{gid}
 		} else {
