@@ -53,7 +53,7 @@ func runFleetSim(ctx context.Context, args []string, stdout, stderr io.Writer) i
 	appID := fs.String("app-id", "", "check every token's app id")
 	certFile := fs.String("cert-file", "", "verify every token with the App Certificate in this file")
 	caFile := fs.String("ca-file", "", "CA for an ssl:// broker")
-	parallel := fs.Int("parallel", 256, "connections set up at once")
+	parallel := fs.Int("parallel", 16, "connections set up at once")
 	verbose := fs.Bool("v", false, "log progress and failures")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {

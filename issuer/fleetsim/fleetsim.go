@@ -46,7 +46,9 @@ type Config struct {
 	Rate float64
 	// Timeout is how long to wait for the last reply (default 30s).
 	Timeout time.Duration
-	// ConnectParallel bounds connections being set up at once (256).
+	// ConnectParallel bounds connections being set up at once (16;
+	// mosquitto listens with a backlog of 100, and a deeper burst of
+	// connects costs SYN retransmits of a second each).
 	ConnectParallel int
 	// AppID, when set, must be every token's app id.
 	AppID string
@@ -159,7 +161,7 @@ func New(cfg Config) (*Sim, error) {
 		cfg.Timeout = 30 * time.Second
 	}
 	if cfg.ConnectParallel <= 0 {
-		cfg.ConnectParallel = 256
+		cfg.ConnectParallel = 16
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)

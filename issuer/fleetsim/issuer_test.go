@@ -1,0 +1,152 @@
+package fleetsim
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strconv"
+	"testing"
+	"time"
+
+	"agoratokens/internal/testbroker"
+	"agoratokens/issuer"
+)
+
+const fleetPolicy = `rules:
+  - match: "dev-sim-*"
+    tokens:
+      video:  {service: rtc, channel: "{device}", uid: "{uid}", role: publisher, ttl: 1h}
+      signal: {service: rtm, user: "{device}", ttl: 1h}
+`
+
+// startIssuer runs the real issuer service with brokerYAML as its
+// broker section and returns it once it serves.
+func startIssuer(t testing.TB, dir, brokerYAML string) *issuer.Service {
+	t.Helper()
+	write := func(name, content string) {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("certificate", cert+"\n")
+	write("policy.yaml", fleetPolicy)
+	write("issuer.yaml", "app_id: "+appID+"\ncertificates: [{id: primary, file: certificate}]\n"+brokerYAML+
+		"share_group: issuers\npolicy_file: policy.yaml\nlimits:\n  rate: {per_minute: 60, burst: 10}\nlog_level: error\n")
+	svc, err := issuer.New(issuer.Options{ConfigFile: filepath.Join(dir, "issuer.yaml"),
+		Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError}))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- svc.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("issuer: %v", err)
+		}
+	})
+	select {
+	case <-svc.Started():
+	case err := <-done:
+		t.Fatalf("issuer stopped: %v", err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("issuer did not start")
+	}
+	return svc
+}
+
+func TestFleetAgainstIssuerEmbedded(t *testing.T) {
+	dir := t.TempDir()
+	seed := bytes.Repeat([]byte{5}, seedBytes)
+	const n = 50
+	names := make([]string, n)
+	for i := range names {
+		names[i] = DeviceName("dev-sim-", i)
+	}
+	if err := Register(filepath.Join(dir, "devices.yaml"), FormatIssuer, seed, names); err != nil {
+		t.Fatal(err)
+	}
+	svc := startIssuer(t, dir, "broker:\n  embedded: {listen: \"127.0.0.1:0\", credentials_file: devices.yaml}\n")
+	sim, err := New(Config{BrokerURL: "tcp://" + svc.BrokerAddr(), Devices: n, Seed: seed,
+		AppID: appID, Certificates: []string{cert}, Timeout: 30 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := sim.Run(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	res.Print(&out)
+	t.Logf("\n%s", out.String())
+	if !res.OK() || res.Tokens != 2*n {
+		t.Fatalf("want every device served with 2 verified tokens:\n%s", out.String())
+	}
+}
+
+// BenchmarkFleetBootStorm boots FLEET_DEVICES (default 2000) devices at
+// once against mosquitto (the shipped ACL) and one issuer, and reports
+// the figures of the storm. Run it with -benchtime=1x.
+func BenchmarkFleetBootStorm(b *testing.B) {
+	n := 2000
+	if v := os.Getenv("FLEET_DEVICES"); v != "" {
+		var err error
+		if n, err = strconv.Atoi(v); err != nil || n < 1 {
+			b.Fatalf("FLEET_DEVICES=%q is not a positive number", v)
+		}
+	}
+	// mosquitto, a process of its own, inherits the raised limit.
+	if err := RaiseFileLimit(uint64(n + 256)); err != nil {
+		b.Fatal(err)
+	}
+	acl, err := filepath.Abs(filepath.Join("..", "..", "configs", "mosquitto", "acl"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	m := testbroker.StartMosquitto(b, testbroker.MosquittoOptions{
+		Users:       map[string]string{"agora-issuer": "issuer-pw-0123456789"},
+		ACLFile:     acl,
+		ExtraConfig: "max_queued_messages 100000\nmax_inflight_messages 100\nlog_type error\n",
+	})
+	seed := bytes.Repeat([]byte{6}, seedBytes)
+	names := make([]string, n)
+	for i := range names {
+		names[i] = DeviceName("dev-sim-", i)
+	}
+	if err := Register(filepath.Join(m.Dir, "passwd"), FormatMosquitto, seed, names); err != nil {
+		b.Fatal(err)
+	}
+	m.Reload()
+	dir := b.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "broker-password"), []byte("issuer-pw-0123456789\n"), 0o600); err != nil {
+		b.Fatal(err)
+	}
+	startIssuer(b, dir, fmt.Sprintf("broker:\n  url: %s\n  username: agora-issuer\n  password_file: broker-password\n", m.URL))
+
+	for b.Loop() {
+		sim, err := New(Config{BrokerURL: m.URL, Devices: n, Seed: seed, AppID: appID, Timeout: 60 * time.Second})
+		if err != nil {
+			b.Fatal(err)
+		}
+		res, err := sim.Run(context.Background())
+		if err != nil {
+			b.Fatal(err)
+		}
+		var out bytes.Buffer
+		res.Print(&out)
+		b.Logf("\n%s", out.String())
+		b.ReportMetric(float64(res.Elapsed.Milliseconds()), "served-ms")
+		b.ReportMetric(float64(res.Percentile(50).Milliseconds()), "p50-ms")
+		b.ReportMetric(float64(res.Percentile(99).Milliseconds()), "p99-ms")
+		b.ReportMetric(float64(res.Percentile(100).Milliseconds()), "max-ms")
+		b.ReportMetric(float64(res.Lost), "lost")
+		b.ReportMetric(float64(res.ConnectTime.Milliseconds()), "connect-ms")
+		if !res.OK() {
+			b.Fatalf("storm not fully served:\n%s", out.String())
+		}
+	}
+}
