@@ -2,11 +2,90 @@ package main
 
 import (
 	"context"
+	"encoding/json"
+	"flag"
 	"fmt"
 	"io"
+	"text/tabwriter"
+	"time"
+
+	"agoratokens/agent/client"
+	"agoratokens/agent/socket"
 )
 
+// runStatus prints the agent's state as a table, or the protocol's
+// status line with --json. It never prints a token.
 func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	fmt.Fprintln(stderr, "agora-token-agent: not implemented yet")
-	return 1
+	fs := flag.NewFlagSet("status", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, "Usage: agora-token-agent status [--json] [--config FILE | --socket PATH]")
+		fs.PrintDefaults()
+	}
+	asJSON := fs.Bool("json", false, "print the agent's status reply as JSON")
+	var sf socketFlags
+	sf.register(fs)
+	pos, ok, code := parseArgs(fs, args)
+	if !ok {
+		return code
+	}
+	if len(pos) != 0 {
+		fs.Usage()
+		return 2
+	}
+	path, err := sf.path()
+	if err != nil {
+		fmt.Fprintln(stderr, "agora-token-agent status:", err)
+		return 2
+	}
+	c, err := client.Dial(path)
+	if err != nil {
+		fmt.Fprintln(stderr, "agora-token-agent status:", err)
+		return 1
+	}
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(ctx, requestTimeout)
+	defer cancel()
+	m, err := c.Do(ctx, socket.Request{Op: socket.OpStatus})
+	if err != nil {
+		fmt.Fprintln(stderr, "agora-token-agent status:", err)
+		return 1
+	}
+	if *asJSON {
+		m.ID = ""
+		b, _ := json.Marshal(m)
+		fmt.Fprintf(stdout, "%s\n", b)
+		return 0
+	}
+	printStatus(stdout, m)
+	return 0
+}
+
+// printStatus renders a status reply for people.
+func printStatus(w io.Writer, m socket.Message) {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintf(tw, "device:\t%s\n", m.Device)
+	fmt.Fprintf(tw, "broker:\t%s\n", m.Broker)
+	tw.Flush()
+	if len(m.Tokens) == 0 {
+		fmt.Fprintln(w, "no tokens")
+		return
+	}
+	fmt.Fprintln(w)
+	tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "NAME\tSTATE\tEXPIRES IN\tEXPIRES AT (issuer clock)\tKID")
+	for _, t := range m.Tokens {
+		in, at, kid := "-", "-", t.KID
+		if t.ExpiresIn != nil {
+			in = (time.Duration(*t.ExpiresIn) * time.Second).String()
+		}
+		if t.ExpiresAt != 0 {
+			at = time.Unix(t.ExpiresAt, 0).UTC().Format(time.RFC3339)
+		}
+		if kid == "" {
+			kid = "-"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", t.Name, t.State, in, at, kid)
+	}
+	tw.Flush()
 }

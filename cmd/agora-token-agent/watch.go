@@ -2,11 +2,72 @@ package main
 
 import (
 	"context"
+	"encoding/json"
+	"flag"
 	"fmt"
 	"io"
+
+	"agoratokens/agent/client"
+	"agoratokens/agent/socket"
 )
 
+// runWatch prints the agent's events as they come, one JSON object a
+// line (the protocol's own lines), until interrupted. Losing the agent
+// prints a "disconnected" line; the watch reconnects by itself.
 func runWatch(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	fmt.Fprintln(stderr, "agora-token-agent: not implemented yet")
-	return 1
+	fs := flag.NewFlagSet("watch", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, "Usage: agora-token-agent watch [NAME...] [--config FILE | --socket PATH]")
+		fmt.Fprintln(stderr, "Prints token, will_expire and expired events (of NAMEs, or all) until interrupted.")
+		fs.PrintDefaults()
+	}
+	var sf socketFlags
+	sf.register(fs)
+	names, ok, code := parseArgs(fs, args)
+	if !ok {
+		return code
+	}
+	path, err := sf.path()
+	if err != nil {
+		fmt.Fprintln(stderr, "agora-token-agent watch:", err)
+		return 2
+	}
+	c, err := client.Dial(path)
+	if err != nil {
+		fmt.Fprintln(stderr, "agora-token-agent watch:", err)
+		return 1
+	}
+	defer c.Close()
+	events, err := c.Watch(ctx, names...)
+	if err != nil {
+		fmt.Fprintln(stderr, "agora-token-agent watch:", err)
+		return 1
+	}
+	enc := json.NewEncoder(stdout)
+	for ev := range events {
+		if err := enc.Encode(eventLine(ev)); err != nil {
+			fmt.Fprintln(stderr, "agora-token-agent watch:", err)
+			return 1
+		}
+	}
+	return 0
+}
+
+// eventLine is ev as the protocol line it came from.
+func eventLine(ev client.Event) socket.Message {
+	if ev.Kind == client.EventDisconnected {
+		return socket.Message{Event: string(ev.Kind), Message: fmt.Sprint(ev.Err)}
+	}
+	t := ev.Token
+	m := socket.Message{Event: string(ev.Kind), Name: ev.Name, Service: t.Service, Channel: t.Channel,
+		User: t.User, UID: t.UID, Role: t.Role, Token: t.Token, KID: t.KID}
+	if !t.ExpiresAt.IsZero() {
+		m.ExpiresAt = t.ExpiresAt.Unix()
+	}
+	if ev.Kind != client.EventExpired {
+		in := int64(t.ExpiresIn.Seconds())
+		m.ExpiresIn = &in
+	}
+	return m
 }
