@@ -61,7 +61,10 @@ type Message struct {
 
 	// Token fields (token events, the entries of a tokens reply, and
 	// name/kid/expires_at/expires_in for will_expire and expired).
-	Name    string `json:"name,omitempty"`
+	Name string `json:"name,omitempty"`
+	// State is a token's state in a status reply: valid, renewing,
+	// expired or missing.
+	State   string `json:"state,omitempty"`
 	Service string `json:"service,omitempty"`
 	Channel string `json:"channel,omitempty"`
 	User    string `json:"user,omitempty"`
@@ -76,9 +79,9 @@ type Message struct {
 	ExpiresIn *int64 `json:"expires_in,omitempty"`
 	KID       string `json:"kid,omitempty"`
 
-	// State is a token's state in a status reply: valid, renewing,
-	// expired or missing.
-	State string `json:"state,omitempty"`
+	// Status reply.
+	Device string `json:"device,omitempty"`
+	Broker string `json:"broker,omitempty"`
 
 	// Tokens holds the entries of a tokens reply (get without a name)
 	// and of a status reply (name, state, kid, expires_at, expires_in;
@@ -86,10 +89,6 @@ type Message struct {
 	Tokens []Message `json:"tokens,omitempty"`
 	// Names is the reply to watch: the names being watched (absent: all).
 	Names []string `json:"names,omitempty"`
-
-	// Status reply.
-	Device string `json:"device,omitempty"`
-	Broker string `json:"broker,omitempty"`
 
 	// Error reply.
 	Code    string `json:"code,omitempty"`
