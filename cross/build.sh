@@ -1,0 +1,54 @@
+#!/bin/sh
+# make cross: static, stripped binaries for the boards and servers, in
+# dist/<arch>/, and a table of their sizes.
+#
+#   cross/build.sh VERSION [ARCH...]     ARCH: armv6 armv7 arm64 amd64
+#
+# The agent is built for every arch; the issuer (a cloud service) for
+# arm64 and amd64 only.
+set -eu
+cd "$(dirname "$0")/.."
+version=${1:?usage: cross/build.sh VERSION [ARCH...]}
+shift
+[ $# -gt 0 ] || set -- armv6 armv7 arm64 amd64
+dist=${DIST:-dist}
+go=${GO:-go}
+
+goenv() { # goenv ARCH: prints GOARCH and GOARM for an arch name
+	case "$1" in
+	armv6) echo "arm 6" ;;
+	armv7) echo "arm 7" ;;
+	arm64) echo "arm64 " ;;
+	amd64) echo "amd64 " ;;
+	*) echo "cross/build.sh: unknown arch $1 (armv6 armv7 arm64 amd64)" >&2; return 1 ;;
+	esac
+}
+
+for arch in "$@"; do
+	set -- $(goenv "$arch")
+	goarch=$1 goarm=${2:-}
+	cmds=agora-token-agent
+	case "$arch" in arm64 | amd64) cmds="$cmds agora-token-issuer" ;; esac
+	mkdir -p "$dist/$arch"
+	for cmd in $cmds; do
+		CGO_ENABLED=0 GOOS=linux GOARCH=$goarch GOARM=$goarm \
+			"$go" build -trimpath \
+			-ldflags "-s -w -X agoratokens/buildinfo.Version=$version" \
+			-o "$dist/$arch/$cmd" "./cmd/$cmd"
+	done
+done
+
+# The size table, with the agent's armv6 budget checked.
+budget=$((5 * 1024 * 1024))
+printf '%-8s %-20s %10s %9s\n' arch binary bytes MiB
+for f in "$dist"/*/agora-token-*; do
+	[ -f "$f" ] || continue
+	arch=$(basename "$(dirname "$f")")
+	bytes=$(stat -c %s "$f")
+	mib=$(awk "BEGIN { printf \"%.2f\", $bytes / 1048576 }")
+	note=""
+	if [ "$arch" = armv6 ] && [ "$(basename "$f")" = agora-token-agent ] && [ "$bytes" -gt "$budget" ]; then
+		note="  over the 5.0 MiB budget"
+	fi
+	printf '%-8s %-20s %10d %9s%s\n' "$arch" "$(basename "$f")" "$bytes" "$mib" "$note"
+done
