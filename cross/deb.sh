@@ -84,8 +84,8 @@ for debarch in "$@"; do
  Requests Agora AccessToken2 tokens from agora-token-issuer over MQTT,
  renews them before they expire and hands them to the local media
  process over a Unix socket. Static binary, systemd unit, hardened." \
-		"/etc/agora-token-agent/device.secret /etc/agora-token-agent/bearer.token" \
-		"it starts once /etc/agora-token-agent/device.secret or bearer.token exists"
+		"/etc/agora-token-agent/password /etc/agora-token-agent/bearer.token" \
+		"it starts once /etc/agora-token-agent/password or bearer.token exists"
 	case "$debarch" in arm64 | amd64)
 		build agora-token-issuer "$debarch" \
 			"signs and publishes Agora tokens for a device fleet
