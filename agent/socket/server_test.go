@@ -389,3 +389,26 @@ func TestShutdown(t *testing.T) {
 		t.Error("socket file left behind")
 	}
 }
+
+// TestResubscribe: if the engine drops the server's subscription, the
+// server subscribes again and catches its watchers up on what they missed.
+func TestResubscribe(t *testing.T) {
+	f := newFixture(t, socket.Config{})
+	f.set("video", "007v0")
+	c := dial(t, f.srv.Path())
+	c.send(`{"op":"watch"}`)
+	c.expect("watching")
+	c.expect("token")
+	f.src.DropSubscribers()
+	f.set("video", "007v1") // nobody subscribed: this event is lost
+	if m := c.expect("token"); m.Token != "007v1" {
+		t.Fatalf("after resubscribing: %+v", m)
+	}
+	f.set("video", "007v2")
+	if m := c.expect("token"); m.Token != "007v2" {
+		t.Fatalf("events after resubscribing: %+v", m)
+	}
+	if !strings.Contains(f.logs.String(), "subscribing again") {
+		t.Errorf("no log line about the lost subscription:\n%s", f.logs)
+	}
+}

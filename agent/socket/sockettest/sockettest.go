@@ -109,6 +109,18 @@ func (s *Source) emit(ev agent.Event) {
 	}
 }
 
+// DropSubscribers closes every subscription, as the engine does to a
+// subscriber that fell behind.
+func (s *Source) DropSubscribers() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for ch := range s.subs {
+		delete(s.subs, ch)
+		close(ch)
+		s.dropped++
+	}
+}
+
 // SetBroker sets the broker state reported by Status.
 func (s *Source) SetBroker(state string) {
 	s.mu.Lock()

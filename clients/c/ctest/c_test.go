@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"agoratokens/agent"
 	"agoratokens/agent/socket"
 	"agoratokens/agent/socket/sockettest"
 )
@@ -130,6 +131,19 @@ func TestExample(t *testing.T) {
 	}
 	src, _ = serve("007eJxTYPgv2")
 	expect(`agora_rtc_renew_token(conn, "007eJxTYPgv2")`)
+
+	// The token expires: the example asks the agent for a renewal on its
+	// watching connection, and renews with what comes back.
+	clock.Advance(time.Hour + time.Second)
+	src.Emit(agent.EventExpired, "video")
+	select {
+	case name := <-src.Renews():
+		if name != "video" {
+			t.Fatalf("example asked to renew %q", name)
+		}
+	case <-ctx.Done():
+		t.Fatalf("example did not ask for a renewal after expiry\nstderr:\n%s", stderr)
+	}
 	set(src, "007eJxTYPgv3")
 	expect(`agora_rtc_renew_token(conn, "007eJxTYPgv3")`)
 
