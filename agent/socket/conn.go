@@ -167,7 +167,10 @@ func (s *Server) serve(ctx context.Context, conn *net.UnixConn) {
 	var writer sync.WaitGroup
 	writer.Go(c.write)
 	// On shutdown, unblock the reader; the flush below closes cleanly.
-	stopRead := context.AfterFunc(ctx, func() { conn.SetReadDeadline(time.Now()) })
+	stopRead := context.AfterFunc(ctx, func() {
+		conn.SetWriteDeadline(time.Now().Add(flushTimeout))
+		conn.SetReadDeadline(time.Now())
+	})
 
 	sc := bufio.NewScanner(conn)
 	sc.Buffer(make([]byte, 4096), MaxLine+1)
@@ -187,6 +190,8 @@ func (s *Server) serve(ctx context.Context, conn *net.UnixConn) {
 	}
 	stopRead()
 	s.hub.remove(c)
+	// A peer that stopped reading must not hold the writer forever.
+	conn.SetWriteDeadline(time.Now().Add(flushTimeout))
 	c.finish()
 	writer.Wait()
 	log.Debug("socket client disconnected")

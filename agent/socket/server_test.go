@@ -412,3 +412,31 @@ func TestResubscribe(t *testing.T) {
 		t.Errorf("no log line about the lost subscription:\n%s", f.logs)
 	}
 }
+
+// TestShutdownStuckClient: a client that stopped reading cannot hold up
+// shutdown.
+func TestShutdownStuckClient(t *testing.T) {
+	f := newFixture(t, socket.Config{QueueLen: 1024})
+	f.set("video", "007v0")
+	stuck, probe := dial(t, f.srv.Path()), dial(t, f.srv.Path())
+	for _, c := range []*conn{stuck, probe} {
+		c.send(`{"op":"watch"}`)
+		c.expect("watching")
+		c.expect("token")
+	}
+	pad := strings.Repeat("A", 16<<10)
+	for i := 1; i <= 64; i++ { // 1 MiB: more than the socket buffers hold
+		f.set("video", fmt.Sprintf("007v%d-%s", i, pad))
+		probe.expect("token")
+	}
+	done := make(chan error, 1)
+	go func() { done <- f.stop() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("Run: %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("shutdown waited for a client that does not read")
+	}
+}
