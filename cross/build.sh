@@ -31,8 +31,13 @@ for arch in "$@"; do
 	case "$arch" in arm64 | amd64) cmds="$cmds agora-token-issuer" ;; esac
 	mkdir -p "$dist/$arch"
 	for cmd in $cmds; do
+		# The agent speaks HTTP/1.1 only (token servers, paho's
+		# websocket dial): dropping net/http's bundled HTTP/2 saves
+		# 0.4 MiB on armv6.
+		tags=""
+		[ "$cmd" = agora-token-agent ] && tags=nethttpomithttp2
 		CGO_ENABLED=0 GOOS=linux GOARCH=$goarch GOARM=$goarm \
-			"$go" build -trimpath \
+			"$go" build -trimpath -tags "$tags" \
 			-ldflags "-s -w -X agoratokens/buildinfo.Version=$version" \
 			-o "$dist/$arch/$cmd" "./cmd/$cmd"
 	done

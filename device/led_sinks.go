@@ -10,9 +10,18 @@ import (
 	"strconv"
 	"strings"
 
+	"periph.io/x/conn/v3/driver/driverreg"
 	"periph.io/x/conn/v3/gpio"
 	"periph.io/x/conn/v3/gpio/gpioreg"
-	"periph.io/x/host/v3"
+
+	// The GPIO drivers of Raspberry-Pi-class boards only: the Pi's SoC
+	// (rpi, bcm283x), the kernel's GPIO character devices (every board,
+	// the Pi 5 included) and the old sysfs interface. periph's host
+	// package would add every board it knows (Allwinner, BeagleBone,
+	// ODROID, …): 0.5 MiB more on armv6 for pins gpioioctl reaches too.
+	_ "periph.io/x/host/v3/gpioioctl"
+	_ "periph.io/x/host/v3/rpi"
+	_ "periph.io/x/host/v3/sysfs"
 )
 
 // LEDConfig names the status LED: a GPIO pin or a kernel LED, or neither
@@ -52,7 +61,7 @@ func (c LEDConfig) open(log *slog.Logger) (ledSink, error) {
 	case c.Pin != nil:
 		return &gpioSink{pin: c.Pin, activeLow: c.ActiveLow}, nil
 	case c.GPIO != "":
-		if _, err := host.Init(); err != nil {
+		if _, err := driverreg.Init(); err != nil {
 			log.Warn("status LED: gpio drivers unavailable", "gpio", c.GPIO, "err", err)
 			return nil, nil
 		}
