@@ -68,9 +68,11 @@ type Service struct {
 	replay  *replayCache
 
 	sem       chan struct{} // one slot per request being handled
-	closed    chan struct{} // closed once draining is over
-	reload    sync.Mutex    // serializes Reload
-	clientV   atomic.Value  // mqtt.Client, set by Run before connecting
+	replies   chan pendingReply
+	pending   sync.WaitGroup // replies awaiting their PUBACK
+	closed    chan struct{}  // closed once draining is over
+	reload    sync.Mutex     // serializes Reload
+	clientV   atomic.Value   // mqtt.Client, set by Run before connecting
 	embedded  atomic.Pointer[broker.Broker]
 	httpAddr  atomic.Value  // string
 	ready     atomic.Bool   // connected and subscribed
@@ -107,6 +109,7 @@ func New(opts Options) (*Service, error) {
 		limiter: newLimiter(st.cfg.Limits.Rate.PerMinute, st.cfg.Limits.Rate.Burst),
 		replay:  newReplayCache(replayWindow, replayMaxItems),
 		sem:     make(chan struct{}, opts.Workers),
+		replies: make(chan pendingReply, repliesInFlight),
 		closed:  make(chan struct{}),
 		started: make(chan struct{}),
 	}
@@ -266,6 +269,9 @@ func (s *Service) runMQTT(ctx context.Context, conn brokerConn) error {
 	}
 	client := mqtt.NewClient(opts)
 	s.clientV.Store(client)
+	stop := make(chan struct{})
+	defer close(stop)
+	go s.ackReplies(stop)
 	tok := client.Connect()
 	select {
 	case <-tok.Done():
@@ -308,8 +314,10 @@ func (s *Service) shutdown() {
 }
 
 // drain waits until no request is being handled (taking every worker
-// slot), then refuses any that still arrive.
+// slot) and every reply is acknowledged, then refuses any request that
+// still arrives.
 func (s *Service) drain(timeout time.Duration) {
+	defer close(s.closed)
 	timer := time.NewTimer(timeout)
 	defer timer.Stop()
 	for i := 0; i < cap(s.sem); i++ {
@@ -317,11 +325,20 @@ func (s *Service) drain(timeout time.Duration) {
 		case s.sem <- struct{}{}:
 		case <-timer.C:
 			s.log.Warn("shutdown: requests still in flight after the drain timeout", "timeout", timeout)
-			close(s.closed)
 			return
 		}
 	}
-	close(s.closed)
+	// Every worker slot is ours: no reply can be added while we wait.
+	acked := make(chan struct{})
+	go func() {
+		s.pending.Wait()
+		close(acked)
+	}()
+	select {
+	case <-acked:
+	case <-timer.C:
+		s.log.Warn("shutdown: replies still unacknowledged after the drain timeout", "timeout", timeout)
+	}
 }
 
 // client is the MQTT client, nil before Run.
@@ -337,8 +354,10 @@ func (s *Service) clientOptions(conn brokerConn) (*mqtt.ClientOptions, error) {
 	if err != nil {
 		return nil, err
 	}
+	// Auto-ack is off: a request is acknowledged once its reply is (see
+	// onRequest), and every handler acknowledges its messages itself.
 	o := mqtt.NewClientOptions().AddBroker(conn.url).SetClientID(s.name).
-		SetCleanSession(true).SetOrderMatters(false).
+		SetCleanSession(true).SetOrderMatters(false).SetAutoAckDisabled(true).
 		SetAutoReconnect(true).SetConnectRetry(true).
 		SetConnectRetryInterval(time.Second).SetMaxReconnectInterval(30*time.Second).
 		SetConnectTimeout(opTimeout).SetKeepAlive(30*time.Second).
@@ -406,6 +425,7 @@ func (s *Service) publishStatus(state string) {
 // onIssuerStatus restores "online" when another replica's last will (or
 // its shutdown) marked the issuers offline while this one still serves.
 func (s *Service) onIssuerStatus(_ mqtt.Client, m mqtt.Message) {
+	defer m.Ack()
 	var st wire.IssuerStatus
 	if err := wire.Decode(m.Payload(), &st); err != nil {
 		s.log.Warn("ignoring a malformed issuer status", "err", err)
@@ -415,80 +435,6 @@ func (s *Service) onIssuerStatus(_ mqtt.Client, m mqtt.Message) {
 		s.log.Info("another issuer went offline; marking the service online", "other", st.Issuer)
 		go s.publishStatus(wire.StateOnline)
 	}
-}
-
-// onRequest handles one request in paho's goroutine for it; paho
-// acknowledges the request (PUBACK) only after this returns, that is
-// after the reply was published.
-func (s *Service) onRequest(_ mqtt.Client, m mqtt.Message) {
-	select {
-	case s.sem <- struct{}{}:
-	case <-s.closed:
-		s.log.Warn("request arrived after shutdown; the device will retry", "topic", m.Topic())
-		return
-	}
-	defer func() { <-s.sem }()
-	device, err := s.topics.DeviceFromReq(m.Topic())
-	if err != nil {
-		// No valid device id: there is no topic to answer on.
-		s.metrics.request("mqtt", resultInvalid)
-		s.log.Warn("request on a malformed topic; no reply possible", "err", err)
-		return
-	}
-	s.metrics.sawDevice(device)
-	reply, result := s.answerMQTT(device, m.Payload())
-	s.metrics.request("mqtt", result)
-	if reply == nil {
-		return
-	}
-	t := s.client().Publish(s.topics.Token(device), 1, false, reply)
-	if !t.WaitTimeout(opTimeout) || t.Error() != nil {
-		s.log.Warn("publish reply failed; the device will retry", "device", device, "err", t.Error())
-	}
-}
-
-// answerMQTT turns one request payload into the reply to publish.
-func (s *Service) answerMQTT(device string, payload []byte) ([]byte, string) {
-	st := s.state.Load()
-	now := s.now()
-	if max := st.cfg.Limits.MaxPayload; len(payload) > max {
-		s.log.Warn("request too large", "device", device, "bytes", len(payload), "max", max)
-		return s.errorReply("unknown", wire.CodeInvalidRequest,
-			fmt.Sprintf("request is %d bytes, max %d", len(payload), max), 0), resultInvalid
-	}
-	req, err := wire.DecodeRequest(payload)
-	if err != nil {
-		s.log.Warn("invalid request", "device", device, "err", err)
-		return s.errorReply(requestID(payload), wire.CodeInvalidRequest, err.Error(), 0), resultInvalid
-	}
-	if ok, wait := s.limiter.allow(device, now); !ok {
-		s.log.Info("rate limited", "device", device, "id", req.ID, "retry_after", wait)
-		return s.errorReply(req.ID, wire.CodeRateLimited, "too many requests",
-			int((wait+time.Second-1)/time.Second)), resultRateLimited
-	}
-	key := replayKey(device, req.ID)
-	e, owner := s.replay.begin(key, now)
-	if !owner {
-		<-e.done
-		if e.reply != nil {
-			s.log.Debug("replayed the reply to a retried request", "device", device, "id", req.ID)
-			return e.reply, resultReplayed
-		}
-		return s.errorReply(req.ID, wire.CodeUnavailable, "the first attempt failed; retry", 1), resultUnavailable
-	}
-	reply, result := s.decide(st, device, req.ID, req.Tokens, now)
-	b, err := wire.Encode(reply)
-	if err != nil {
-		s.log.Error("encode reply", "device", device, "id", req.ID, "err", err)
-		s.replay.finish(key, e, nil)
-		return s.errorReply(req.ID, wire.CodeUnavailable, "reply too large; ask for fewer tokens", 0), resultUnavailable
-	}
-	if result == resultUnavailable {
-		s.replay.finish(key, e, nil)
-	} else {
-		s.replay.finish(key, e, b)
-	}
-	return b, result
 }
 
 // decide applies the policy and signs: the core shared by MQTT and HTTP.

@@ -6,8 +6,10 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"os/user"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -88,6 +90,57 @@ func TestFleetAgainstIssuerEmbedded(t *testing.T) {
 	}
 }
 
+const issuerBrokerPassword = "issuer-pw-0123456789"
+
+// startShippedMosquitto runs mosquitto with the shipped mosquitto.conf
+// and ACL (what an operator deploys), its paths moved into dir, logging
+// to stderr at notice level and above, with a password file holding the
+// issuer and the devices names.
+func startShippedMosquitto(tb testing.TB, dir string, seed []byte, names []string) *testbroker.Mosquitto {
+	tb.Helper()
+	mosq := filepath.Join("..", "..", "configs", "mosquitto")
+	raw, err := os.ReadFile(filepath.Join(mosq, "mosquitto.conf"))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	acl, err := filepath.Abs(filepath.Join(mosq, "acl"))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	passwd := filepath.Join(dir, "passwd")
+	h, err := MosquittoHash(issuerBrokerPassword)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if err := os.WriteFile(passwd, []byte("agora-issuer:"+h+"\n"), 0o600); err != nil {
+		tb.Fatal(err)
+	}
+	if err := Register(passwd, FormatMosquitto, seed, names); err != nil {
+		tb.Fatal(err)
+	}
+	conf := string(raw)
+	repl := []string{
+		"listener 1883 127.0.0.1", "listener {{PORT}} 127.0.0.1",
+		"/etc/mosquitto/agora/passwd", passwd,
+		"/etc/mosquitto/agora/acl", acl,
+		"persistence true", "persistence false",
+		"/var/lib/mosquitto/", "{{DIR}}/",
+		// The test broker waits for the "running" line, an information one.
+		"log_dest syslog", "log_dest stderr\nlog_type information",
+	}
+	for i := 0; i < len(repl); i += 2 {
+		if !strings.Contains(conf, repl[i]) {
+			tb.Fatalf("shipped mosquitto.conf lacks %q", repl[i])
+		}
+	}
+	conf = strings.NewReplacer(repl...).Replace(conf)
+	if u, err := user.Current(); err == nil && u.Uid == "0" {
+		// As root mosquitto would drop to a user that cannot read dir.
+		conf += "\nuser root\n"
+	}
+	return testbroker.StartMosquitto(tb, testbroker.MosquittoOptions{Config: conf})
+}
+
 // BenchmarkFleetBootStorm boots FLEET_DEVICES (default 2000) devices at
 // once against mosquitto (the shipped ACL) and one issuer, and reports
 // the figures of the storm. Run it with -benchtime=1x.
@@ -103,26 +156,14 @@ func BenchmarkFleetBootStorm(b *testing.B) {
 	if err := RaiseFileLimit(uint64(n + 256)); err != nil {
 		b.Fatal(err)
 	}
-	acl, err := filepath.Abs(filepath.Join("..", "..", "configs", "mosquitto", "acl"))
-	if err != nil {
-		b.Fatal(err)
-	}
-	m := testbroker.StartMosquitto(b, testbroker.MosquittoOptions{
-		Users:       map[string]string{"agora-issuer": "issuer-pw-0123456789"},
-		ACLFile:     acl,
-		ExtraConfig: "max_queued_messages 100000\nmax_inflight_messages 100\nlog_type error\n",
-	})
 	seed := bytes.Repeat([]byte{6}, seedBytes)
 	names := make([]string, n)
 	for i := range names {
 		names[i] = DeviceName("dev-sim-", i)
 	}
-	if err := Register(filepath.Join(m.Dir, "passwd"), FormatMosquitto, seed, names); err != nil {
-		b.Fatal(err)
-	}
-	m.Reload()
 	dir := b.TempDir()
-	if err := os.WriteFile(filepath.Join(dir, "broker-password"), []byte("issuer-pw-0123456789\n"), 0o600); err != nil {
+	m := startShippedMosquitto(b, dir, seed, names)
+	if err := os.WriteFile(filepath.Join(dir, "broker-password"), []byte(issuerBrokerPassword+"\n"), 0o600); err != nil {
 		b.Fatal(err)
 	}
 	startIssuer(b, dir, fmt.Sprintf("broker:\n  url: %s\n  username: agora-issuer\n  password_file: broker-password\n", m.URL))
