@@ -116,7 +116,7 @@ func TestNPMAgoraToken(t *testing.T) {
 		Args    []any  `json:"args"`
 		ours    func(b *Builder) (string, error)
 	}{
-		{"rtc_uid", []any{testAppID, testCert, "cam-42", 2882341273, 1, 3600, 600},
+		{"rtc_uid", []any{testAppID, testCert, "cam-42", uint32(2882341273), 1, 3600, 600},
 			func(b *Builder) (string, error) { return b.RTCWithUID("cam-42", 2882341273, RolePublisher, 3600, 600) }},
 		{"rtc_uid", []any{testAppID, testCert, "cam-42", 0, 2, 3600, 3600},
 			func(b *Builder) (string, error) { return b.RTCWithUID("cam-42", 0, RoleSubscriber, 3600, 3600) }},
