@@ -30,10 +30,11 @@ type pendingReply struct {
 // publishing more waits for the oldest.
 const repliesInFlight = 4096
 
-// onRequest handles one request in paho's goroutine for it. It
-// acknowledges the request itself (the client's auto-ack is off): at
-// once when there is nothing to answer, else once the reply is
-// acknowledged (see ackReplies).
+// onRequest takes one request from paho (a goroutine per message) and
+// queues it for the workers, holding a worker slot for it: the workers
+// are long-lived goroutines, whose stacks have grown once to what
+// decoding and signing need. The request is acknowledged by the worker
+// (the client's auto-ack is off).
 func (s *Service) onRequest(_ mqtt.Client, m mqtt.Message) {
 	select {
 	case s.sem <- struct{}{}:
@@ -43,7 +44,26 @@ func (s *Service) onRequest(_ mqtt.Client, m mqtt.Message) {
 		s.log.Warn("request arrived after shutdown; the device will retry", "topic", m.Topic())
 		return
 	}
-	defer func() { <-s.sem }()
+	s.work <- m // never blocks: it holds as many places as there are slots
+}
+
+// worker handles queued requests until stop is closed.
+func (s *Service) worker(stop <-chan struct{}) {
+	for {
+		select {
+		case m := <-s.work:
+			s.handle(m)
+			<-s.sem
+		case <-stop:
+			return
+		}
+	}
+}
+
+// handle answers one request. It acknowledges the request at once when
+// there is nothing to answer, else once the reply is acknowledged (see
+// ackReplies).
+func (s *Service) handle(m mqtt.Message) {
 	device, err := s.topics.DeviceFromReq(m.Topic())
 	if err != nil {
 		// No valid device id: there is no topic to answer on.

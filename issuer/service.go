@@ -67,7 +67,8 @@ type Service struct {
 	limiter *limiter
 	replay  *replayCache
 
-	sem       chan struct{} // one slot per request being handled
+	sem       chan struct{} // one slot per request queued or being handled
+	work      chan mqtt.Message
 	replies   chan pendingReply
 	pending   sync.WaitGroup // replies awaiting their PUBACK
 	closed    chan struct{}  // closed once draining is over
@@ -109,6 +110,7 @@ func New(opts Options) (*Service, error) {
 		limiter: newLimiter(st.cfg.Limits.Rate.PerMinute, st.cfg.Limits.Rate.Burst),
 		replay:  newReplayCache(replayWindow, replayMaxItems),
 		sem:     make(chan struct{}, opts.Workers),
+		work:    make(chan mqtt.Message, opts.Workers),
 		replies: make(chan pendingReply, repliesInFlight),
 		closed:  make(chan struct{}),
 		started: make(chan struct{}),
@@ -272,6 +274,9 @@ func (s *Service) runMQTT(ctx context.Context, conn brokerConn) error {
 	stop := make(chan struct{})
 	defer close(stop)
 	go s.ackReplies(stop)
+	for range cap(s.sem) {
+		go s.worker(stop)
+	}
 	tok := client.Connect()
 	select {
 	case <-tok.Done():

@@ -12,14 +12,11 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"maps"
 	"slices"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
-
-	mqtt "github.com/eclipse/paho.mqtt.golang"
-	"golang.org/x/sync/errgroup"
 
 	"agoratokens/accesstoken"
 	"agoratokens/wire"
@@ -46,8 +43,8 @@ type Config struct {
 	Rate float64
 	// Timeout is how long to wait for the last reply (default 30s).
 	Timeout time.Duration
-	// ConnectParallel bounds connections being set up at once (16;
-	// mosquitto listens with a backlog of 100, and a deeper burst of
+	// ConnectParallel bounds connections being set up at once (64;
+	// mosquitto 2.0 listens with a backlog of 100, and a deeper burst of
 	// connects costs SYN retransmits of a second each).
 	ConnectParallel int
 	// AppID, when set, must be every token's app id.
@@ -72,6 +69,7 @@ type Result struct {
 	Errors        map[string]int // error replies by code, and "bad_reply" for replies failing a check
 	Lost          int            // requests with no reply by the timeout
 	Elapsed       time.Duration  // first request sent to last reply
+	Total         time.Duration  // first connection attempt to last reply
 	Latencies     []time.Duration
 }
 
@@ -119,6 +117,9 @@ func (r *Result) Print(w io.Writer) {
 		fmt.Fprintf(w, "served in   %v  (%.0f replies/s, %.0f tokens/s)\n", r.Elapsed.Round(time.Millisecond),
 			float64(r.Replies)/secs, float64(r.Tokens)/secs)
 	}
+	if r.Total > 0 {
+		fmt.Fprintf(w, "total       %v  (first connection attempt to last reply)\n", r.Total.Round(time.Millisecond))
+	}
 	fmt.Fprintf(w, "latency     p50 %v  p99 %v  max %v\n", r.Percentile(50).Round(time.Millisecond),
 		r.Percentile(99).Round(time.Millisecond), r.Percentile(100).Round(time.Millisecond))
 }
@@ -161,7 +162,7 @@ func New(cfg Config) (*Sim, error) {
 		cfg.Timeout = 30 * time.Second
 	}
 	if cfg.ConnectParallel <= 0 {
-		cfg.ConnectParallel = 16
+		cfg.ConnectParallel = 64
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
@@ -175,66 +176,98 @@ func New(cfg Config) (*Sim, error) {
 // device is one simulated device.
 type device struct {
 	name   string
-	client mqtt.Client
+	conn   *mqttConn // nil until connected, and when connecting failed
 	reqID  string
 	sentAt atomic.Int64 // UnixNano; 0 before the request
-	done   atomic.Bool
+	// Under run.mu: the first message after the request, and when.
+	reply   []byte
+	replyAt time.Time
 }
 
 // run tracks replies across devices.
 type run struct {
 	sim       *Sim
 	mu        sync.Mutex
+	over      bool // the wait is over: later messages are not counted
 	latencies []time.Duration
-	tokens    int
-	replies   int
-	errors    map[string]int
 	lastReply time.Time
 	pending   atomic.Int64
 	allDone   chan struct{}
 }
 
 // Run connects the fleet, sends the requests, waits for the replies (or
-// the timeout) and disconnects. An error means the simulation could not
-// run at all; failures of devices are in the Result.
+// the timeout), disconnects, and then checks every reply. The checks
+// (JSON, token parsing, signatures) run once the clock has stopped: on
+// a real fleet each device checks its own reply on its own CPU, and here
+// they would take cores from the broker and the issuer being measured.
+// An error means the simulation could not run at all; failures of
+// devices are in the Result.
 func (s *Sim) Run(ctx context.Context) (*Result, error) {
 	n := s.cfg.Devices
-	r := &run{sim: s, errors: map[string]int{}, allDone: make(chan struct{}), latencies: make([]time.Duration, 0, n)}
+	r := &run{sim: s, allDone: make(chan struct{}), latencies: make([]time.Duration, 0, n)}
 	devs := make([]*device, n)
 	for i := range devs {
-		devs[i] = &device{name: DeviceName(s.cfg.Prefix, i), reqID: fmt.Sprintf("sim-%d", i)}
+		devs[i] = &device{name: DeviceName(s.cfg.Prefix, i), reqID: "sim-" + strconv.Itoa(i)}
 	}
-	res := &Result{Devices: n}
+	res := &Result{Devices: n, Errors: map[string]int{}}
 
+	// ConnectParallel workers connect the devices; each connected device
+	// then has a goroutine of its own reading its messages until the
+	// connection closes at the end of the run.
 	start := s.now()
 	var failed atomic.Int64
-	g, gctx := errgroup.WithContext(ctx)
-	g.SetLimit(s.cfg.ConnectParallel)
-	for _, d := range devs {
-		g.Go(func() error {
-			if gctx.Err() != nil {
-				return gctx.Err()
-			}
-			if err := s.connect(r, d); err != nil {
-				if failed.Add(1) <= 5 {
-					s.log.Warn("device could not connect", "device", d.name, "error", err)
-				}
-				d.client = nil
-			}
-			return nil
-		})
-	}
-	if err := g.Wait(); err != nil {
+	var readers sync.WaitGroup
+	defer func() {
 		s.disconnect(devs)
-		return nil, err
+		readers.Wait()
+	}()
+	queue := make(chan *device)
+	var workers sync.WaitGroup
+	for range s.cfg.ConnectParallel {
+		workers.Add(1)
+		go func() {
+			defer workers.Done()
+			for d := range queue {
+				if err := s.connect(d); err != nil {
+					if failed.Add(1) <= 5 {
+						s.log.Warn("device could not connect", "device", d.name, "error", err)
+					}
+					continue
+				}
+				readers.Add(1)
+				go func() {
+					defer readers.Done()
+					err := d.conn.readLoop(func(payload []byte) { r.onMessage(d, payload) })
+					r.mu.Lock()
+					if d.reply == nil && !r.over {
+						s.log.Warn("device connection lost before its reply", "device", d.name, "error", err)
+					}
+					r.mu.Unlock()
+				}()
+			}
+		}()
+	}
+	var cancelled error
+	for _, d := range devs {
+		select {
+		case queue <- d:
+			continue
+		case <-ctx.Done():
+			cancelled = ctx.Err()
+		}
+		break
+	}
+	close(queue)
+	workers.Wait()
+	if cancelled != nil {
+		return nil, cancelled
 	}
 	res.ConnectTime = s.now().Sub(start)
 	res.ConnectFailed = int(failed.Load())
 	res.Connected = n - res.ConnectFailed
-	defer s.disconnect(devs)
 	s.log.Info("fleet connected", "devices", res.Connected, "failed", res.ConnectFailed, "took", res.ConnectTime)
 
-	live := slices.DeleteFunc(slices.Clone(devs), func(d *device) bool { return d.client == nil })
+	live := slices.DeleteFunc(slices.Clone(devs), func(d *device) bool { return d.conn == nil })
 	r.pending.Store(int64(len(live)))
 	if len(live) == 0 {
 		close(r.allDone)
@@ -254,53 +287,41 @@ func (s *Sim) Run(ctx context.Context) (*Result, error) {
 		return nil, ctx.Err()
 	}
 	r.mu.Lock()
-	defer r.mu.Unlock()
-	res.Replies, res.Tokens, res.Errors = r.replies, r.tokens, maps.Clone(r.errors)
+	r.over = true
 	res.Latencies = slices.Clone(r.latencies)
-	for _, d := range live {
-		if !d.done.Load() {
-			res.Lost++
-		}
-	}
 	if !r.lastReply.IsZero() {
 		res.Elapsed = r.lastReply.Sub(first)
+		res.Total = r.lastReply.Sub(start)
+	}
+	r.mu.Unlock()
+	for _, d := range live {
+		if d.reply == nil {
+			res.Lost++
+			continue
+		}
+		code, tokens := s.check(d)
+		if code != "" {
+			res.Errors[code]++
+			continue
+		}
+		res.Replies++
+		res.Tokens += tokens
 	}
 	return res, nil
 }
 
 // connect logs one device in and subscribes it to its token topic.
-func (s *Sim) connect(r *run, d *device) error {
-	o := mqtt.NewClientOptions().AddBroker(s.cfg.BrokerURL).
-		SetClientID(d.name).SetUsername(d.name).SetPassword(Secret(s.cfg.Seed, d.name)).
-		SetCleanSession(true).SetAutoReconnect(false).SetConnectRetry(false).
-		SetConnectTimeout(s.cfg.Timeout).SetKeepAlive(time.Minute).SetOrderMatters(false)
-	if s.cfg.TLS != nil {
-		o.SetTLSConfig(s.cfg.TLS)
-	}
-	c := mqtt.NewClient(o)
-	if err := wait(c.Connect(), s.cfg.Timeout); err != nil {
+func (s *Sim) connect(d *device) error {
+	c, err := dialMQTT(s.cfg.BrokerURL, s.cfg.TLS, d.name, Secret(s.cfg.Seed, d.name), s.cfg.Timeout)
+	if err != nil {
 		return fmt.Errorf("connect: %w", err)
 	}
-	d.client = c
-	tok := c.Subscribe(s.topics.Token(d.name), 1, func(_ mqtt.Client, m mqtt.Message) { r.onReply(d, m.Payload()) })
-	if err := wait(tok, s.cfg.Timeout); err != nil {
-		c.Disconnect(0)
+	if err := c.subscribe(s.topics.Token(d.name), s.cfg.Timeout); err != nil {
+		c.close()
 		return fmt.Errorf("subscribe: %w", err)
 	}
-	for _, code := range tok.(*mqtt.SubscribeToken).Result() {
-		if code >= 0x80 {
-			c.Disconnect(0)
-			return errors.New("subscribe: the broker refused the token topic")
-		}
-	}
+	d.conn = c
 	return nil
-}
-
-func wait(t mqtt.Token, timeout time.Duration) error {
-	if !t.WaitTimeout(timeout) {
-		return fmt.Errorf("no answer within %v", timeout)
-	}
-	return t.Error()
 }
 
 // send publishes every device's request, at once or paced at the rate.
@@ -322,50 +343,54 @@ func (s *Sim) send(ctx context.Context, r *run, live []*device) error {
 			return err
 		}
 		d.sentAt.Store(s.now().UnixNano())
-		d.client.Publish(s.topics.Req(d.name), 1, false, payload)
+		if err := d.conn.publish1(s.topics.Req(d.name), payload); err != nil {
+			s.log.Warn("request not sent", "device", d.name, "error", err)
+		}
 	}
 	return nil
 }
 
-// onReply checks a reply and records it.
-func (r *run) onReply(d *device, payload []byte) {
+// onMessage records the first message a device gets after its request
+// (a message before it is a push, not this simulation's).
+func (r *run) onMessage(d *device, payload []byte) {
 	at := r.sim.now()
 	sent := d.sentAt.Load()
-	reply, err := wire.DecodeReply(payload)
-	code := ""
-	tokens := 0
-	switch {
-	case err != nil:
-		code = "bad_reply"
-		r.sim.log.Debug("bad reply", "device", d.name, "error", err)
-	case reply.ID != d.reqID:
-		code = "bad_reply"
-		r.sim.log.Debug("reply to another request", "device", d.name, "id", reply.ID)
-	case reply.Error != nil:
-		code = reply.Error.Code
-	default:
-		if err := r.sim.checkGrants(reply.Tokens); err != nil {
-			code = "bad_reply"
-			r.sim.log.Debug("bad token", "device", d.name, "error", err)
-		}
-		tokens = len(reply.Tokens)
-	}
-	if sent == 0 || !d.done.CompareAndSwap(false, true) {
-		return // a push, or a second reply: not this simulation's
+	if sent == 0 {
+		return
 	}
 	r.mu.Lock()
+	if r.over || d.reply != nil {
+		r.mu.Unlock()
+		return
+	}
+	d.reply, d.replyAt = payload, at
 	r.lastReply = at
 	r.latencies = append(r.latencies, at.Sub(time.Unix(0, sent)))
-	if code == "" {
-		r.replies++
-		r.tokens += tokens
-	} else {
-		r.errors[code]++
-	}
 	r.mu.Unlock()
 	if r.pending.Add(-1) == 0 {
 		close(r.allDone)
 	}
+}
+
+// check checks a device's reply: it returns the error code ("bad_reply"
+// for a reply failing a check) or the number of good tokens.
+func (s *Sim) check(d *device) (code string, tokens int) {
+	reply, err := wire.DecodeReply(d.reply)
+	switch {
+	case err != nil:
+		s.log.Debug("bad reply", "device", d.name, "error", err)
+		return "bad_reply", 0
+	case reply.ID != d.reqID:
+		s.log.Debug("reply to another request", "device", d.name, "id", reply.ID)
+		return "bad_reply", 0
+	case reply.Error != nil:
+		return reply.Error.Code, 0
+	}
+	if err := s.checkGrants(reply.Tokens); err != nil {
+		s.log.Debug("bad token", "device", d.name, "error", err)
+		return "bad_reply", 0
+	}
+	return "", len(reply.Tokens)
 }
 
 // checkGrants parses every token and checks its app id and signature
@@ -388,21 +413,11 @@ func (s *Sim) checkGrants(gs []wire.Grant) error {
 	return nil
 }
 
-// disconnect closes every connection, in parallel.
+// disconnect closes every connection; their readers then stop.
 func (s *Sim) disconnect(devs []*device) {
-	var wg sync.WaitGroup
-	sem := make(chan struct{}, s.cfg.ConnectParallel)
 	for _, d := range devs {
-		if d.client == nil {
-			continue
+		if d.conn != nil {
+			d.conn.close()
 		}
-		wg.Add(1)
-		sem <- struct{}{}
-		go func() {
-			defer wg.Done()
-			d.client.Disconnect(0)
-			<-sem
-		}()
 	}
-	wg.Wait()
 }
