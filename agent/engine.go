@@ -328,7 +328,6 @@ func (e *Engine) connected() {
 			s.bo.Reset()
 		}
 	}
-	e.dirty = true
 	e.mu.Unlock()
 	e.poke()
 }

@@ -68,41 +68,47 @@ func TestEngineExpiresThenRecovers(t *testing.T) {
 	h.event(EventToken, "video")
 	h.advance(20 * time.Second) // renewal point: half of 40 s (< 2×renew_before)
 	h.event(EventWillExpire, "video")
-	h.tr.next(t).fail(wire.CodeUnavailable, 0)
-	// Backoff 1 s, 2 s, 4 s …: every retry is answered "unavailable".
-	for _, wait := range []time.Duration{time.Second, 2 * time.Second, 4 * time.Second, 8 * time.Second} {
-		waitFailure(t, h)
-		h.advance(wait)
-		if h.clk.Now().Sub(h.e.Status(h.clk.Now()).Tokens[0].Token.ReceivedAt) >= 40*time.Second {
-			break
-		}
+	// Every retry (backoff 1 s, 2 s, 4 s, 8 s, 8 s …) is answered
+	// "unavailable" until the token has expired.
+	expired, tries := false, 0
+	for !expired {
 		h.tr.next(t).fail(wire.CodeUnavailable, 0)
+		tries++
+		waitFailure(t, h)
+		for h.inflight() == 0 {
+			h.advance(time.Second)
+			select {
+			case ev := <-h.events:
+				if ev.Kind != EventExpired {
+					t.Fatalf("event %s while the issuer is down", ev.Kind)
+				}
+				expired = true
+				if _, ok := h.e.Current("video", h.clk.Now()); ok {
+					t.Fatal("expired token handed out as current")
+				}
+				if st := h.e.Status(h.clk.Now()); st.Tokens[0].State != StateExpired {
+					t.Fatalf("state = %s, want expired", st.Tokens[0].State)
+				}
+			default:
+			}
+		}
 	}
-	h.advance(5 * time.Second) // well past expiry
-	h.event(EventExpired, "video")
-	if _, ok := h.e.Current("video", h.clk.Now()); ok {
-		t.Fatal("expired token handed out as current")
-	}
-	if st := h.e.Status(h.clk.Now()); st.Tokens[0].State != StateExpired {
-		t.Fatalf("state = %s, want expired", st.Tokens[0].State)
+	if tries < 4 {
+		t.Fatalf("%d tries in 20 s of backoff 1, 2, 4, 8 s; want at least 4", tries)
 	}
 	// Retrying goes on; the issuer is back.
-	var r *fakeReq
-	for r == nil {
-		select {
-		case r = <-h.tr.reqs:
-		default:
-			h.advance(time.Second)
-		}
+	for h.inflight() == 0 {
+		h.advance(time.Second)
 	}
-	r.answer(mkGrant(t, "video", "cam-42", "7", h.wall(), 40))
+	h.tr.next(t).answer(mkGrant(t, "video", "cam-42", "7", h.wall(), 40))
 	h.event(EventToken, "video")
 	if _, ok := h.e.Current("video", h.clk.Now()); !ok {
 		t.Fatal("token not current after recovery")
 	}
 }
 
-// waitFailure waits until the engine has taken the last reply.
+// waitFailure waits until the engine has taken the last reply (each sync
+// lets the loop take one more input).
 func waitFailure(t *testing.T, h *harness) {
 	t.Helper()
 	deadline := time.After(waitLimit)

@@ -39,6 +39,7 @@ type fakeTransport struct {
 	statuses  []wire.DeviceStatus
 	hooks     chan TransportHooks
 	connected bool
+	up        chan struct{} // closed once Run has called Connected
 }
 
 type fakeReq struct {
@@ -47,7 +48,8 @@ type fakeReq struct {
 }
 
 func newFakeTransport() *fakeTransport {
-	return &fakeTransport{reqs: make(chan *fakeReq, 16), hooks: make(chan TransportHooks, 1), connected: true}
+	return &fakeTransport{reqs: make(chan *fakeReq, 16), hooks: make(chan TransportHooks, 1), connected: true,
+		up: make(chan struct{})}
 }
 
 func (f *fakeTransport) Run(ctx context.Context, h TransportHooks) error {
@@ -55,6 +57,7 @@ func (f *fakeTransport) Run(ctx context.Context, h TransportHooks) error {
 	if f.connected {
 		h.Connected()
 	}
+	close(f.up)
 	<-ctx.Done()
 	return nil
 }
@@ -164,10 +167,12 @@ func startHarness(t *testing.T, cfg Config, clk *clock.Fake, boot *fakeBoot) *ha
 	h := &harness{t: t, e: e, clk: clk, tr: tr, events: ev, cancel: cancel, done: make(chan error, 1)}
 	go func() { h.done <- e.Run(ctx) }()
 	t.Cleanup(h.stop)
-	select {
-	case <-e.Ready():
-	case err := <-h.done:
-		t.Fatalf("Run: %v", err)
+	for _, c := range []<-chan struct{}{e.Ready(), tr.up} {
+		select {
+		case <-c:
+		case err := <-h.done:
+			t.Fatalf("Run: %v", err)
+		}
 	}
 	return h
 }

@@ -60,6 +60,7 @@ func startIssuer(t *testing.T, url string, ttl int64) *fakeIssuer {
 	f.ttl.Store(ttl)
 	opts := testbroker.Options(url, testbroker.ClientOptions{Username: "issuer", Password: issuerPassword}).
 		SetAutoReconnect(true).SetMaxReconnectInterval(200 * time.Millisecond).
+		SetOrderMatters(false). // handlers publish; they must not hold up the client
 		SetOnConnectHandler(func(c mqtt.Client) {
 			c.Subscribe(f.topics.AllReqs(), 1, f.handle).Wait()
 		})
@@ -114,7 +115,7 @@ func (f *fakeIssuer) publish(dev string, rep wire.Reply) {
 		f.t.Errorf("encode reply: %v", err)
 		return
 	}
-	f.c.Publish(f.topics.Token(dev), 1, false, p).WaitTimeout(waitLimit)
+	f.c.Publish(f.topics.Token(dev), 1, false, p) // QoS 1: paho retries it
 }
 
 func (f *fakeIssuer) request(t *testing.T) wire.Request {
