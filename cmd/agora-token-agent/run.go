@@ -2,11 +2,129 @@ package main
 
 import (
 	"context"
+	"errors"
+	"flag"
 	"fmt"
 	"io"
+	"log/slog"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+
+	"agoratokens/agent"
+	"agoratokens/agent/sdnotify"
+	"agoratokens/agent/socket"
+	"agoratokens/buildinfo"
+	"agoratokens/device"
 )
 
+// defaultConfig is where the packaged agent finds its config.
+const defaultConfig = "/etc/agora-token-agent/agent.yaml"
+
+// runAgent runs the agent until ctx ends (SIGTERM/SIGINT): the renewal
+// engine, the Unix socket, the status LED and the systemd notifications.
+// A clean shutdown (offline status published, socket removed) exits 0.
 func runAgent(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	fmt.Fprintln(stderr, "agora-token-agent: not implemented yet")
-	return 1
+	fs := flag.NewFlagSet("run", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	path := fs.String("config", defaultConfig, "config file")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "agora-token-agent run: unexpected argument %q\n", fs.Arg(0))
+		return 2
+	}
+	cfg, err := agent.LoadConfig(*path)
+	if err != nil {
+		fmt.Fprintln(stderr, "agora-token-agent:", err)
+		return 1
+	}
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: cfg.LogLevel}))
+	if err := serve(ctx, cfg, log); err != nil {
+		log.Error("agent stopped", "err", err)
+		return 1
+	}
+	return 0
+}
+
+func serve(ctx context.Context, cfg *agent.Config, log *slog.Logger) error {
+	notify := sdnotify.New(log)
+	led, err := device.NewLED(device.LEDConfig{GPIO: cfg.LED.GPIO, Sysfs: cfg.LED.Sysfs, ActiveLow: cfg.LED.ActiveLow}, nil, log)
+	if err != nil {
+		return fmt.Errorf("led: %w", err)
+	}
+	led.Set(device.LEDExpired) // nothing served yet
+	eng, err := agent.New(*cfg, agent.Deps{
+		Logger: log,
+		OnHealth: func(h agent.Health) {
+			led.Set(device.StateFor(h.Expired, h.Failing, h.Renewing))
+		},
+	})
+	if err != nil {
+		return err
+	}
+	srv, err := socket.New(socket.Config{
+		Path: cfg.Socket.Path, Mode: cfg.Socket.Mode, Group: cfg.Socket.Group,
+		AllowUIDs: cfg.Socket.AllowUIDs, AllowGIDs: cfg.Socket.AllowGIDs,
+		MaxClients: cfg.Socket.MaxClients, Device: eng.DeviceID(), Logger: log,
+	}, eng)
+	if err != nil {
+		return fmt.Errorf("socket: %w", err)
+	}
+	log.Info("agent starting", "version", buildinfo.Version, "device", eng.DeviceID(), "socket", cfg.Socket.Path)
+
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return eng.Run(gctx) })
+	g.Go(func() error { return srv.Run(gctx) })
+	g.Go(func() error { return led.Run(gctx) })
+	g.Go(func() error {
+		for _, c := range []<-chan struct{}{eng.Ready(), srv.Ready()} {
+			select {
+			case <-c:
+			case <-gctx.Done():
+				return nil
+			}
+		}
+		if err := notify.Ready(); err != nil {
+			log.Warn("systemd readiness not sent", "err", err)
+		}
+		return watchdog(gctx, eng, notify)
+	})
+	err = g.Wait()
+	notify.Stopping()
+	if ctx.Err() != nil && (err == nil || errors.Is(err, context.Canceled)) {
+		log.Info("agent stopped")
+		return nil
+	}
+	return err
+}
+
+// watchdog pings systemd and refreshes the status line. Status takes the
+// engine's lock, so a hung engine stops the pings and systemd restarts it.
+func watchdog(ctx context.Context, eng *agent.Engine, notify *sdnotify.Notifier) error {
+	every := notify.PingEvery()
+	if every <= 0 || every > 10*time.Second {
+		every = 10 * time.Second
+	}
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		st := eng.Status(time.Now())
+		var toks []sdnotify.Token
+		for _, ts := range st.Tokens {
+			var left time.Duration
+			if ts.State != agent.StateMissing {
+				left = ts.Token.ExpiresIn(time.Now())
+			}
+			toks = append(toks, sdnotify.Token{Name: ts.Name, State: string(ts.State), ExpiresIn: left})
+		}
+		notify.Status(sdnotify.StatusLine(st.Broker, toks))
+		notify.Ping()
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+	}
 }

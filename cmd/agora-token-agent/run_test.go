@@ -1,0 +1,146 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"agoratokens/accesstoken"
+	"agoratokens/wire"
+)
+
+// TestRunServesOverSocket runs the whole agent against an HTTP issuer and
+// reads the token back through its Unix socket, then stops it as SIGTERM
+// would (context cancelled) and expects exit 0 and the socket gone.
+func TestRunServesOverSocket(t *testing.T) {
+	b := accesstoken.Builder{AppID: "970ca35de60c44645bbae8a215061b33", Certificate: "5cfd2fd1755d40ecb72977518be15d3b"}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		tok, err := b.RTCWithAccount("cam-42", "7", accesstoken.RolePublisher, 600, 600)
+		if err != nil {
+			t.Error(err)
+		}
+		now := time.Now().Unix()
+		p, _ := wire.Encode(wire.Reply{V: 1, ID: "x", Tokens: []wire.Grant{{Name: "video", Service: "rtc",
+			Channel: "cam-42", UID: "7", Token: tok, IssuedAt: now, ExpiresAt: now + 600, TTL: 600, KID: "primary"}}})
+		_, _ = w.Write(p)
+	}))
+	defer srv.Close()
+	dir := t.TempDir()
+	writeFile(t, filepath.Join(dir, "api-key"), "k\n", 0o600)
+	sock := filepath.Join(dir, "agent.sock")
+	cfgPath := filepath.Join(dir, "agent.yaml")
+	writeFile(t, cfgPath, "device_id: cam-1\nhttp: {url: "+srv.URL+", bearer_token_file: api-key}\ntokens: [video]\n"+
+		"state_dir: state\nsocket: {path: agent.sock}\n", 0o644)
+
+	notify := listenNotify(t, dir)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan int, 1)
+	var errb syncBuffer
+	go func() { done <- run(ctx, []string{"run", "--config", cfgPath}, &bytes.Buffer{}, &errb) }()
+	defer func() {
+		cancel()
+		select {
+		case code := <-done:
+			if code != 0 {
+				t.Errorf("run exit %d after SIGTERM, want 0\n%s", code, errb.String())
+			}
+		case <-time.After(10 * time.Second):
+			t.Error("run did not stop")
+		}
+		if _, err := os.Stat(sock); !os.IsNotExist(err) {
+			t.Errorf("socket left behind: %v", err)
+		}
+	}()
+	waitReady(t, notify, done, &errb)
+	c, err := net.Dial("unix", sock)
+	if err != nil {
+		t.Fatalf("dial the agent's socket after READY=1: %v", err)
+	}
+	defer c.Close()
+	if _, err := c.Write([]byte(`{"op":"watch","names":["video"]}` + "\n")); err != nil {
+		t.Fatal(err)
+	}
+	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	r := bufio.NewReader(c)
+	for {
+		line, err := r.ReadBytes('\n')
+		if err != nil {
+			t.Fatalf("read: %v\n%s", err, errb.String())
+		}
+		var ev struct{ Event, Name, Token string }
+		if err := json.Unmarshal(line, &ev); err != nil {
+			t.Fatalf("socket said %s: %v", line, err)
+		}
+		if ev.Event == "watching" {
+			continue
+		}
+		if ev.Event != "token" || ev.Name != "video" || !strings.HasPrefix(ev.Token, "007") {
+			t.Fatalf("socket said %s, want the video token", line)
+		}
+		break
+	}
+}
+
+// listenNotify stands in for systemd: a datagram socket in NOTIFY_SOCKET.
+func listenNotify(t *testing.T, dir string) *net.UnixConn {
+	t.Helper()
+	path := filepath.Join(dir, "notify")
+	c, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: path, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	t.Setenv("NOTIFY_SOCKET", path)
+	return c
+}
+
+// waitReady waits for the agent's READY=1.
+func waitReady(t *testing.T, c *net.UnixConn, done <-chan int, errb *syncBuffer) {
+	t.Helper()
+	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	buf := make([]byte, 4096)
+	for {
+		n, err := c.Read(buf)
+		if err != nil {
+			select {
+			case code := <-done:
+				t.Fatalf("run exited %d: %s", code, errb.String())
+			default:
+			}
+			t.Fatalf("no READY=1 from the agent: %v\n%s", err, errb.String())
+		}
+		for _, l := range strings.Split(string(buf[:n]), "\n") {
+			if l == "READY=1" {
+				return
+			}
+		}
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for the agent's goroutines to log to.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
