@@ -31,7 +31,7 @@ pattern write agora/v1/devices/%u/req
 pattern readwrite agora/v1/devices/%u/status
 `
 
-func startBroker(t *testing.T) *testbroker.Mosquitto {
+func startBroker(t testing.TB) *testbroker.Mosquitto {
 	t.Helper()
 	return testbroker.StartMosquitto(t, testbroker.MosquittoOptions{
 		Users: map[string]string{"dev-1": devPassword, "issuer": issuerPassword},
@@ -42,7 +42,7 @@ func startBroker(t *testing.T) *testbroker.Mosquitto {
 // fakeIssuer plays the issuer on a real broker: it answers each request
 // with real tokens built with accesstoken.Builder.
 type fakeIssuer struct {
-	t      *testing.T
+	t      testing.TB
 	c      mqtt.Client
 	topics wire.Topics
 	ttl    atomic.Int64
@@ -54,7 +54,7 @@ type fakeIssuer struct {
 	seen    chan wire.Request
 }
 
-func startIssuer(t *testing.T, url string, ttl int64) *fakeIssuer {
+func startIssuer(t testing.TB, url string, ttl int64) *fakeIssuer {
 	t.Helper()
 	f := &fakeIssuer{t: t, topics: wire.NewTopics(""), seen: make(chan wire.Request, 64)}
 	f.ttl.Store(ttl)
@@ -118,7 +118,7 @@ func (f *fakeIssuer) publish(dev string, rep wire.Reply) {
 	f.c.Publish(f.topics.Token(dev), 1, false, p) // QoS 1: paho retries it
 }
 
-func (f *fakeIssuer) request(t *testing.T) wire.Request {
+func (f *fakeIssuer) request(t testing.TB) wire.Request {
 	t.Helper()
 	select {
 	case r := <-f.seen:
@@ -137,7 +137,7 @@ type liveAgent struct {
 	done   chan error
 }
 
-func mqttConfig(t *testing.T, url, stateDir string) Config {
+func mqttConfig(t testing.TB, url, stateDir string) Config {
 	t.Helper()
 	dir := t.TempDir()
 	pw := filepath.Join(dir, "password")
@@ -154,7 +154,7 @@ func mqttConfig(t *testing.T, url, stateDir string) Config {
 	return *c
 }
 
-func startAgent(t *testing.T, cfg Config) *liveAgent {
+func startAgent(t testing.TB, cfg Config) *liveAgent {
 	t.Helper()
 	e, err := New(cfg, Deps{Logger: testLogger(t)})
 	if err != nil {
@@ -169,7 +169,7 @@ func startAgent(t *testing.T, cfg Config) *liveAgent {
 	return a
 }
 
-func (a *liveAgent) stop(t *testing.T) {
+func (a *liveAgent) stop(t testing.TB) {
 	if a.cancel == nil {
 		return
 	}
@@ -187,7 +187,7 @@ func (a *liveAgent) stop(t *testing.T) {
 
 // next waits for the next event of kind k (other kinds pass by, except
 // expired when k is not expired: the token must stay valid).
-func (a *liveAgent) next(t *testing.T, k EventKind, timeout time.Duration) Event {
+func (a *liveAgent) next(t testing.TB, k EventKind, timeout time.Duration) Event {
 	t.Helper()
 	deadline := time.After(timeout)
 	for {
