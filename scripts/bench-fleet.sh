@@ -1,8 +1,9 @@
 #!/bin/sh
 # Fleet boot storm: FLEET_DEVICES simulated devices (default 2000), each
 # with its own MQTT connection and credentials, ask for their tokens at
-# once through mosquitto (the shipped ACL, on loopback) and one issuer.
-# Prints connect time, served time, replies/s, tokens/s, latency
+# once through mosquitto (the shipped mosquitto.conf and ACL, on loopback) and one issuer.
+# Prints the connect phase, the serve phase (first request to last reply,
+# replies/s, tokens/s), the total from first connect to last reply, latency
 # p50/p99/max, errors and lost requests.
 #
 #   FLEET_DEVICES=10000 scripts/bench-fleet.sh

@@ -186,6 +186,7 @@ func BenchmarkFleetBootStorm(b *testing.B) {
 		b.ReportMetric(float64(res.Percentile(100).Milliseconds()), "max-ms")
 		b.ReportMetric(float64(res.Lost), "lost")
 		b.ReportMetric(float64(res.ConnectTime.Milliseconds()), "connect-ms")
+		b.ReportMetric(float64(res.Total.Milliseconds()), "total-ms")
 		if !res.OK() {
 			b.Fatalf("storm not fully served:\n%s", out.String())
 		}
