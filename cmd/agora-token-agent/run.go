@@ -12,10 +12,10 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"agoratokens/agent"
-	"agoratokens/agent/sdnotify"
 	"agoratokens/agent/socket"
 	"agoratokens/buildinfo"
 	"agoratokens/device"
+	"agoratokens/sdnotify"
 )
 
 // defaultConfig is where the packaged agent finds its config.

@@ -20,7 +20,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"agoratokens/agent"
-	"agoratokens/agent/sdnotify"
+	"agoratokens/sdnotify"
 	"agoratokens/agent/socket"
 	"agoratokens/device"
 )
