@@ -24,6 +24,9 @@ type demo struct {
 	devs   []*camera
 	logs   string
 	cfg    string // the issuer's config file
+	// stopWatching ends the demo's own watch of each agent, so that
+	// stopping the agents is not reported as a lost connection.
+	stopWatching context.CancelFunc
 }
 
 // camera is one simulated camera: its agent, its media client, and what
@@ -37,6 +40,7 @@ type camera struct {
 
 	mu      sync.Mutex
 	handed  []string        // tokens the agent handed out, in order
+	names   int             // distinct token names among them
 	got     map[string]bool // tokens the media client took
 	changed chan struct{}   // poked on every media client line
 }
@@ -62,8 +66,11 @@ func (d *demo) run(ctx context.Context) error {
 	if err := d.startIssuer(); err != nil {
 		return err
 	}
+	watchCtx, stopWatching := context.WithCancel(ctx)
+	defer stopWatching()
+	d.stopWatching = stopWatching
 	for _, c := range d.devs {
-		if err := d.startCamera(ctx, c); err != nil {
+		if err := d.startCamera(watchCtx, c); err != nil {
 			return err
 		}
 	}
@@ -282,7 +289,7 @@ func (d *demo) finish() error {
 	for _, c := range d.devs {
 		c.waitReceived(deadline)
 		c.mu.Lock()
-		renewals := len(c.handed) - 1
+		handed, renewals := len(c.handed), len(c.handed)-c.names
 		missing := 0
 		for _, tok := range c.handed {
 			if !c.got[tok] {
@@ -290,9 +297,9 @@ func (d *demo) finish() error {
 			}
 		}
 		c.mu.Unlock()
-		d.out.device(c.i, c.id, "summary: %d tokens handed out (%d renewals), %d reached the media client", renewals+1, max(renewals, 0), renewals+1-missing)
+		d.out.device(c.i, c.id, "summary: %d tokens handed out (%d renewals), %d reached the media client", handed, renewals, handed-missing)
 		switch {
-		case renewals+1 <= 0:
+		case handed == 0:
 			problems = append(problems, c.id+": the agent handed out no token")
 		case missing > 0:
 			problems = append(problems, fmt.Sprintf("%s: %d tokens did not reach the media client", c.id, missing))
@@ -300,6 +307,7 @@ func (d *demo) finish() error {
 			problems = append(problems, c.id+": no renewal happened (run longer than the ttl minus 30s)")
 		}
 	}
+	d.stopWatching()
 	d.stopAll()
 	if len(problems) > 0 {
 		return errors.New(strings.Join(problems, "; "))

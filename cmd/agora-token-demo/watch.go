@@ -32,7 +32,8 @@ func (d *demo) watchAgent(ctx context.Context, c *camera, sock string) {
 		case <-t.C:
 		}
 	}
-	seen := map[string]bool{}
+	seen := map[string]bool{}  // tokens already shown
+	names := map[string]bool{} // token names seen at least once
 	for ev := range events {
 		who := c.id + " agent"
 		switch ev.Kind {
@@ -43,11 +44,13 @@ func (d *demo) watchAgent(ctx context.Context, c *camera, sock string) {
 			seen[ev.Token.Token] = true
 			c.mu.Lock()
 			c.handed = append(c.handed, ev.Token.Token)
-			first := len(c.handed) == 1
 			c.mu.Unlock()
 			verb := "renewed"
-			if first {
-				verb = "got"
+			if !names[ev.Name] {
+				verb, names[ev.Name] = "got", true
+				c.mu.Lock()
+				c.names++
+				c.mu.Unlock()
 			}
 			d.out.device(c.i, who, "%s %s: %s", verb, ev.Name, describe(ev.Token.Token, ev.Token.KID, int64(ev.Token.ExpiresIn.Seconds())))
 		case client.EventWillExpire:
