@@ -2,11 +2,8 @@ package broker
 
 import (
 	"crypto/sha256"
-	"errors"
 	"fmt"
-	"io/fs"
 	"log/slog"
-	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -40,27 +37,9 @@ type authHook struct {
 	creds atomic.Pointer[devices.File]
 
 	reloadMu sync.Mutex
-	loaded   fileStamp // of the file behind creds
+	loaded   loadedFile // the file behind creds
 
 	refusals logLimiter
-}
-
-// fileStamp identifies a version of the credentials file.
-type fileStamp struct {
-	modTime time.Time
-	size    int64
-	exists  bool
-}
-
-func stampOf(path string) (fileStamp, error) {
-	st, err := os.Stat(path)
-	if errors.Is(err, fs.ErrNotExist) {
-		return fileStamp{}, nil
-	}
-	if err != nil {
-		return fileStamp{}, err
-	}
-	return fileStamp{modTime: st.ModTime(), size: st.Size(), exists: true}, nil
 }
 
 func newAuthHook(cfg authConfig) (*authHook, error) {
@@ -77,51 +56,6 @@ func (h *authHook) ID() string { return "agora-device-auth" }
 // Provides tells mochi which events the hook handles.
 func (h *authHook) Provides(b byte) bool {
 	return b == mqtt.OnConnectAuthenticate || b == mqtt.OnACLCheck
-}
-
-// reload reads the credentials file and returns the devices it no longer
-// lists. On error the old credentials stay.
-func (h *authHook) reload() (map[string]struct{}, error) {
-	h.reloadMu.Lock()
-	defer h.reloadMu.Unlock()
-	return h.reloadLocked()
-}
-
-func (h *authHook) reloadLocked() (map[string]struct{}, error) {
-	stamp, err := stampOf(h.cfg.credentialsFile)
-	if err != nil {
-		return nil, fmt.Errorf("broker: stat device credentials: %w", err)
-	}
-	f, err := loadCredentials(h.cfg.credentialsFile)
-	if err != nil {
-		return nil, err
-	}
-	removed := map[string]struct{}{}
-	if old := h.creds.Load(); old != nil {
-		for _, d := range old.Devices() {
-			if !f.Has(d.Name) {
-				removed[d.Name] = struct{}{}
-			}
-		}
-		h.cfg.log.Info("device credentials reloaded", "devices", f.Len(), "removed", len(removed))
-	}
-	h.creds.Store(f)
-	h.loaded = stamp
-	return removed, nil
-}
-
-// reloadIfChanged picks up devices added or rotated while the broker
-// runs: it is called when a login fails.
-func (h *authHook) reloadIfChanged() {
-	h.reloadMu.Lock()
-	defer h.reloadMu.Unlock()
-	stamp, err := stampOf(h.cfg.credentialsFile)
-	if err != nil || stamp == h.loaded {
-		return
-	}
-	if _, err := h.reloadLocked(); err != nil {
-		h.cfg.log.Error("device credentials changed but cannot be read; keeping the old ones", "error", err)
-	}
 }
 
 // OnConnectAuthenticate checks a client's login: the service user, or a

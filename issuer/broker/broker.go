@@ -23,7 +23,6 @@ import (
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/listeners"
 
-	"agoratokens/issuer/devices"
 	"agoratokens/wire"
 )
 
@@ -211,13 +210,4 @@ func (b *Broker) Reload() error {
 func checkService(want [sha256.Size]byte, password []byte) bool {
 	got := sha256.Sum256(password)
 	return subtle.ConstantTimeCompare(got[:], want[:]) == 1
-}
-
-// loadCredentials reads the device credentials file.
-func loadCredentials(path string) (*devices.File, error) {
-	f, err := devices.Load(path)
-	if err != nil {
-		return nil, fmt.Errorf("broker: %w", err)
-	}
-	return f, nil
 }
