@@ -20,9 +20,9 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"agoratokens/agent"
-	"agoratokens/sdnotify"
 	"agoratokens/agent/socket"
 	"agoratokens/device"
+	"agoratokens/sdnotify"
 )
 
 func main() {
