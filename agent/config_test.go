@@ -29,6 +29,31 @@ func TestShippedConfigParses(t *testing.T) {
 	}
 }
 
+// The config the .deb installs as /etc/agora-token-agent/agent.yaml
+// (cross/deb.sh) must load as shipped: a broken conffile stops the agent
+// on every board that installs the package.
+func TestPackagedConfigParses(t *testing.T) {
+	f, err := os.Open("../cross/deb/agent.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	c, err := ParseConfig(f, "/etc/agora-token-agent")
+	if err != nil {
+		t.Fatalf("cross/deb/agent.yaml: %v", err)
+	}
+	for _, tc := range []struct{ key, got, want string }{
+		{"device_id", c.DeviceID, AutoDeviceID},
+		{"broker.password_file", c.Broker.PasswordFile, "/etc/agora-token-agent/password"},
+		{"state_dir", c.StateDir, "/var/lib/agora-token-agent"},
+		{"socket.path", c.Socket.Path, "/run/agora-token-agent/agent.sock"},
+	} {
+		if tc.got != tc.want {
+			t.Errorf("%s = %q, want %q", tc.key, tc.got, tc.want)
+		}
+	}
+}
+
 func TestConfigDefaults(t *testing.T) {
 	c, err := ParseConfig(strings.NewReader("device_id: dev-1\nbroker: {url: tcp://127.0.0.1:1883}\n"), "/x")
 	if err != nil {

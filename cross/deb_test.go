@@ -207,7 +207,7 @@ func TestInstallReinstallPurge(t *testing.T) {
 
 	// An operator's edit to the conffile survives a reinstall.
 	conf := filepath.Join(root, "etc/agora-token-agent/agent.yaml")
-	edited := []byte("device_id: cam-7\nbroker:\n  url: tls://broker.internal:8883\n")
+	edited := []byte("device_id: cam-7\nbroker:\n  url: ssl://broker.internal:8883\n")
 	if err := os.WriteFile(conf, edited, 0o640); err != nil {
 		t.Fatal(err)
 	}
