@@ -225,6 +225,27 @@ func TestEnginePushReplacesAtOnce(t *testing.T) {
 	h.event(EventWillExpire, "video")
 }
 
+// A rotation push signed in the same second as the token in hand (the
+// device had just renewed) still replaces it: the kid tells it is newer.
+// A push of the same second with the same kid does not.
+func TestEnginePushSameSecondRotation(t *testing.T) {
+	h := startHarness(t, testConfig(t.TempDir(), "video"), nil, nil)
+	hooks := <-h.tr.hooks
+	first := mkGrant(t, "video", "cam-42", "7", h.wall(), 100)
+	h.tr.next(t).answer(first)
+	h.event(EventToken, "video")
+	same := mkGrant(t, "video", "cam-42", "7", h.wall(), 100)
+	hooks.Unsolicited(&wire.Reply{V: 1, ID: "push-1", Tokens: []wire.Grant{same}})
+	h.e.sync()
+	h.noEvent()
+	rotated := mkGrant(t, "video", "cam-42", "7", h.wall(), 100)
+	rotated.KID = "secondary"
+	hooks.Unsolicited(&wire.Reply{V: 1, ID: "push-2", Tokens: []wire.Grant{rotated}})
+	if ev := h.event(EventToken, "video"); ev.Token.KID != "secondary" {
+		t.Fatalf("pushed token kid = %q, want secondary", ev.Token.KID)
+	}
+}
+
 func TestEngineRenewCoalesced(t *testing.T) {
 	h := startHarness(t, testConfig(t.TempDir(), "video"), nil, nil)
 	h.tr.next(t).answer(mkGrant(t, "video", "cam-42", "7", h.wall(), 100))

@@ -159,7 +159,10 @@ func (e *Engine) offer(g *wire.Grant, receivedAt, now time.Time, mustBeNewer boo
 		switch {
 		case g.Token == cur.Token:
 			return false
-		case g.IssuedAt < cur.IssuedAt, mustBeNewer && g.IssuedAt == cur.IssuedAt:
+		// issued_at has one-second steps: a push signed in the same
+		// second as the current token is newer only if a certificate
+		// rotation (a new kid) is why it was sent.
+		case g.IssuedAt < cur.IssuedAt, mustBeNewer && g.IssuedAt == cur.IssuedAt && g.KID == cur.KID:
 			e.log.Info("token is not newer than the current one; ignored", "token", g.Name,
 				"issued_at", g.IssuedAt, "current_issued_at", cur.IssuedAt)
 			return false
