@@ -1,15 +1,20 @@
 package e2e
 
 import (
+	"bytes"
 	"context"
+	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
 	"agoratokens/accesstoken"
 	"agoratokens/agent"
+	"agoratokens/agent/socket"
 	"agoratokens/issuer"
+	"agoratokens/wire"
 )
 
 // verify checks a token the agent holds against the issuer's certificates
@@ -222,5 +227,71 @@ func TestRestartServesPersistedToken(t *testing.T) {
 	}
 	if st := eng2.Status(time.Now()); st.Broker == "connected" {
 		t.Fatalf("broker state %q, but the broker is down", st.Broker)
+	}
+}
+
+// TestCExampleAgainstRealAgent: the C client's example program, built
+// with gcc, joins with the token the real agent holds and, for each
+// renewal the agent pushes over its socket, makes the call an app on
+// Agora's IoT SDK would make: agora_rtc_renew_token(conn, token).
+func TestCExampleAgainstRealAgent(t *testing.T) {
+	gcc, err := exec.LookPath("gcc")
+	if err != nil {
+		t.Fatal("gcc not found: this test builds the C client (apt-get install gcc, or run make test-deps)")
+	}
+	e := newEnv(t, 3*time.Second, "dev-1")
+	e.startIssuer()
+	eng, _ := e.startAgent("dev-1", filepath.Join(e.dir, "state"))
+
+	sock := filepath.Join(e.dir, "agent.sock")
+	srv, err := socket.New(socket.Config{Path: sock, Device: "dev-1", Logger: e.log.With("side", "socket")}, eng)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	srvDone := make(chan error, 1)
+	go func() { srvDone <- srv.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-srvDone; err != nil {
+			t.Errorf("socket server: %v", err)
+		}
+	})
+	<-srv.Ready()
+
+	bin := filepath.Join(t.TempDir(), "example")
+	src := filepath.Join("..", "clients", "c")
+	if out, err := exec.Command(gcc, "-std=c99", "-Wall", "-Wextra", "-Werror", "-o", bin,
+		filepath.Join(src, "example.c"), filepath.Join(src, "agora_token_client.c")).CombinedOutput(); err != nil {
+		t.Fatalf("gcc: %v\n%s", err, out)
+	}
+	runCtx, stop := context.WithTimeout(ctx, 30*time.Second)
+	defer stop()
+	cmd := exec.CommandContext(runCtx, bin, "-s", sock, "-n", "2", "video")
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("example: %v\nstdout:\n%s\nstderr:\n%s", err, out, stderr.String())
+	}
+	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+	if len(lines) != 3 || !strings.HasPrefix(lines[0], "agora_rtc_join_channel(") {
+		t.Fatalf("example printed:\n%s", out)
+	}
+	seen := map[string]bool{}
+	for i, l := range lines {
+		if i > 0 && !strings.HasPrefix(l, `agora_rtc_renew_token(conn, "`) {
+			t.Fatalf("line %d is not a renewal: %s", i+1, l)
+		}
+		q := strings.Split(l, `"`)
+		if len(q) < 3 {
+			t.Fatalf("no token in %q", l)
+		}
+		tok := q[len(q)-2]
+		if seen[tok] {
+			t.Fatalf("the same token was handed out twice: %s", l)
+		}
+		seen[tok] = true
+		e.verify(agent.Token{Grant: wire.Grant{Name: "video", Token: tok, KID: "primary"}}, "dev-1", "primary")
 	}
 }
