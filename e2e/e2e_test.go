@@ -3,6 +3,10 @@ package e2e
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"log/slog"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
@@ -293,5 +297,66 @@ func TestCExampleAgainstRealAgent(t *testing.T) {
 		}
 		seen[tok] = true
 		e.verify(agent.Token{Grant: wire.Grant{Name: "video", Token: tok, KID: "primary"}}, "dev-1", "primary")
+	}
+}
+
+// TestHTTPSourceAgainstIssuer: an agent configured with the HTTP source
+// instead of a broker gets its tokens from the issuer's own HTTP API with
+// a bearer key, and a wrong key gets nothing.
+func TestHTTPSourceAgainstIssuer(t *testing.T) {
+	e := newEnv(t, time.Hour, "dev-1")
+	key := randomHex(t)
+	sum := sha256.Sum256([]byte(key))
+	writeFile(t, filepath.Join(e.dir, "api-keys.yaml"), "keys:\n  - {principal: dev-1, sha256: "+hex.EncodeToString(sum[:])+"}\n")
+	cfg, err := os.ReadFile(e.cfgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, e.cfgPath, string(cfg)+"listen: 127.0.0.1:0\nhttp: {api_keys_file: api-keys.yaml}\n")
+	e.startIssuer()
+	base := "http://" + e.issuer.HTTPAddr()
+
+	for _, tc := range []struct {
+		name, key string
+		ok        bool
+	}{
+		{"right key", key, true},
+		{"wrong key", randomHex(t), false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			writeFile(t, filepath.Join(dir, "api-key"), tc.key+"\n")
+			acfg, err := agent.ParseConfig(strings.NewReader(`device_id: dev-1
+http: {url: "`+base+`", bearer_token_file: api-key, kind: issuer}
+tokens: [video]
+backoff: {initial: 200ms, max: 1s, multiplier: 2, jitter: 0.1}
+request_timeout: 2s
+state_dir: state
+`), dir)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var logs logBuffer
+			eng, err := agent.New(*acfg, agent.Deps{Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+			if err != nil {
+				t.Fatal(err)
+			}
+			events, cancel := eng.Subscribe()
+			defer cancel()
+			ctx, stop := context.WithCancel(context.Background())
+			done := make(chan error, 1)
+			go func() { done <- eng.Run(ctx) }()
+			defer func() { stop(); <-done }()
+			if tc.ok {
+				tok := next(t, events, agent.EventToken, "video", 10*time.Second).Token
+				e.verify(tok, "dev-1", "primary")
+				return
+			}
+			// A refused key: the agent logs why and hands out nothing.
+			logs.waitFor(t, 10*time.Second, events, "401", "nauthori")
+			if strings.Contains(logs.String(), tc.key) {
+				t.Fatal("the agent logged its API key")
+			}
+		})
 	}
 }

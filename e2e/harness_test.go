@@ -22,14 +22,47 @@ import (
 // logBuffer collects every log line of a test, so that the test can
 // check that no secret reached one.
 type logBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
+	mu      sync.Mutex
+	b       bytes.Buffer
+	changed chan struct{} // closed and replaced on every write
 }
 
 func (l *logBuffer) Write(p []byte) (int, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	if l.changed != nil {
+		close(l.changed)
+		l.changed = nil
+	}
 	return l.b.Write(p)
+}
+
+// waitFor waits until a log line contains one of subs, failing the test
+// after timeout. Any value on fail ends the wait with that failure.
+func (l *logBuffer) waitFor(t *testing.T, timeout time.Duration, fail <-chan agent.Event, subs ...string) {
+	t.Helper()
+	deadline := time.After(timeout)
+	for {
+		l.mu.Lock()
+		text := l.b.String()
+		if l.changed == nil {
+			l.changed = make(chan struct{})
+		}
+		changed := l.changed
+		l.mu.Unlock()
+		for _, s := range subs {
+			if strings.Contains(text, s) {
+				return
+			}
+		}
+		select {
+		case <-changed:
+		case ev := <-fail:
+			t.Fatalf("unexpected event %s %s while waiting for a log line", ev.Kind, ev.Name)
+		case <-deadline:
+			t.Fatalf("no log line with %q within %s:\n%s", subs, timeout, text)
+		}
+	}
 }
 
 func (l *logBuffer) String() string {
