@@ -4,9 +4,7 @@
 #   2. resident memory after a minute idle with its tokens in hand;
 #   3. CPU time and context switches over a further idle period.
 # It runs a real issuer (embedded broker) and the agent on this machine
-# (amd64). While `agora-token-agent run` is not implemented, it measures
-# cross/footprint instead (the same engine, socket server, LED and
-# systemd notifier wired together) and says so.
+# (amd64).
 #
 #   FOOTPRINT_WARMUP=60 FOOTPRINT_IDLE=60   seconds
 set -eu
@@ -25,15 +23,6 @@ trap cleanup EXIT INT TERM
 
 echo "-- binary size (stripped, static; make cross)"
 DIST=$tmp/dist GO=$go cross/build.sh bench armv6 armv7 arm64 amd64 | grep -v issuer
-for arch in armv6 arm64; do
-	case $arch in armv6) ga=arm gm=6 ;; arm64) ga=arm64 gm= ;; esac
-	CGO_ENABLED=0 GOARCH=$ga GOARM=$gm "$go" build -trimpath -tags nethttpomithttp2 \
-		-ldflags "-s -w" -o "$tmp/footprint-$arch" ./cross/footprint
-	printf '%-8s %-20s %10d %9s  (every agent package linked: the agent to come)\n' "$arch" footprint-probe \
-		"$(stat -c %s "$tmp/footprint-$arch")" \
-		"$(awk "BEGIN { printf \"%.2f\", $(stat -c %s "$tmp/footprint-$arch") / 1048576 }")"
-done
-
 echo "-- idle run (amd64, this machine)"
 bin=$tmp/dist/amd64
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
@@ -57,14 +46,7 @@ start_agent() { # start_agent BINARY ARGS...: the pid in $agent, 0 if it quit wi
 }
 what="agora-token-agent run"
 start_agent "$bin/agora-token-agent" run --config "$tmp/dev/agent.yaml"
-if [ "$agent" = 0 ]; then
-	echo "agora-token-agent run exits at once ($(head -c 200 "$tmp/agent.log" | tr '\n' ' ')):"
-	echo "measuring cross/footprint with the same config instead"
-	CGO_ENABLED=0 "$go" build -trimpath -tags nethttpomithttp2 -ldflags "-s -w" -o "$tmp/footprint" ./cross/footprint
-	what="cross/footprint (agent run not ready)"
-	start_agent "$tmp/footprint" --config "$tmp/dev/agent.yaml"
-	[ "$agent" != 0 ] || { echo "cross/footprint quit too:"; cat "$tmp/agent.log"; exit 1; }
-fi
+[ "$agent" != 0 ] || { echo "agora-token-agent run quit:"; cat "$tmp/agent.log"; exit 1; }
 pids="$agent $pids"
 
 ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
