@@ -42,13 +42,12 @@ func (h *hub) remove(c *client) {
 	delete(h.clients, c)
 }
 
-// run subscribes to the engine and delivers its events until ctx ends.
-// If the engine drops the subscription (it never waits for us, but a
-// burst could overflow its buffer), the hub subscribes again and brings
-// every watcher up to date.
-func (h *hub) run(ctx context.Context) {
+// run delivers the engine's events from the subscription Run opened
+// until ctx ends. If the engine drops the subscription (it never waits
+// for us, but a burst could overflow its buffer), the hub subscribes
+// again and brings every watcher up to date.
+func (h *hub) run(ctx context.Context, events <-chan agent.Event, cancel func()) {
 	for {
-		events, cancel := h.s.src.Subscribe()
 		closed := h.pump(ctx, events)
 		cancel()
 		if !closed {
@@ -60,6 +59,10 @@ func (h *hub) run(ctx context.Context) {
 			return
 		case <-time.After(resubscribeDelay):
 		}
+		// Subscribe, then catch up: an event in between is both in the
+		// snapshot and queued, and wantEvent sends it once. The other
+		// way round, an event between the two would be lost.
+		events, cancel = h.s.src.Subscribe()
 		h.resync()
 	}
 }

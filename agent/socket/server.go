@@ -153,8 +153,11 @@ func (s *Server) Run(ctx context.Context) error {
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	// Subscribed before the first client can watch: an event between a
+	// watcher's snapshot and a later subscription would never reach it.
+	events, unsubscribe := s.src.Subscribe()
 	var wg sync.WaitGroup
-	wg.Go(func() { s.hub.run(ctx) })
+	wg.Go(func() { s.hub.run(ctx, events, unsubscribe) })
 	wg.Go(func() {
 		<-ctx.Done()
 		ln.Close()

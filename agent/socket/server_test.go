@@ -12,6 +12,7 @@ import (
 
 	"agoratokens/agent"
 	"agoratokens/agent/socket"
+	"agoratokens/agent/socket/sockettest"
 )
 
 func TestGet(t *testing.T) {
@@ -410,6 +411,44 @@ func TestResubscribe(t *testing.T) {
 	}
 	if !strings.Contains(f.logs.String(), "subscribing again") {
 		t.Errorf("no log line about the lost subscription:\n%s", f.logs)
+	}
+}
+
+// TestEventWhileResubscribing: a token event emitted while the server
+// subscribes again (after its subscription was dropped) still reaches
+// the watchers, from the catch-up if not from the new subscription.
+func TestEventWhileResubscribing(t *testing.T) {
+	f := newFixture(t, socket.Config{})
+	f.set("video", "007v0")
+	c := dial(t, f.srv.Path())
+	c.send(`{"op":"watch"}`)
+	c.expect("watching")
+	c.expect("token")
+	var once sync.Once
+	f.src.SetSubscribeHook(func() { once.Do(func() { f.set("video", "007v1") }) })
+	f.src.DropSubscribers()
+	if m := c.expect("token"); m.Token != "007v1" {
+		t.Fatalf("token set while resubscribing: got %+v", m)
+	}
+	f.set("video", "007v2")
+	if m := c.expect("token"); m.Token != "007v2" {
+		t.Fatalf("after resubscribing: %+v", m)
+	}
+}
+
+// TestSubscribedWhenReady: the server holds its engine subscription by
+// the time it accepts watchers, or an event between a watcher's snapshot
+// and the subscription would be lost to it.
+func TestSubscribedWhenReady(t *testing.T) {
+	src := sockettest.NewSource("cam-42", nil)
+	subscribed := make(chan struct{})
+	var once sync.Once
+	src.SetSubscribeHook(func() { once.Do(func() { close(subscribed) }) })
+	sockettest.Serve(t, socket.Config{}, src)
+	select {
+	case <-subscribed:
+	default:
+		t.Fatal("server ready before it subscribed to the engine's events")
 	}
 }
 

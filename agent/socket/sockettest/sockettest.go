@@ -31,6 +31,9 @@ type Source struct {
 	renewErr error
 	renews   chan string
 	now      func() time.Time
+	// onSubscribe runs in Subscribe before the new subscription is
+	// registered (SetSubscribeHook).
+	onSubscribe func()
 }
 
 type entry struct {
@@ -172,8 +175,23 @@ func (s *Source) Current(name string, now time.Time) (agent.Token, bool) {
 	return e.tok, true
 }
 
+// SetSubscribeHook makes each later Subscribe call f first, before the
+// new subscription is registered (nil: nothing), so that a test can emit
+// an event at exactly that point. f may call the Source's methods.
+func (s *Source) SetSubscribeHook(f func()) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.onSubscribe = f
+}
+
 // Subscribe implements agent.Source.
 func (s *Source) Subscribe() (<-chan agent.Event, func()) {
+	s.mu.Lock()
+	hook := s.onSubscribe
+	s.mu.Unlock()
+	if hook != nil {
+		hook()
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	ch := make(chan agent.Event, SubscriberBuffer)
