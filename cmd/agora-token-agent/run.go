@@ -7,6 +7,9 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
 	"time"
 
 	"golang.org/x/sync/errgroup"
@@ -40,16 +43,57 @@ func runAgent(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		fmt.Fprintln(stderr, "agora-token-agent:", err)
 		return 1
 	}
-	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: cfg.LogLevel}))
-	if err := serve(ctx, cfg, log); err != nil {
-		log.Error("agent stopped", "err", err)
-		return 1
+	level := new(slog.LevelVar)
+	level.Set(cfg.LogLevel)
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	notify := sdnotify.New(log)
+	defer notify.Stopping()
+
+	// SIGHUP (systemctl reload) reads the config again. A config that does
+	// not load is refused and the running agent goes on; a good one
+	// replaces the running parts: tokens stay (they are persisted), socket
+	// clients reconnect (the clients do so by themselves).
+	for {
+		runCtx, stop := context.WithCancel(ctx)
+		done := make(chan error, 1)
+		go func(cfg *agent.Config) { done <- serve(runCtx, cfg, log, notify) }(cfg)
+		reload := false
+		for !reload {
+			select {
+			case err := <-done:
+				stop()
+				if err != nil {
+					log.Error("agent stopped", "err", err)
+					return 1
+				}
+				log.Info("agent stopped")
+				return 0
+			case <-hup:
+				next, err := agent.LoadConfig(*path)
+				if err != nil {
+					log.Error("reload refused; the running config stays", "err", err)
+					continue
+				}
+				log.Info("reloading", "config", *path)
+				notify.Reloading()
+				cfg, reload = next, true
+			}
+		}
+		stop()
+		if err := <-done; err != nil {
+			log.Error("agent stopped while reloading", "err", err)
+			return 1
+		}
+		level.Set(cfg.LogLevel)
 	}
-	return 0
 }
 
-func serve(ctx context.Context, cfg *agent.Config, log *slog.Logger) error {
-	notify := sdnotify.New(log)
+// serve runs the agent's parts with cfg until ctx ends (nil then) or one
+// of them fails.
+func serve(ctx context.Context, cfg *agent.Config, log *slog.Logger, notify *sdnotify.Notifier) error {
 	led, err := device.NewLED(device.LEDConfig{GPIO: cfg.LED.GPIO, Sysfs: cfg.LED.Sysfs, ActiveLow: cfg.LED.ActiveLow}, nil, log)
 	if err != nil {
 		return fmt.Errorf("led: %w", err)
@@ -92,9 +136,7 @@ func serve(ctx context.Context, cfg *agent.Config, log *slog.Logger) error {
 		return watchdog(gctx, eng, notify)
 	})
 	err = g.Wait()
-	notify.Stopping()
 	if ctx.Err() != nil && (err == nil || errors.Is(err, context.Canceled)) {
-		log.Info("agent stopped")
 		return nil
 	}
 	return err

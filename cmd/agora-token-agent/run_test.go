@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -91,6 +92,86 @@ func TestRunServesOverSocket(t *testing.T) {
 	}
 }
 
+// TestRunReloadsOnSIGHUP: systemctl reload sends SIGHUP. A config that
+// does not load is refused and the agent goes on; a good one is applied
+// (RELOADING=1, then READY=1 again) and the agent serves on.
+func TestRunReloadsOnSIGHUP(t *testing.T) {
+	b := accesstoken.Builder{AppID: "970ca35de60c44645bbae8a215061b33", Certificate: "5cfd2fd1755d40ecb72977518be15d3b"}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		tok, err := b.RTCWithAccount("cam-42", "7", accesstoken.RolePublisher, 600, 600)
+		if err != nil {
+			t.Error(err)
+		}
+		now := time.Now().Unix()
+		p, _ := wire.Encode(wire.Reply{V: 1, ID: "x", Tokens: []wire.Grant{{Name: "video", Service: "rtc",
+			Channel: "cam-42", UID: "7", Token: tok, IssuedAt: now, ExpiresAt: now + 600, TTL: 600, KID: "primary"}}})
+		_, _ = w.Write(p)
+	}))
+	defer srv.Close()
+	dir := t.TempDir()
+	writeFile(t, filepath.Join(dir, "api-key"), "k\n", 0o600)
+	cfgPath := filepath.Join(dir, "agent.yaml")
+	good := "device_id: cam-1\nhttp: {url: " + srv.URL + ", bearer_token_file: api-key}\ntokens: [video]\n" +
+		"state_dir: state\nsocket: {path: agent.sock}\n"
+	writeFile(t, cfgPath, good, 0o644)
+
+	notify := listenNotify(t, dir)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan int, 1)
+	var errb syncBuffer
+	go func() { done <- run(ctx, []string{"run", "--config", cfgPath}, &bytes.Buffer{}, &errb) }()
+	waitReady(t, notify, done, &errb)
+
+	writeFile(t, cfgPath, good+"no_such_key: 1\n", 0o644)
+	if err := syscall.Kill(os.Getpid(), syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	errb.waitFor(t, "reload refused")
+	if !strings.Contains(errb.String(), "no_such_key") {
+		t.Fatalf("the refusal does not name the bad key:\n%s", errb.String())
+	}
+
+	writeFile(t, cfgPath, good+"log_level: debug\n", 0o644)
+	if err := syscall.Kill(os.Getpid(), syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	waitReady(t, notify, done, &errb) // after RELOADING=1
+	errb.waitFor(t, "reloading")
+	c, err := net.Dial("unix", filepath.Join(dir, "agent.sock"))
+	if err != nil {
+		t.Fatalf("socket after reload: %v", err)
+	}
+	defer c.Close()
+	if _, err := c.Write([]byte(`{"op":"watch","names":["video"]}` + "\n")); err != nil {
+		t.Fatal(err)
+	}
+	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	r := bufio.NewReader(c)
+	for {
+		line, err := r.ReadString('\n')
+		if err != nil {
+			t.Fatalf("watch after reload: %v", err)
+		}
+		if strings.Contains(line, `"event":"watching"`) {
+			continue
+		}
+		if !strings.Contains(line, `"event":"token"`) {
+			t.Fatalf("watch after reload said %q", line)
+		}
+		break
+	}
+	cancel()
+	select {
+	case code := <-done:
+		if code != 0 {
+			t.Fatalf("exit %d\n%s", code, errb.String())
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("run did not stop")
+	}
+}
+
 // listenNotify stands in for systemd: a datagram socket in NOTIFY_SOCKET.
 func listenNotify(t *testing.T, dir string) *net.UnixConn {
 	t.Helper()
@@ -129,14 +210,42 @@ func waitReady(t *testing.T, c *net.UnixConn, done <-chan int, errb *syncBuffer)
 
 // syncBuffer is a bytes.Buffer safe for the agent's goroutines to log to.
 type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
+	mu      sync.Mutex
+	b       bytes.Buffer
+	changed chan struct{} // closed on the next write
 }
 
 func (s *syncBuffer) Write(p []byte) (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.changed != nil {
+		close(s.changed)
+		s.changed = nil
+	}
 	return s.b.Write(p)
+}
+
+// waitFor waits until the log holds sub.
+func (s *syncBuffer) waitFor(t *testing.T, sub string) {
+	t.Helper()
+	deadline := time.After(10 * time.Second)
+	for {
+		s.mu.Lock()
+		found := strings.Contains(s.b.String(), sub)
+		if s.changed == nil {
+			s.changed = make(chan struct{})
+		}
+		changed := s.changed
+		s.mu.Unlock()
+		if found {
+			return
+		}
+		select {
+		case <-changed:
+		case <-deadline:
+			t.Fatalf("no %q in the log:\n%s", sub, s.String())
+		}
+	}
 }
 
 func (s *syncBuffer) String() string {
