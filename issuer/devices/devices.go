@@ -21,6 +21,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"time"
 
 	"gopkg.in/yaml.v3"
@@ -269,9 +270,25 @@ func (f *File) Save(path string) error {
 		return fmt.Errorf("save device credentials: %w", err)
 	}
 	defer os.Remove(tmp.Name()) // fails harmlessly after the rename
-	if err := tmp.Chmod(0o600); err != nil {
+	// A new file is 0600. An existing one keeps its mode (0640 at most)
+	// and group, so that the issuer's service user can still read it
+	// after an operator, as root, adds a device.
+	mode, gid := os.FileMode(0o600), -1
+	if st, err := os.Stat(path); err == nil {
+		mode = st.Mode().Perm() & 0o640
+		if sys, ok := st.Sys().(*syscall.Stat_t); ok {
+			gid = int(sys.Gid)
+		}
+	}
+	if err := tmp.Chmod(mode | 0o600); err != nil {
 		tmp.Close()
 		return fmt.Errorf("save device credentials: %w", err)
+	}
+	if gid >= 0 {
+		if err := tmp.Chown(-1, gid); err != nil {
+			tmp.Close()
+			return fmt.Errorf("save device credentials: keep group %d: %w", gid, err)
+		}
 	}
 	if _, err := f.WriteTo(tmp); err != nil {
 		tmp.Close()

@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -173,5 +174,56 @@ func BenchmarkCheck(b *testing.B) {
 		if !f.Check(name, secret) {
 			b.Fatal("check failed")
 		}
+	}
+}
+
+// An operator (root) adding a device must not lock the issuer's service
+// user out: saving keeps an existing file's group and group-read bit,
+// but never widens a file beyond 0640.
+func TestSaveKeepsModeAndGroup(t *testing.T) {
+	for _, tc := range []struct {
+		before, after os.FileMode
+	}{
+		{0o640, 0o640},
+		{0o600, 0o600},
+		{0o644, 0o640}, // world-readable is narrowed
+		{0o400, 0o600}, // the owner can always write it back
+	} {
+		t.Run(tc.before.String(), func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "devices.yaml")
+			f, err := Load(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := f.Add("dev-1"); err != nil {
+				t.Fatal(err)
+			}
+			if err := f.Save(path); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Chmod(path, tc.before); err != nil {
+				t.Fatal(err)
+			}
+			gid := 65534 // nogroup; the test runs as root (make test does)
+			if err := os.Chown(path, -1, gid); err != nil {
+				t.Fatalf("chown (the test needs root, as make test runs): %v", err)
+			}
+			if _, err := f.Add("dev-2"); err != nil {
+				t.Fatal(err)
+			}
+			if err := f.Save(path); err != nil {
+				t.Fatal(err)
+			}
+			st, err := os.Stat(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if st.Mode().Perm() != tc.after {
+				t.Errorf("mode %v after save, want %v", st.Mode().Perm(), tc.after)
+			}
+			if g := st.Sys().(*syscall.Stat_t).Gid; g != uint32(gid) {
+				t.Errorf("group %d after save, want %d", g, gid)
+			}
+		})
 	}
 }
