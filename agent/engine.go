@@ -574,21 +574,28 @@ func (e *Engine) slotFailed(s *slot, now time.Time, err error, retryAfter time.D
 	if retryAfter > s.wait {
 		s.wait = retryAfter
 	}
-	name := s.name
-	if s == e.discover {
-		name = "(all granted)"
-	}
 	lvl := slog.LevelDebug
-	if s.failures&(s.failures-1) == 0 { // 1st, 2nd, 4th, 8th… failure
+	// Warn on the 1st, 2nd, 4th, 8th… failure; not while the broker is
+	// still being reached (at boot, after a loss): the reconnection
+	// itself sends the request again.
+	if s.failures&(s.failures-1) == 0 && !errors.Is(err, errNotConnected) {
 		lvl = slog.LevelWarn
 	}
-	e.log.Log(context.Background(), lvl, "token request failed; retrying", "token", name,
+	e.log.Log(context.Background(), lvl, "token request failed; retrying", "token", e.label(s),
 		"failures", s.failures, "retry_in", s.wait.Round(time.Millisecond), "err", err)
+}
+
+// label names a slot in logs.
+func (e *Engine) label(s *slot) string {
+	if s == e.discover {
+		return "(all granted)"
+	}
+	return s.name
 }
 
 func (e *Engine) slotOK(s *slot) {
 	if s.failures > 0 {
-		e.log.Info("token request succeeded after failures", "token", s.name, "failures", s.failures)
+		e.log.Info("token request succeeded after failures", "token", e.label(s), "failures", s.failures)
 	}
 	s.inflight, s.failures, s.lastFail, s.wait = "", 0, time.Time{}, 0
 	s.bo.Reset()

@@ -1,6 +1,6 @@
 // Package device knows the board the agent runs on: who it is (a
 // Raspberry Pi's serial number, or the machine id elsewhere, from which
-// the agent derives its device id when configured with `device: auto`)
+// the agent derives its device id when configured with `device_id: auto`)
 // and how to show the agent's state on a status LED (a GPIO pin through
 // periph.io, or a kernel LED under /sys/class/leds).
 //
@@ -134,7 +134,7 @@ func Detect(root string) (Board, error) {
 	return b, nil
 }
 
-// DeviceID is the device id for `device: auto`: prefix + the Pi's serial
+// DeviceID is the device id for `device_id: auto`: prefix + the Pi's serial
 // on a Raspberry Pi with a serial, prefix + AppSpecificMachineID
 // elsewhere (never the machine id itself: systemd asks that it not be
 // shown on a network). The result is checked against the wire rules

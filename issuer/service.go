@@ -210,8 +210,12 @@ func (s *Service) Reload(ctx context.Context) error {
 	if st.signer.Active() != old.signer.Active() {
 		go func() {
 			n, err := s.PushAll(ctx)
-			s.log.Info("pushed tokens signed with the new certificate", "devices", n,
-				"kid", st.signer.Active(), "err", err)
+			if err != nil {
+				s.log.Warn("pushing tokens signed with the new certificate failed; devices get them at their next renewal",
+					"devices", n, "kid", st.signer.Active(), "err", err)
+				return
+			}
+			s.log.Info("pushed tokens signed with the new certificate", "devices", n, "kid", st.signer.Active())
 		}()
 	}
 	return nil

@@ -62,5 +62,6 @@ hz=$(getconf CLK_TCK)
 grep -q '"video"\|token=video\|new token' "$tmp/agent.log" && tok=yes || tok=no
 echo "measured:      $what"
 echo "got a token:   $tok"
-echo "RSS after ${warmup}s: $((rss / 1024)).$(( (rss % 1024) * 10 / 1024 )) MiB (peak $((hwm / 1024)) MiB), $threads threads"
+mib() { awk "BEGIN { printf \"%.1f\", $1 / 1024 }"; } # KiB → MiB
+echo "RSS after ${warmup}s: $(mib "$rss") MiB (peak $(mib "$hwm") MiB), $threads threads"
 echo "over ${idle}s idle: CPU $(( (t1 - t0) * 1000 / hz )) ms, $((c1 - c0)) context switches"

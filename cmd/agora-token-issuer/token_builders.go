@@ -79,8 +79,11 @@ func tokenRTC(env *tokenEnv, args []string) error {
 	if *channel == "" {
 		return usagef("--channel is required")
 	}
-	if err := accesstoken.ValidateChannel(*channel); err != nil {
-		return fmt.Errorf("--channel: %w", err)
+	// "*" (any channel) is legal in a token when asked for explicitly.
+	if *channel != accesstoken.WildcardChannel {
+		if err := accesstoken.ValidateChannel(*channel); err != nil {
+			return fmt.Errorf("--channel: %w", err)
+		}
 	}
 	if isSet(fs, "uid") == isSet(fs, "account") {
 		return usagef("give exactly one of --uid and --account")

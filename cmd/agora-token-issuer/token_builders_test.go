@@ -56,6 +56,10 @@ func TestTokenConvenienceBuilders(t *testing.T) {
 			func(b *accesstoken.Builder) (string, error) {
 				return b.RTCWithUID("cam-42", 0, accesstoken.RoleSubscriber, 3600, 600)
 			}},
+		{"rtc any channel", []string{"rtc", "--channel", "*", "--uid", "7", "--role", "subscriber", "--expire", "600"},
+			func(b *accesstoken.Builder) (string, error) {
+				return b.RTCWithUID("*", 7, accesstoken.RoleSubscriber, 600, 600)
+			}},
 		{"rtc account with rtm", []string{"rtc", "--channel", "c", "--account", "alice", "--role", "publisher", "--expire", "600", "--rtm"},
 			func(b *accesstoken.Builder) (string, error) {
 				return b.RTCAndRTM("c", "alice", accesstoken.RolePublisher, 600, 600)

@@ -133,7 +133,7 @@ func (b *Broker) Run(ctx context.Context) error {
 		return errors.New("broker is already running")
 	}
 	srv := mqtt.New(&mqtt.Options{
-		Logger:                 b.log.With("component", "broker"),
+		Logger:                 b.log, // already tagged by the caller
 		InlineClient:           false,
 		SysTopicResendInterval: 10,
 		Capabilities:           capabilities(),
