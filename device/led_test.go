@@ -8,9 +8,10 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"agoratokens/internal/testlog"
 
 	"periph.io/x/conn/v3/gpio"
 	"periph.io/x/conn/v3/gpio/gpiotest"
@@ -54,24 +55,6 @@ func (c *fakeClock) take(t *testing.T, want time.Duration) fakeTimer {
 func (c *fakeClock) expire(t *testing.T, want time.Duration) {
 	t.Helper()
 	c.take(t, want).ch <- time.Time{}
-}
-
-// syncBuffer is a log destination written by Run's goroutine.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
 
 // recPin is periph's test pin that also reports each write.
@@ -334,7 +317,7 @@ func TestFailingWritesLoggedOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 	clock := newFakeClock()
-	var logs syncBuffer
+	var logs testlog.Buffer
 	l, err := NewLED(LEDConfig{Sysfs: dir}, clock, slog.New(slog.NewTextHandler(&logs, nil)))
 	if err != nil {
 		t.Fatal(err)

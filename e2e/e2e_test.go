@@ -17,6 +17,7 @@ import (
 	"agoratokens/accesstoken"
 	"agoratokens/agent"
 	"agoratokens/agent/socket"
+	"agoratokens/internal/testlog"
 	"agoratokens/issuer"
 	"agoratokens/wire"
 )
@@ -336,7 +337,7 @@ state_dir: state
 			if err != nil {
 				t.Fatal(err)
 			}
-			var logs logBuffer
+			var logs testlog.Buffer
 			eng, err := agent.New(*acfg, agent.Deps{Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 			if err != nil {
 				t.Fatal(err)
@@ -353,7 +354,7 @@ state_dir: state
 				return
 			}
 			// A refused key: the agent logs why and hands out nothing.
-			logs.waitFor(t, 10*time.Second, events, "401", "nauthori")
+			testlog.WaitForUnless(t, &logs, 10*time.Second, events, "401", "nauthori")
 			if strings.Contains(logs.String(), tc.key) {
 				t.Fatal("the agent logged its API key")
 			}

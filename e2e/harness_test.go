@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -10,66 +9,14 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"agoratokens/agent"
 	"agoratokens/internal/testbroker"
+	"agoratokens/internal/testlog"
 	"agoratokens/issuer"
 )
-
-// logBuffer collects every log line of a test, so that the test can
-// check that no secret reached one.
-type logBuffer struct {
-	mu      sync.Mutex
-	b       bytes.Buffer
-	changed chan struct{} // closed and replaced on every write
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.changed != nil {
-		close(l.changed)
-		l.changed = nil
-	}
-	return l.b.Write(p)
-}
-
-// waitFor waits until a log line contains one of subs, failing the test
-// after timeout. Any value on fail ends the wait with that failure.
-func (l *logBuffer) waitFor(t *testing.T, timeout time.Duration, fail <-chan agent.Event, subs ...string) {
-	t.Helper()
-	deadline := time.After(timeout)
-	for {
-		l.mu.Lock()
-		text := l.b.String()
-		if l.changed == nil {
-			l.changed = make(chan struct{})
-		}
-		changed := l.changed
-		l.mu.Unlock()
-		for _, s := range subs {
-			if strings.Contains(text, s) {
-				return
-			}
-		}
-		select {
-		case <-changed:
-		case ev := <-fail:
-			t.Fatalf("unexpected event %s %s while waiting for a log line", ev.Kind, ev.Name)
-		case <-deadline:
-			t.Fatalf("no log line with %q within %s:\n%s", subs, timeout, text)
-		}
-	}
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // env is one fleet in miniature: mosquitto with the shipped ACL, an issuer
 // and the files both need.
@@ -81,7 +28,7 @@ type env struct {
 	appID   string
 	certs   []string // certificate values, never logged
 	devices map[string]string
-	logs    *logBuffer
+	logs    *testlog.Buffer
 	log     *slog.Logger
 
 	issuerStop context.CancelFunc
@@ -110,8 +57,8 @@ func writeFile(t *testing.T, path, content string) {
 // with the given ttl.
 func newEnv(t *testing.T, ttl time.Duration, devices ...string) *env {
 	t.Helper()
-	e := &env{t: t, dir: t.TempDir(), appID: randomHex(t), certs: []string{randomHex(t)}, devices: map[string]string{}, logs: &logBuffer{}}
-	e.log = slog.New(slog.NewTextHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	e := &env{t: t, dir: t.TempDir(), appID: randomHex(t), certs: []string{randomHex(t)}, devices: map[string]string{}, logs: &testlog.Buffer{}}
+	e.log = e.logs.Logger()
 	users := map[string]string{"agora-issuer": randomHex(t)}
 	for _, d := range devices {
 		e.devices[d] = randomHex(t)

@@ -18,6 +18,7 @@ import (
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 
 	"agoratokens/internal/testbroker"
+	"agoratokens/internal/testlog"
 	"agoratokens/issuer/devices"
 	"agoratokens/wire"
 )
@@ -28,29 +29,11 @@ const (
 	issuerPass  = "issuer-broker-password-0123456789"
 )
 
-// logBuffer collects a test's logs; checkNoSecrets searches it.
-type logBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // newLogger returns a debug logger writing into a buffer that, when the
 // test ends, must not contain any certificate or broker password.
-func newLogger(t *testing.T) (*slog.Logger, *logBuffer) {
+func newLogger(t *testing.T) (*slog.Logger, *testlog.Buffer) {
 	t.Helper()
-	buf := &logBuffer{}
+	buf := &testlog.Buffer{}
 	t.Cleanup(func() {
 		logs := buf.String()
 		for _, secret := range []string{testCert, testCert2, issuerPass} {
@@ -62,7 +45,7 @@ func newLogger(t *testing.T) (*slog.Logger, *logBuffer) {
 			t.Logf("issuer log:\n%s", logs)
 		}
 	})
-	return slog.New(slog.NewTextHandler(buf, &slog.HandlerOptions{Level: slog.LevelDebug})), buf
+	return buf.Logger(), buf
 }
 
 // setup is an issuer's files in a temp dir.

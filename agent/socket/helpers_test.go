@@ -2,20 +2,18 @@ package socket_test
 
 import (
 	"bufio"
-	"bytes"
 	"encoding/json"
 	"errors"
 	"io"
-	"log/slog"
 	"net"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"agoratokens/agent/socket"
 	"agoratokens/agent/socket/sockettest"
+	"agoratokens/internal/testlog"
 )
 
 // t0 is the tests' start of time.
@@ -108,43 +106,21 @@ func (c *conn) expectClosed() {
 	}
 }
 
-// logBuffer collects log lines for assertions.
-type logBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
-func (l *logBuffer) logger() *slog.Logger {
-	return slog.New(slog.NewTextHandler(l, &slog.HandlerOptions{Level: slog.LevelDebug}))
-}
-
 // fixture is a server over a fake source on an injected clock.
 type fixture struct {
 	clock *sockettest.Clock
 	src   *sockettest.Source
 	srv   *socket.Server
 	stop  func() error
-	logs  *logBuffer
+	logs  *testlog.Buffer
 }
 
 func newFixture(t *testing.T, cfg socket.Config) *fixture {
 	t.Helper()
-	f := &fixture{clock: sockettest.NewClock(t0), logs: &logBuffer{}}
+	f := &fixture{clock: sockettest.NewClock(t0), logs: &testlog.Buffer{}}
 	f.src = sockettest.NewSource("cam-42", f.clock.Now)
 	cfg.Now = f.clock.Now
-	cfg.Logger = f.logs.logger()
+	cfg.Logger = f.logs.Logger()
 	f.srv, f.stop = sockettest.Serve(t, cfg, f.src)
 	return f
 }

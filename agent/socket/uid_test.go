@@ -15,6 +15,7 @@ import (
 
 	"agoratokens/agent/socket"
 	"agoratokens/agent/socket/sockettest"
+	"agoratokens/internal/testlog"
 )
 
 // helperEnv makes the test binary act as a socket client (see TestMain).
@@ -79,8 +80,8 @@ func TestPeerCredentials(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			tt.cfg.Path = filepath.Join(dir, fmt.Sprintf("agent%d.sock", i))
 			tt.cfg.Mode = 0o666 // the file lets anyone in; the peer check decides
-			logs := &logBuffer{}
-			tt.cfg.Logger = logs.logger()
+			logs := &testlog.Buffer{}
+			tt.cfg.Logger = logs.Logger()
 			sockettest.Serve(t, tt.cfg, sockettest.NewSource("cam-42", nil))
 
 			cmd := exec.Command(helper)

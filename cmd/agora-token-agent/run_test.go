@@ -11,12 +11,12 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"agoratokens/accesstoken"
+	"agoratokens/internal/testlog"
 	"agoratokens/wire"
 )
 
@@ -46,7 +46,7 @@ func TestRunServesOverSocket(t *testing.T) {
 	notify := listenNotify(t, dir)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan int, 1)
-	var errb syncBuffer
+	var errb testlog.Buffer
 	go func() { done <- run(ctx, []string{"run", "--config", cfgPath}, &bytes.Buffer{}, &errb) }()
 	defer func() {
 		cancel()
@@ -119,7 +119,7 @@ func TestRunReloadsOnSIGHUP(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	done := make(chan int, 1)
-	var errb syncBuffer
+	var errb testlog.Buffer
 	go func() { done <- run(ctx, []string{"run", "--config", cfgPath}, &bytes.Buffer{}, &errb) }()
 	waitReady(t, notify, done, &errb)
 
@@ -127,7 +127,7 @@ func TestRunReloadsOnSIGHUP(t *testing.T) {
 	if err := syscall.Kill(os.Getpid(), syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
-	errb.waitFor(t, "reload refused")
+	errb.WaitFor(t, 10*time.Second, "reload refused")
 	if !strings.Contains(errb.String(), "no_such_key") {
 		t.Fatalf("the refusal does not name the bad key:\n%s", errb.String())
 	}
@@ -137,7 +137,7 @@ func TestRunReloadsOnSIGHUP(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitReady(t, notify, done, &errb) // after RELOADING=1
-	errb.waitFor(t, "reloading")
+	errb.WaitFor(t, 10*time.Second, "reloading")
 	c, err := net.Dial("unix", filepath.Join(dir, "agent.sock"))
 	if err != nil {
 		t.Fatalf("socket after reload: %v", err)
@@ -186,7 +186,7 @@ func listenNotify(t *testing.T, dir string) *net.UnixConn {
 }
 
 // waitReady waits for the agent's READY=1.
-func waitReady(t *testing.T, c *net.UnixConn, done <-chan int, errb *syncBuffer) {
+func waitReady(t *testing.T, c *net.UnixConn, done <-chan int, errb *testlog.Buffer) {
 	t.Helper()
 	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
 	buf := make([]byte, 4096)
@@ -206,50 +206,4 @@ func waitReady(t *testing.T, c *net.UnixConn, done <-chan int, errb *syncBuffer)
 			}
 		}
 	}
-}
-
-// syncBuffer is a bytes.Buffer safe for the agent's goroutines to log to.
-type syncBuffer struct {
-	mu      sync.Mutex
-	b       bytes.Buffer
-	changed chan struct{} // closed on the next write
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.changed != nil {
-		close(s.changed)
-		s.changed = nil
-	}
-	return s.b.Write(p)
-}
-
-// waitFor waits until the log holds sub.
-func (s *syncBuffer) waitFor(t *testing.T, sub string) {
-	t.Helper()
-	deadline := time.After(10 * time.Second)
-	for {
-		s.mu.Lock()
-		found := strings.Contains(s.b.String(), sub)
-		if s.changed == nil {
-			s.changed = make(chan struct{})
-		}
-		changed := s.changed
-		s.mu.Unlock()
-		if found {
-			return
-		}
-		select {
-		case <-changed:
-		case <-deadline:
-			t.Fatalf("no %q in the log:\n%s", sub, s.String())
-		}
-	}
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

@@ -9,69 +9,19 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"agoratokens/internal/testbroker"
+	"agoratokens/internal/testlog"
 	"agoratokens/issuer"
 	"agoratokens/issuer/devices"
 	"agoratokens/wire"
 )
 
-// lockedBuffer is an io.Writer safe for the server's goroutines that
-// lets a test wait for a line.
-type lockedBuffer struct {
-	mu      sync.Mutex
-	b       bytes.Buffer
-	changed chan struct{}
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.changed != nil {
-		close(l.changed)
-		l.changed = nil
-	}
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
-// waitFor waits until the buffer contains s, or done yields, or timeout.
-func (l *lockedBuffer) waitFor(t *testing.T, s string, done <-chan int) {
-	t.Helper()
-	timer := time.NewTimer(15 * time.Second)
-	defer timer.Stop()
-	for {
-		l.mu.Lock()
-		if strings.Contains(l.b.String(), s) {
-			l.mu.Unlock()
-			return
-		}
-		if l.changed == nil {
-			l.changed = make(chan struct{})
-		}
-		ch := l.changed
-		l.mu.Unlock()
-		select {
-		case <-ch:
-		case code := <-done:
-			t.Fatalf("exited %d before logging %q:\n%s", code, s, l.String())
-		case <-timer.C:
-			t.Fatalf("no %q in the log:\n%s", s, l.String())
-		}
-	}
-}
-
 func runCmd(t *testing.T, ctx context.Context, args ...string) (int, string, string) {
 	t.Helper()
-	var out, errb lockedBuffer
+	var out, errb testlog.Buffer
 	code := run(ctx, args, strings.NewReader(""), &out, &errb)
 	return code, out.String(), errb.String()
 }
@@ -125,11 +75,11 @@ func TestInitCheckServe(t *testing.T) {
 	notify := listenNotify(t, t.TempDir())
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan int, 1)
-	var serveErr lockedBuffer
+	var serveErr testlog.Buffer
 	go func() {
 		done <- run(ctx, []string{"serve", "--config", cfgPath}, strings.NewReader(""), &bytes.Buffer{}, &serveErr)
 	}()
-	serveErr.waitFor(t, "connected and serving", done)
+	testlog.WaitForUnless(t, &serveErr, 15*time.Second, done, "connected and serving")
 	waitNotify(t, notify, "READY=1") // Type=notify in the systemd unit
 	c := testbroker.Connect(t, "tcp://"+addr, testbroker.ClientOptions{ClientID: "dev-1", Username: "dev-1", Password: pw})
 	topics := wire.NewTopics("")

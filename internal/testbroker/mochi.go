@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"agoratokens/internal/testlog"
 	"agoratokens/issuer/broker"
 	"agoratokens/issuer/devices"
 )
@@ -42,7 +43,7 @@ type Mochi struct {
 	TopicRoot string
 
 	t      testing.TB
-	log    *logBuffer
+	log    *testlog.Buffer
 	logger *slog.Logger
 
 	mu      sync.Mutex
@@ -62,7 +63,7 @@ func StartMochi(t testing.TB, opts MochiOptions) *Mochi {
 		ServicePassword: opts.ServicePassword,
 		TopicRoot:       opts.TopicRoot,
 		t:               t,
-		log:             &logBuffer{},
+		log:             &testlog.Buffer{},
 		logger:          opts.Logger,
 		secrets:         map[string]string{},
 	}
@@ -73,7 +74,7 @@ func StartMochi(t testing.TB, opts MochiOptions) *Mochi {
 		m.ServicePassword = "test-service-password-0123456789"
 	}
 	if m.logger == nil {
-		m.logger = slog.New(slog.NewTextHandler(m.log, &slog.HandlerOptions{Level: slog.LevelDebug}))
+		m.logger = m.log.Logger()
 	}
 	f := devices.New()
 	for _, d := range opts.Devices {

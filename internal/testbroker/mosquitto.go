@@ -7,7 +7,6 @@ package testbroker
 
 import (
 	"bufio"
-	"bytes"
 	"fmt"
 	"io"
 	"net"
@@ -22,6 +21,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"agoratokens/internal/testlog"
 )
 
 // startTimeout bounds how long a broker may take to start listening.
@@ -60,7 +61,7 @@ type Mosquitto struct {
 	ConfigFile string
 
 	t   testing.TB
-	log *logBuffer
+	log *testlog.Buffer
 
 	mu   sync.Mutex
 	cmd  *exec.Cmd
@@ -83,7 +84,7 @@ func StartMosquitto(t testing.TB, opts MosquittoOptions) *Mosquitto {
 		Addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)),
 		Dir:  dir,
 		t:    t,
-		log:  &logBuffer{},
+		log:  &testlog.Buffer{},
 	}
 	m.URL = "tcp://" + m.Addr
 	conf, err := m.writeConfig(port, opts)
@@ -189,7 +190,7 @@ func (m *Mosquitto) start(bin string) error {
 		signalled := false
 		for sc.Scan() {
 			line := sc.Text()
-			m.log.WriteLine(line)
+			fmt.Fprintln(m.log, line)
 			if !signalled && strings.Contains(line, " running") {
 				signalled = true
 				close(ready)
@@ -253,12 +254,12 @@ func (m *Mosquitto) Reload() {
 	if cmd == nil {
 		m.t.Fatal("reload mosquitto: not running")
 	}
-	before := m.log.Count("eloading config")
+	before := strings.Count(m.log.String(), "eloading config")
 	if err := cmd.Process.Signal(syscall.SIGHUP); err != nil {
 		m.t.Fatalf("reload mosquitto: %v", err)
 	}
 	// mosquitto logs "Reloading config." once it has handled the signal.
-	if !m.log.WaitFor(func(b *logBuffer) bool { return b.countLocked("eloading config") > before }, startTimeout) {
+	if !m.log.Wait(startTimeout, func(log string) bool { return strings.Count(log, "eloading config") > before }) {
 		m.t.Fatalf("mosquitto did not log a config reload within %v\nlog:\n%s", startTimeout, m.Log())
 	}
 }
@@ -295,84 +296,11 @@ func waitDial(addr string, timeout time.Duration) error {
 	}
 }
 
-// logBuffer collects a broker's log lines, safe for concurrent use, and
-// lets a test wait for a line.
-type logBuffer struct {
-	mu      sync.Mutex
-	buf     bytes.Buffer
-	changed chan struct{}
-}
-
-// Write implements io.Writer.
-func (b *logBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	b.buf.Write(p)
-	b.notifyLocked()
-	return len(p), nil
-}
-
-// WriteLine appends one line.
-func (b *logBuffer) WriteLine(s string) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	b.buf.WriteString(s)
-	b.buf.WriteByte('\n')
-	b.notifyLocked()
-}
-
-func (b *logBuffer) notifyLocked() {
-	if b.changed != nil {
-		close(b.changed)
-		b.changed = nil
-	}
-}
-
-// String returns the whole log.
-func (b *logBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
-// Count counts occurrences of s in the log.
-func (b *logBuffer) Count(s string) int {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.countLocked(s)
-}
-
-func (b *logBuffer) countLocked(s string) int { return bytes.Count(b.buf.Bytes(), []byte(s)) }
-
-// WaitFor waits until cond (called with the lock held) holds or the
-// timeout passes, reporting which.
-func (b *logBuffer) WaitFor(cond func(*logBuffer) bool, timeout time.Duration) bool {
-	timer := time.NewTimer(timeout)
-	defer timer.Stop()
-	for {
-		b.mu.Lock()
-		if cond(b) {
-			b.mu.Unlock()
-			return true
-		}
-		if b.changed == nil {
-			b.changed = make(chan struct{})
-		}
-		ch := b.changed
-		b.mu.Unlock()
-		select {
-		case <-ch:
-		case <-timer.C:
-			return false
-		}
-	}
-}
-
 // WaitLog waits until mosquitto's log contains s, failing the test after
 // the timeout.
 func (m *Mosquitto) WaitLog(s string, timeout time.Duration) {
 	m.t.Helper()
-	if !m.log.WaitFor(func(b *logBuffer) bool { return b.countLocked(s) > 0 }, timeout) {
+	if !m.log.Wait(timeout, func(log string) bool { return strings.Contains(log, s) }) {
 		m.t.Fatalf("mosquitto log has no %q after %v\nlog:\n%s", s, timeout, m.Log())
 	}
 }

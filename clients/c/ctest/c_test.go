@@ -10,13 +10,13 @@ import (
 	"context"
 	"os/exec"
 	"path/filepath"
-	"sync"
 	"testing"
 	"time"
 
 	"agoratokens/agent"
 	"agoratokens/agent/socket"
 	"agoratokens/agent/socket/sockettest"
+	"agoratokens/internal/testlog"
 )
 
 var cflags = []string{"-std=c99", "-O2", "-Wall", "-Wextra", "-Werror", "-pedantic"}
@@ -48,24 +48,6 @@ func TestJSONExtractor(t *testing.T) {
 	}
 }
 
-// lockedBuffer collects the example's stderr for failure messages.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // TestExample runs the example program against a real socket server:
 // it joins with the current token, renews on each pushed token, and
 // reconnects when the agent restarts.
@@ -89,7 +71,7 @@ func TestExample(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, bin, "-s", path, "-n", "3", "video")
-	stderr := &lockedBuffer{}
+	stderr := &testlog.Buffer{}
 	cmd.Stderr = stderr
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
