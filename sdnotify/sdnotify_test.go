@@ -3,46 +3,26 @@ package sdnotify
 import (
 	"bytes"
 	"log/slog"
-	"net"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"agoratokens/sdnotify/sdnotifytest"
 )
 
-// notifySocket is a stand-in for systemd's notify socket: a real
-// unixgram socket in a temp dir, named by NOTIFY_SOCKET.
-func notifySocket(t *testing.T) *net.UnixConn {
+// expectMsg checks that the next notification is exactly want.
+func expectMsg(t *testing.T, sock *sdnotifytest.Socket, want string) {
 	t.Helper()
-	path := filepath.Join(t.TempDir(), "notify.sock")
-	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: path, Net: "unixgram"})
-	if err != nil {
-		t.Fatalf("listen %s: %v", path, err)
-	}
-	t.Cleanup(func() { conn.Close() })
-	t.Setenv("NOTIFY_SOCKET", path)
-	return conn
-}
-
-func expectMsg(t *testing.T, conn *net.UnixConn, want string) {
-	t.Helper()
-	if err := conn.SetReadDeadline(time.Now().Add(5 * time.Second)); err != nil {
-		t.Fatal(err)
-	}
-	buf := make([]byte, 4096)
-	n, err := conn.Read(buf)
-	if err != nil {
-		t.Fatalf("waiting for %q: %v", want, err)
-	}
-	if got := string(buf[:n]); got != want {
+	if got := sock.Next(5 * time.Second); got != want {
 		t.Fatalf("systemd got %q, want %q", got, want)
 	}
 }
 
 func TestNotifications(t *testing.T) {
-	conn := notifySocket(t)
+	sock := sdnotifytest.Listen(t)
 	t.Setenv("WATCHDOG_USEC", "3000000")
 	t.Setenv("WATCHDOG_PID", strconv.Itoa(os.Getpid()))
 	n := New(nil)
@@ -56,22 +36,22 @@ func TestNotifications(t *testing.T) {
 	if err := n.Ready(); err != nil {
 		t.Fatalf("Ready: %v", err)
 	}
-	expectMsg(t, conn, "READY=1")
+	expectMsg(t, sock, "READY=1")
 
 	n.Status("broker connected;\nvideo valid 58m12s")
-	expectMsg(t, conn, "STATUS=broker connected; video valid 58m12s")
+	expectMsg(t, sock, "STATUS=broker connected; video valid 58m12s")
 	n.Status("broker connected; video valid 58m12s") // same: not sent again
 	n.Ping()
-	expectMsg(t, conn, "WATCHDOG=1")
+	expectMsg(t, sock, "WATCHDOG=1")
 
 	n.Reloading()
-	expectMsg(t, conn, "RELOADING=1")
+	expectMsg(t, sock, "RELOADING=1")
 	n.Stopping()
-	expectMsg(t, conn, "STOPPING=1")
+	expectMsg(t, sock, "STOPPING=1")
 }
 
 func TestWatchdogForAnotherProcess(t *testing.T) {
-	conn := notifySocket(t)
+	sock := sdnotifytest.Listen(t)
 	t.Setenv("WATCHDOG_USEC", "3000000")
 	t.Setenv("WATCHDOG_PID", strconv.Itoa(os.Getpid()+1))
 	n := New(nil)
@@ -80,11 +60,11 @@ func TestWatchdogForAnotherProcess(t *testing.T) {
 	}
 	n.Ping() // not sent: no watchdog for us
 	n.Stopping()
-	expectMsg(t, conn, "STOPPING=1")
+	expectMsg(t, sock, "STOPPING=1")
 }
 
 func TestBadWatchdogUsec(t *testing.T) {
-	notifySocket(t)
+	sdnotifytest.Listen(t)
 	t.Setenv("WATCHDOG_USEC", "soon")
 	var logs bytes.Buffer
 	n := New(slog.New(slog.NewTextHandler(&logs, nil)))

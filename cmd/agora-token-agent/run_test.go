@@ -17,6 +17,7 @@ import (
 
 	"agoratokens/accesstoken"
 	"agoratokens/internal/testlog"
+	"agoratokens/sdnotify/sdnotifytest"
 	"agoratokens/wire"
 )
 
@@ -43,7 +44,7 @@ func TestRunServesOverSocket(t *testing.T) {
 	writeFile(t, cfgPath, "device_id: cam-1\nhttp: {url: "+srv.URL+", bearer_token_file: api-key}\ntokens: [video]\n"+
 		"state_dir: state\nsocket: {path: agent.sock}\n", 0o644)
 
-	notify := listenNotify(t, dir)
+	notify := sdnotifytest.Listen(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan int, 1)
 	var errb testlog.Buffer
@@ -115,7 +116,7 @@ func TestRunReloadsOnSIGHUP(t *testing.T) {
 		"state_dir: state\nsocket: {path: agent.sock}\n"
 	writeFile(t, cfgPath, good, 0o644)
 
-	notify := listenNotify(t, dir)
+	notify := sdnotifytest.Listen(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	done := make(chan int, 1)
@@ -172,38 +173,15 @@ func TestRunReloadsOnSIGHUP(t *testing.T) {
 	}
 }
 
-// listenNotify stands in for systemd: a datagram socket in NOTIFY_SOCKET.
-func listenNotify(t *testing.T, dir string) *net.UnixConn {
-	t.Helper()
-	path := filepath.Join(dir, "notify")
-	c, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: path, Net: "unixgram"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
-	t.Setenv("NOTIFY_SOCKET", path)
-	return c
-}
-
 // waitReady waits for the agent's READY=1.
-func waitReady(t *testing.T, c *net.UnixConn, done <-chan int, errb *testlog.Buffer) {
+func waitReady(t *testing.T, notify *sdnotifytest.Socket, done <-chan int, errb *testlog.Buffer) {
 	t.Helper()
-	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
-	buf := make([]byte, 4096)
-	for {
-		n, err := c.Read(buf)
-		if err != nil {
-			select {
-			case code := <-done:
-				t.Fatalf("run exited %d: %s", code, errb.String())
-			default:
-			}
-			t.Fatalf("no READY=1 from the agent: %v\n%s", err, errb.String())
+	if err := notify.Wait("READY=1", 10*time.Second); err != nil {
+		select {
+		case code := <-done:
+			t.Fatalf("run exited %d: %s", code, errb.String())
+		default:
 		}
-		for _, l := range strings.Split(string(buf[:n]), "\n") {
-			if l == "READY=1" {
-				return
-			}
-		}
+		t.Fatalf("no READY=1 from the agent: %v\n%s", err, errb.String())
 	}
 }

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"net"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -16,6 +15,7 @@ import (
 	"agoratokens/internal/testlog"
 	"agoratokens/issuer"
 	"agoratokens/issuer/devices"
+	"agoratokens/sdnotify/sdnotifytest"
 	"agoratokens/wire"
 )
 
@@ -72,7 +72,7 @@ func TestInitCheckServe(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	notify := listenNotify(t, t.TempDir())
+	notify := sdnotifytest.Listen(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan int, 1)
 	var serveErr testlog.Buffer
@@ -80,7 +80,7 @@ func TestInitCheckServe(t *testing.T) {
 		done <- run(ctx, []string{"serve", "--config", cfgPath}, strings.NewReader(""), &bytes.Buffer{}, &serveErr)
 	}()
 	testlog.WaitForUnless(t, &serveErr, 15*time.Second, done, "connected and serving")
-	waitNotify(t, notify, "READY=1") // Type=notify in the systemd unit
+	notify.Expect("READY=1", 10*time.Second) // Type=notify in the systemd unit
 	c := testbroker.Connect(t, "tcp://"+addr, testbroker.ClientOptions{ClientID: "dev-1", Username: "dev-1", Password: pw})
 	topics := wire.NewTopics("")
 	replies := testbroker.Subscribe(t, c, topics.Token("dev-1"))
@@ -115,7 +115,7 @@ func TestInitCheckServe(t *testing.T) {
 	case <-time.After(30 * time.Second):
 		t.Fatal("serve did not stop")
 	}
-	waitNotify(t, notify, "STOPPING=1")
+	notify.Expect("STOPPING=1", 10*time.Second)
 	if strings.Contains(serveErr.String(), secret) {
 		t.Fatal("serve logged the certificate")
 	}
@@ -173,38 +173,5 @@ func TestInitFromEnvironment(t *testing.T) {
 	t.Setenv("AGORA_APP_CERTIFICATE", "")
 	if code, _, errOut := runCmd(t, context.Background(), "init", t.TempDir()); code != 2 || !strings.Contains(errOut, "set both") {
 		t.Fatalf("init with only an app id: %d %s", code, errOut)
-	}
-}
-
-// listenNotify stands in for systemd: a datagram socket in NOTIFY_SOCKET.
-func listenNotify(t *testing.T, dir string) *net.UnixConn {
-	t.Helper()
-	path := filepath.Join(dir, "notify")
-	c, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: path, Net: "unixgram"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
-	t.Setenv("NOTIFY_SOCKET", path)
-	return c
-}
-
-// waitNotify waits for a notification line such as READY=1.
-func waitNotify(t *testing.T, c *net.UnixConn, want string) {
-	t.Helper()
-	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
-	buf := make([]byte, 4096)
-	var seen []string
-	for {
-		n, err := c.Read(buf)
-		if err != nil {
-			t.Fatalf("no %s on NOTIFY_SOCKET (saw %q): %v", want, seen, err)
-		}
-		for _, l := range strings.Split(string(buf[:n]), "\n") {
-			if l == want {
-				return
-			}
-			seen = append(seen, l)
-		}
 	}
 }
