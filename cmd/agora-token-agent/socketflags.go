@@ -10,6 +10,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"agoratokens/agent/client"
 	"agoratokens/agent/socket"
 )
 
@@ -86,4 +87,61 @@ func parseArgs(fs *flag.FlagSet, args []string) (pos []string, ok bool, code int
 		pos = append(pos, args[0])
 		args = args[1:]
 	}
+}
+
+// agentCommand is one of the commands that talk to a running agent over
+// its socket (token, status, watch): they share flags, argument checks,
+// dialing and the form of their error messages.
+type agentCommand struct {
+	name   string
+	fs     *flag.FlagSet
+	sf     socketFlags
+	stderr io.Writer
+}
+
+// newAgentCommand returns the command with the socket flags registered;
+// usage lines are printed above the flags' defaults. More flags may be
+// added to fs before dial.
+func newAgentCommand(name string, stderr io.Writer, usage ...string) *agentCommand {
+	a := &agentCommand{name: name, fs: flag.NewFlagSet(name, flag.ContinueOnError), stderr: stderr}
+	a.fs.SetOutput(stderr)
+	a.fs.Usage = func() {
+		for _, l := range usage {
+			fmt.Fprintln(stderr, l)
+		}
+		a.fs.PrintDefaults()
+	}
+	a.sf.register(a.fs)
+	return a
+}
+
+// dial parses args, checks the number of positional arguments with
+// posOK (nil takes any), and connects to the agent. On failure c is nil,
+// the reason has been printed and code is the exit code: 0 after -h, 2
+// for a usage error, 1 if the agent cannot be reached.
+func (a *agentCommand) dial(args []string, posOK func(n int) bool) (c *client.Client, pos []string, code int) {
+	pos, ok, code := parseArgs(a.fs, args)
+	if !ok {
+		return nil, nil, code
+	}
+	if posOK != nil && !posOK(len(pos)) {
+		a.fs.Usage()
+		return nil, nil, 2
+	}
+	path, err := a.sf.path()
+	if err != nil {
+		a.fail(err)
+		return nil, nil, 2
+	}
+	c, err = client.Dial(path)
+	if err != nil {
+		return nil, nil, a.fail(err)
+	}
+	return c, pos, 0
+}
+
+// fail prints err as the command's error and returns exit code 1.
+func (a *agentCommand) fail(err error) int {
+	fmt.Fprintf(a.stderr, "agora-token-agent %s: %v\n", a.name, err)
+	return 1
 }

@@ -3,53 +3,30 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"flag"
 	"fmt"
 	"io"
 	"text/tabwriter"
 	"time"
 
-	"agoratokens/agent/client"
 	"agoratokens/agent/socket"
 )
 
 // runStatus prints the agent's state as a table, or the protocol's
 // status line with --json. It never prints a token.
 func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("status", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		fmt.Fprintln(stderr, "Usage: agora-token-agent status [--json] [--config FILE | --socket PATH]")
-		fs.PrintDefaults()
-	}
-	asJSON := fs.Bool("json", false, "print the agent's status reply as JSON")
-	var sf socketFlags
-	sf.register(fs)
-	pos, ok, code := parseArgs(fs, args)
-	if !ok {
+	cmd := newAgentCommand("status", stderr,
+		"Usage: agora-token-agent status [--json] [--config FILE | --socket PATH]")
+	asJSON := cmd.fs.Bool("json", false, "print the agent's status reply as JSON")
+	c, _, code := cmd.dial(args, func(n int) bool { return n == 0 })
+	if c == nil {
 		return code
-	}
-	if len(pos) != 0 {
-		fs.Usage()
-		return 2
-	}
-	path, err := sf.path()
-	if err != nil {
-		fmt.Fprintln(stderr, "agora-token-agent status:", err)
-		return 2
-	}
-	c, err := client.Dial(path)
-	if err != nil {
-		fmt.Fprintln(stderr, "agora-token-agent status:", err)
-		return 1
 	}
 	defer c.Close()
 	ctx, cancel := context.WithTimeout(ctx, requestTimeout)
 	defer cancel()
 	m, err := c.Do(ctx, socket.Request{Op: socket.OpStatus})
 	if err != nil {
-		fmt.Fprintln(stderr, "agora-token-agent status:", err)
-		return 1
+		return cmd.fail(err)
 	}
 	if *asJSON {
 		m.ID = ""

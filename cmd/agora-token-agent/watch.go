@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"flag"
 	"fmt"
 	"io"
 
@@ -15,40 +14,22 @@ import (
 // line (the protocol's own lines), until interrupted. Losing the agent
 // prints a "disconnected" line; the watch reconnects by itself.
 func runWatch(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("watch", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		fmt.Fprintln(stderr, "Usage: agora-token-agent watch [NAME...] [--config FILE | --socket PATH]")
-		fmt.Fprintln(stderr, "Prints token, will_expire and expired events (of NAMEs, or all) until interrupted.")
-		fs.PrintDefaults()
-	}
-	var sf socketFlags
-	sf.register(fs)
-	names, ok, code := parseArgs(fs, args)
-	if !ok {
+	cmd := newAgentCommand("watch", stderr,
+		"Usage: agora-token-agent watch [NAME...] [--config FILE | --socket PATH]",
+		"Prints token, will_expire and expired events (of NAMEs, or all) until interrupted.")
+	c, names, code := cmd.dial(args, nil)
+	if c == nil {
 		return code
-	}
-	path, err := sf.path()
-	if err != nil {
-		fmt.Fprintln(stderr, "agora-token-agent watch:", err)
-		return 2
-	}
-	c, err := client.Dial(path)
-	if err != nil {
-		fmt.Fprintln(stderr, "agora-token-agent watch:", err)
-		return 1
 	}
 	defer c.Close()
 	events, err := c.Watch(ctx, names...)
 	if err != nil {
-		fmt.Fprintln(stderr, "agora-token-agent watch:", err)
-		return 1
+		return cmd.fail(err)
 	}
 	enc := json.NewEncoder(stdout)
 	for ev := range events {
 		if err := enc.Encode(eventLine(ev)); err != nil {
-			fmt.Fprintln(stderr, "agora-token-agent watch:", err)
-			return 1
+			return cmd.fail(err)
 		}
 	}
 	return 0
