@@ -2,8 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
-	"flag"
 	"fmt"
 	"io"
 
@@ -18,21 +16,11 @@ summary without secrets. Exit code 0: valid; 1: invalid.
 `
 
 func runCheckConfig(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("check-config", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() { fmt.Fprint(stderr, checkConfigUsage); fs.PrintDefaults() }
-	configPath := fs.String("config", "", "issuer config file (YAML)")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		return 2
+	configPath, code, ok := parseConfigOnly("check-config", checkConfigUsage, args, stderr)
+	if !ok {
+		return code
 	}
-	if *configPath == "" || fs.NArg() != 0 {
-		fmt.Fprint(stderr, "agora-token-issuer check-config: --config FILE is required and nothing else\n\n"+checkConfigUsage)
-		return 2
-	}
-	if err := issuer.Check(*configPath, stdout); err != nil {
+	if err := issuer.Check(configPath, stdout); err != nil {
 		fmt.Fprintf(stderr, "agora-token-issuer check-config: %v\n", err)
 		return 1
 	}

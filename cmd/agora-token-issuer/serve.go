@@ -2,8 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -25,23 +23,13 @@ credentials; an invalid reload keeps the running ones and logs why.
 `
 
 func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() { fmt.Fprint(stderr, serveUsage); fs.PrintDefaults() }
-	configPath := fs.String("config", "", "issuer config file (YAML)")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		return 2
-	}
-	if *configPath == "" || fs.NArg() != 0 {
-		fmt.Fprint(stderr, "agora-token-issuer serve: --config FILE is required and nothing else\n\n"+serveUsage)
-		return 2
+	configPath, code, ok := parseConfigOnly("serve", serveUsage, args, stderr)
+	if !ok {
+		return code
 	}
 	level := new(slog.LevelVar)
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
-	svc, err := issuer.New(issuer.Options{ConfigFile: *configPath, Logger: log, LogLevel: level})
+	svc, err := issuer.New(issuer.Options{ConfigFile: configPath, Logger: log, LogLevel: level})
 	if err != nil {
 		fmt.Fprintf(stderr, "agora-token-issuer serve: %v\n", err)
 		return 1
@@ -63,7 +51,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		}
 	}()
 	go tellSystemd(ctx, svc, notify)
-	log.Info("starting", "config", *configPath, "issuer", svc.Name())
+	log.Info("starting", "config", configPath, "issuer", svc.Name())
 	err = svc.Run(ctx)
 	notify.Stopping()
 	if err != nil {
