@@ -13,24 +13,13 @@ import (
 // runCheckConfig validates a config file (and the secret files it names)
 // the way run loads it, and prints a summary without any secret.
 func runCheckConfig(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("check-config", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	path := fs.String("config", defaultConfig, "config file")
-	if err := fs.Parse(args); err != nil {
-		return 2
-	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "agora-token-agent check-config: unexpected argument %q\n", fs.Arg(0))
-		return 2
-	}
-	cfg, err := agent.LoadConfig(*path)
-	if err != nil {
-		fmt.Fprintln(stderr, "agora-token-agent:", err)
-		return 1
+	cfg, path, code := loadConfigArg("check-config", args, stderr)
+	if cfg == nil {
+		return code
 	}
 	eng, err := agent.New(*cfg, agent.Deps{})
 	if err != nil {
-		fmt.Fprintf(stderr, "agora-token-agent: config %s: %v\n", *path, err)
+		fmt.Fprintf(stderr, "agora-token-agent: config %s: %v\n", path, err)
 		return 1
 	}
 	var source string
@@ -44,6 +33,29 @@ func runCheckConfig(ctx context.Context, args []string, stdout, stderr io.Writer
 		tokens = strings.Join(cfg.Tokens, ", ")
 	}
 	fmt.Fprintf(stdout, "%s: OK\n  device:   %s\n  source:   %s\n  tokens:   %s\n  renew:    %v before expiry\n  state:    %s\n  socket:   %s\n",
-		*path, eng.DeviceID(), source, tokens, cfg.RenewBefore, cfg.StateDir, cfg.Socket.Path)
+		path, eng.DeviceID(), source, tokens, cfg.RenewBefore, cfg.StateDir, cfg.Socket.Path)
 	return 0
+}
+
+// loadConfigArg loads the config named by --config (default
+// defaultConfig), the only argument run and check-config take. On
+// failure cfg is nil, the reason has been printed and code is the exit
+// code: 2 for a usage error, 1 for a config that does not load.
+func loadConfigArg(name string, args []string, stderr io.Writer) (cfg *agent.Config, path string, code int) {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	p := fs.String("config", defaultConfig, "config file")
+	if err := fs.Parse(args); err != nil {
+		return nil, "", 2
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "agora-token-agent %s: unexpected argument %q\n", name, fs.Arg(0))
+		return nil, "", 2
+	}
+	cfg, err := agent.LoadConfig(*p)
+	if err != nil {
+		fmt.Fprintln(stderr, "agora-token-agent:", err)
+		return nil, "", 1
+	}
+	return cfg, *p, 0
 }

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -28,20 +27,9 @@ const defaultConfig = "/etc/agora-token-agent/agent.yaml"
 // engine, the Unix socket, the status LED and the systemd notifications.
 // A clean shutdown (offline status published, socket removed) exits 0.
 func runAgent(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("run", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	path := fs.String("config", defaultConfig, "config file")
-	if err := fs.Parse(args); err != nil {
-		return 2
-	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "agora-token-agent run: unexpected argument %q\n", fs.Arg(0))
-		return 2
-	}
-	cfg, err := agent.LoadConfig(*path)
-	if err != nil {
-		fmt.Fprintln(stderr, "agora-token-agent:", err)
-		return 1
+	cfg, path, code := loadConfigArg("run", args, stderr)
+	if cfg == nil {
+		return code
 	}
 	level := new(slog.LevelVar)
 	level.Set(cfg.LogLevel)
@@ -72,12 +60,12 @@ func runAgent(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 				log.Info("agent stopped")
 				return 0
 			case <-hup:
-				next, err := agent.LoadConfig(*path)
+				next, err := agent.LoadConfig(path)
 				if err != nil {
 					log.Error("reload refused; the running config stays", "err", err)
 					continue
 				}
-				log.Info("reloading", "config", *path)
+				log.Info("reloading", "config", path)
 				notify.Reloading()
 				cfg, reload = next, true
 			}
