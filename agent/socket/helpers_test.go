@@ -125,6 +125,16 @@ func newFixture(t *testing.T, cfg socket.Config) *fixture {
 	return f
 }
 
+// watch dials the server and watches every name, expecting the
+// acknowledgement.
+func (f *fixture) watch(t *testing.T) *conn {
+	t.Helper()
+	c := dial(t, f.srv.Path())
+	c.send(`{"op":"watch"}`)
+	c.expect("watching")
+	return c
+}
+
 // set makes token the current one for name, valid for an hour from now.
 func (f *fixture) set(name, token string) {
 	f.src.Set(sockettest.Token(name, token, time.Hour, f.clock.Now()))

@@ -226,9 +226,7 @@ func TestWatchExpiredAtStart(t *testing.T) {
 	f := newFixture(t, socket.Config{})
 	f.set("video", "007v0")
 	f.clock.Advance(time.Hour + time.Second)
-	c := dial(t, f.srv.Path())
-	c.send(`{"op":"watch"}`)
-	c.expect("watching")
+	c := f.watch(t)
 	if m := c.expect("expired"); m.Name != "video" {
 		t.Fatalf("got %+v", m)
 	}
@@ -242,9 +240,7 @@ func TestWatchExpiredAtStart(t *testing.T) {
 func TestRenew(t *testing.T) {
 	f := newFixture(t, socket.Config{})
 	f.set("video", "007v0")
-	watcher := dial(t, f.srv.Path())
-	watcher.send(`{"op":"watch"}`)
-	watcher.expect("watching")
+	watcher := f.watch(t)
 	watcher.expect("token")
 
 	c := dial(t, f.srv.Path())
@@ -287,9 +283,7 @@ func TestDisconnectMidStream(t *testing.T) {
 	f.set("video", "007v0")
 	var conns []*conn
 	for range 3 {
-		c := dial(t, f.srv.Path())
-		c.send(`{"op":"watch"}`)
-		c.expect("watching")
+		c := f.watch(t)
 		c.expect("token")
 		conns = append(conns, c)
 	}
@@ -332,10 +326,8 @@ func TestSlowClientDropped(t *testing.T) {
 	const events = 200
 	f := newFixture(t, socket.Config{QueueLen: 4})
 	f.set("video", "007v0")
-	slow, fast := dial(t, f.srv.Path()), dial(t, f.srv.Path())
+	slow, fast := f.watch(t), f.watch(t)
 	for _, c := range []*conn{slow, fast} {
-		c.send(`{"op":"watch"}`)
-		c.expect("watching")
 		c.expect("token")
 	}
 	pad := strings.Repeat("A", 16<<10) // fills the slow client's socket buffer fast
@@ -375,9 +367,7 @@ func TestSlowClientDropped(t *testing.T) {
 func TestShutdown(t *testing.T) {
 	f := newFixture(t, socket.Config{})
 	f.set("video", "007v0")
-	c := dial(t, f.srv.Path())
-	c.send(`{"op":"watch"}`)
-	c.expect("watching")
+	c := f.watch(t)
 	c.expect("token")
 	if err := f.stop(); err != nil {
 		t.Fatalf("Run: %v", err)
@@ -396,9 +386,7 @@ func TestShutdown(t *testing.T) {
 func TestResubscribe(t *testing.T) {
 	f := newFixture(t, socket.Config{})
 	f.set("video", "007v0")
-	c := dial(t, f.srv.Path())
-	c.send(`{"op":"watch"}`)
-	c.expect("watching")
+	c := f.watch(t)
 	c.expect("token")
 	f.src.DropSubscribers()
 	f.set("video", "007v1") // nobody subscribed: this event is lost
@@ -420,9 +408,7 @@ func TestResubscribe(t *testing.T) {
 func TestEventWhileResubscribing(t *testing.T) {
 	f := newFixture(t, socket.Config{})
 	f.set("video", "007v0")
-	c := dial(t, f.srv.Path())
-	c.send(`{"op":"watch"}`)
-	c.expect("watching")
+	c := f.watch(t)
 	c.expect("token")
 	var once sync.Once
 	f.src.SetSubscribeHook(func() { once.Do(func() { f.set("video", "007v1") }) })
@@ -457,10 +443,8 @@ func TestSubscribedWhenReady(t *testing.T) {
 func TestShutdownStuckClient(t *testing.T) {
 	f := newFixture(t, socket.Config{QueueLen: 1024})
 	f.set("video", "007v0")
-	stuck, probe := dial(t, f.srv.Path()), dial(t, f.srv.Path())
+	stuck, probe := f.watch(t), f.watch(t)
 	for _, c := range []*conn{stuck, probe} {
-		c.send(`{"op":"watch"}`)
-		c.expect("watching")
 		c.expect("token")
 	}
 	pad := strings.Repeat("A", 16<<10)
