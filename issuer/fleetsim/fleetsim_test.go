@@ -168,27 +168,14 @@ func TestSimulatedFleetAgainstEmbeddedBroker(t *testing.T) {
 	seed := bytes.Repeat([]byte{3}, seedBytes)
 	creds := filepath.Join(t.TempDir(), "devices.yaml")
 	const n = 50
-	names := make([]string, n)
-	for i := range names {
-		names[i] = DeviceName("dev-sim-", i)
-	}
+	names := simNames(n)
 	if err := Register(creds, FormatIssuer, seed, names); err != nil {
 		t.Fatal(err)
 	}
 	url := startBroker(t, creds)
 	responder(t, url, "issuer", "issuer-pw-0123456789", names[7], names[9])
 
-	sim, err := New(Config{BrokerURL: url, Devices: n, Seed: seed, AppID: appID, Certificates: []string{cert}, Timeout: 2 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	res, err := sim.Run(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out bytes.Buffer
-	res.Print(&out)
-	t.Logf("\n%s", out.String())
+	res, out := simulate(t, Config{BrokerURL: url, Devices: n, Seed: seed, AppID: appID, Certificates: []string{cert}, Timeout: 2 * time.Second})
 	if res.Connected != n || res.Requests != n || res.Replies != n-2 || res.Tokens != n-2 {
 		t.Fatalf("result %+v", res)
 	}
@@ -198,8 +185,8 @@ func TestSimulatedFleetAgainstEmbeddedBroker(t *testing.T) {
 	if len(res.Latencies) != n-1 || res.Percentile(99) <= 0 || res.Percentile(100) < res.Percentile(50) {
 		t.Fatalf("latencies %v", res.Latencies)
 	}
-	if !strings.Contains(out.String(), "lost 1") || !strings.Contains(out.String(), "forbidden") {
-		t.Fatalf("printed result:\n%s", out.String())
+	if !strings.Contains(out, "lost 1") || !strings.Contains(out, "forbidden") {
+		t.Fatalf("printed result:\n%s", out)
 	}
 }
 
@@ -214,14 +201,7 @@ func TestSimulatorChecksTokens(t *testing.T) {
 	responder(t, url, "issuer", "issuer-pw-0123456789", "", "")
 	// The tokens are signed with cert; a simulator expecting another
 	// certificate counts them as bad.
-	sim, err := New(Config{BrokerURL: url, Devices: 2, Seed: seed, Certificates: []string{"00000000000000000000000000000000"}, Rate: 100})
-	if err != nil {
-		t.Fatal(err)
-	}
-	res, err := sim.Run(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
+	res, _ := simulate(t, Config{BrokerURL: url, Devices: 2, Seed: seed, Certificates: []string{"00000000000000000000000000000000"}, Rate: 100})
 	if res.Errors["bad_reply"] != 2 || res.Replies != 0 {
 		t.Fatalf("result %+v", res)
 	}
@@ -229,14 +209,7 @@ func TestSimulatorChecksTokens(t *testing.T) {
 
 func TestSimulatorUnknownDevicesFailToConnect(t *testing.T) {
 	url := startBroker(t, filepath.Join(t.TempDir(), "none.yaml"))
-	sim, err := New(Config{BrokerURL: url, Devices: 3, Seed: []byte("x"), Timeout: time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	res, err := sim.Run(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
+	res, _ := simulate(t, Config{BrokerURL: url, Devices: 3, Seed: []byte("x"), Timeout: time.Second})
 	if res.ConnectFailed != 3 || res.Requests != 0 || res.OK() {
 		t.Fatalf("result %+v", res)
 	}
@@ -261,4 +234,31 @@ func TestNewValidates(t *testing.T) {
 			}
 		})
 	}
+}
+
+// simNames returns the names of the first n simulated devices.
+func simNames(n int) []string {
+	names := make([]string, n)
+	for i := range names {
+		names[i] = DeviceName("dev-sim-", i)
+	}
+	return names
+}
+
+// simulate runs a simulation with cfg and returns its result and its
+// printed report, which it also logs.
+func simulate(tb testing.TB, cfg Config) (*Result, string) {
+	tb.Helper()
+	sim, err := New(cfg)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	res, err := sim.Run(context.Background())
+	if err != nil {
+		tb.Fatal(err)
+	}
+	var out bytes.Buffer
+	res.Print(&out)
+	tb.Logf("\n%s", out.String())
+	return res, out.String()
 }

@@ -65,28 +65,15 @@ func TestFleetAgainstIssuerEmbedded(t *testing.T) {
 	dir := t.TempDir()
 	seed := bytes.Repeat([]byte{5}, seedBytes)
 	const n = 50
-	names := make([]string, n)
-	for i := range names {
-		names[i] = DeviceName("dev-sim-", i)
-	}
+	names := simNames(n)
 	if err := Register(filepath.Join(dir, "devices.yaml"), FormatIssuer, seed, names); err != nil {
 		t.Fatal(err)
 	}
 	svc := startIssuer(t, dir, "broker:\n  embedded: {listen: \"127.0.0.1:0\", credentials_file: devices.yaml}\n")
-	sim, err := New(Config{BrokerURL: "tcp://" + svc.BrokerAddr(), Devices: n, Seed: seed,
+	res, out := simulate(t, Config{BrokerURL: "tcp://" + svc.BrokerAddr(), Devices: n, Seed: seed,
 		AppID: appID, Certificates: []string{cert}, Timeout: 30 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	res, err := sim.Run(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out bytes.Buffer
-	res.Print(&out)
-	t.Logf("\n%s", out.String())
 	if !res.OK() || res.Tokens != 2*n {
-		t.Fatalf("want every device served with 2 verified tokens:\n%s", out.String())
+		t.Fatalf("want every device served with 2 verified tokens:\n%s", out)
 	}
 }
 
@@ -157,10 +144,7 @@ func BenchmarkFleetBootStorm(b *testing.B) {
 		b.Fatal(err)
 	}
 	seed := bytes.Repeat([]byte{6}, seedBytes)
-	names := make([]string, n)
-	for i := range names {
-		names[i] = DeviceName("dev-sim-", i)
-	}
+	names := simNames(n)
 	dir := b.TempDir()
 	m := startShippedMosquitto(b, dir, seed, names)
 	if err := os.WriteFile(filepath.Join(dir, "broker-password"), []byte(issuerBrokerPassword+"\n"), 0o600); err != nil {
@@ -169,17 +153,7 @@ func BenchmarkFleetBootStorm(b *testing.B) {
 	startIssuer(b, dir, fmt.Sprintf("broker:\n  url: %s\n  username: agora-issuer\n  password_file: broker-password\n", m.URL))
 
 	for b.Loop() {
-		sim, err := New(Config{BrokerURL: m.URL, Devices: n, Seed: seed, AppID: appID, Timeout: 60 * time.Second})
-		if err != nil {
-			b.Fatal(err)
-		}
-		res, err := sim.Run(context.Background())
-		if err != nil {
-			b.Fatal(err)
-		}
-		var out bytes.Buffer
-		res.Print(&out)
-		b.Logf("\n%s", out.String())
+		res, out := simulate(b, Config{BrokerURL: m.URL, Devices: n, Seed: seed, AppID: appID, Timeout: 60 * time.Second})
 		b.ReportMetric(float64(res.Elapsed.Milliseconds()), "served-ms")
 		b.ReportMetric(float64(res.Percentile(50).Milliseconds()), "p50-ms")
 		b.ReportMetric(float64(res.Percentile(99).Milliseconds()), "p99-ms")
@@ -188,7 +162,7 @@ func BenchmarkFleetBootStorm(b *testing.B) {
 		b.ReportMetric(float64(res.ConnectTime.Milliseconds()), "connect-ms")
 		b.ReportMetric(float64(res.Total.Milliseconds()), "total-ms")
 		if !res.OK() {
-			b.Fatalf("storm not fully served:\n%s", out.String())
+			b.Fatalf("storm not fully served:\n%s", out)
 		}
 	}
 }
