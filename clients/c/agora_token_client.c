@@ -502,11 +502,11 @@ static int expect(atc_conn *c, const atc_event *ev, const char *event)
     return ATC_OK;
 }
 
-int atc_get(atc_conn *c, const char *name, char *buf, size_t len)
+/* Sends op for one token name and reads the reply into ev. */
+static int name_request(atc_conn *c, const char *op, const char *name, atc_event *ev)
 {
     char extra[ATC_NAME_MAX * 8];
-    size_t n = 0;
-    atc_event ev;
+    size_t n;
     int rc;
     if ((rc = check_name(c, name)) != ATC_OK)
         return rc;
@@ -514,7 +514,14 @@ int atc_get(atc_conn *c, const char *name, char *buf, size_t len)
     n = strlen(extra);
     if (!append_string(extra, sizeof extra, &n, name))
         return fail(c, ATC_ERR_ARG, "token name too long");
-    if ((rc = request(c, "get", extra, &ev)) != ATC_OK)
+    return request(c, op, extra, ev);
+}
+
+int atc_get(atc_conn *c, const char *name, char *buf, size_t len)
+{
+    atc_event ev;
+    int rc;
+    if ((rc = name_request(c, "get", name, &ev)) != ATC_OK)
         return rc;
     if ((rc = expect(c, &ev, "token")) != ATC_OK)
         return rc;
@@ -557,17 +564,9 @@ int atc_watch(atc_conn *c, const char *const *names)
 
 int atc_renew(atc_conn *c, const char *name)
 {
-    char extra[ATC_NAME_MAX * 8];
-    size_t n;
     atc_event ev;
     int rc;
-    if ((rc = check_name(c, name)) != ATC_OK)
-        return rc;
-    strcpy(extra, ",\"name\":");
-    n = strlen(extra);
-    if (!append_string(extra, sizeof extra, &n, name))
-        return fail(c, ATC_ERR_ARG, "token name too long");
-    if ((rc = request(c, "renew", extra, &ev)) != ATC_OK)
+    if ((rc = name_request(c, "renew", name, &ev)) != ATC_OK)
         return rc;
     return expect(c, &ev, "renewing");
 }
