@@ -101,13 +101,7 @@ func TestDeviceCannotPublishForAnother(t *testing.T) {
 	statuses := testbroker.Subscribe(t, svc, topics.Root+"/devices/+/status")
 
 	for _, forged := range []string{topics.Req("dev-2"), topics.Status("dev-2"), topics.Token("dev-2"), topics.IssuerStatus()} {
-		lost := make(chan error, 1)
-		o := testbroker.Options(m.URL, m.Device("dev-1"))
-		o.SetConnectionLostHandler(func(_ mqtt.Client, err error) { lost <- err })
-		c := mqtt.NewClient(o)
-		if tok := c.Connect(); !tok.WaitTimeout(wait) || tok.Error() != nil {
-			t.Fatalf("connect: %v", tok.Error())
-		}
+		c, lost := connectWatched(t, m.URL, m.Device("dev-1"))
 		c.Publish(forged, 1, false, []byte(`{"v":1,"id":"forged"}`))
 		// An MQTT 3.1.1 client that publishes where it may not is
 		// disconnected (there is no negative PUBACK before MQTT 5).
@@ -281,13 +275,7 @@ func TestDeviceAddedWhileRunning(t *testing.T) {
 
 func TestReloadDisconnectsRemovedDevice(t *testing.T) {
 	m := testbroker.StartMochi(t, testbroker.MochiOptions{Devices: []string{"dev-1", "dev-2"}})
-	lost := make(chan error, 1)
-	o := testbroker.Options(m.URL, m.Device("dev-1"))
-	o.SetConnectionLostHandler(func(_ mqtt.Client, err error) { lost <- err })
-	c := mqtt.NewClient(o)
-	if tok := c.Connect(); !tok.WaitTimeout(wait) || tok.Error() != nil {
-		t.Fatalf("connect: %v", tok.Error())
-	}
+	c, lost := connectWatched(t, m.URL, m.Device("dev-1"))
 	defer c.Disconnect(0)
 	stay := testbroker.Connect(t, m.URL, m.Device("dev-2"))
 
@@ -473,4 +461,18 @@ func selfSigned(t *testing.T, dir string) (certFile, keyFile string, pool *x509.
 	pool = x509.NewCertPool()
 	pool.AddCert(cert)
 	return certFile, keyFile, pool
+}
+
+// connectWatched connects a client and returns it with a channel that
+// receives the error it loses its connection with.
+func connectWatched(t *testing.T, url string, o testbroker.ClientOptions) (mqtt.Client, <-chan error) {
+	t.Helper()
+	lost := make(chan error, 1)
+	opts := testbroker.Options(url, o)
+	opts.SetConnectionLostHandler(func(_ mqtt.Client, err error) { lost <- err })
+	c := mqtt.NewClient(opts)
+	if tok := c.Connect(); !tok.WaitTimeout(wait) || tok.Error() != nil {
+		t.Fatalf("connect: %v", tok.Error())
+	}
+	return c, lost
 }
