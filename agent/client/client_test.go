@@ -13,27 +13,11 @@ import (
 	"agoratokens/agent/socket/sockettest"
 )
 
-var t0 = time.Date(2026, 11, 22, 10, 0, 0, 0, time.UTC)
-
 const wait = 10 * time.Second
 
-type fixture struct {
-	clock *sockettest.Clock
-	src   *sockettest.Source
-	srv   *socket.Server
-	stop  func() error
-}
-
-func serve(t *testing.T, path string) *fixture {
+func serve(t *testing.T, path string) *sockettest.Fixture {
 	t.Helper()
-	f := &fixture{clock: sockettest.NewClock(t0)}
-	f.src = sockettest.NewSource("cam-42", f.clock.Now)
-	f.srv, f.stop = sockettest.Serve(t, socket.Config{Path: path, Now: f.clock.Now}, f.src)
-	return f
-}
-
-func (f *fixture) set(name, token string) {
-	f.src.Set(sockettest.Token(name, token, time.Hour, f.clock.Now()))
+	return sockettest.NewFixture(t, socket.Config{Path: path})
 }
 
 func ctx(t *testing.T) context.Context {
@@ -68,9 +52,9 @@ func expectToken(t *testing.T, ch <-chan client.Event, name, token string) clien
 
 func TestGetStatusRenew(t *testing.T) {
 	f := serve(t, "")
-	f.set("video", "007v0")
-	f.src.Want("signal")
-	c, err := client.Dial(f.srv.Path())
+	f.Set("video", "007v0")
+	f.Src.Want("signal")
+	c, err := client.Dial(f.Srv.Path())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -82,7 +66,7 @@ func TestGetStatusRenew(t *testing.T) {
 		t.Fatal(err)
 	}
 	if tok.Token != "007v0" || tok.Channel != "cam-42" || tok.UID != "2882341273" || tok.KID != "primary" ||
-		tok.ExpiresIn != time.Hour || !tok.ExpiresAt.Equal(t0.Add(time.Hour)) ||
+		tok.ExpiresIn != time.Hour || !tok.ExpiresAt.Equal(sockettest.T0.Add(time.Hour)) ||
 		tok.Deadline.Before(before.Add(time.Hour)) || tok.Deadline.After(time.Now().Add(time.Hour)) {
 		t.Errorf("Get = %+v", tok)
 	}
@@ -110,10 +94,10 @@ func TestGetStatusRenew(t *testing.T) {
 		}
 		got <- err
 	}()
-	if name := <-f.src.Renews(); name != "video" {
+	if name := <-f.Src.Renews(); name != "video" {
 		t.Fatalf("engine asked to renew %q", name)
 	}
-	f.set("video", "007v1")
+	f.Set("video", "007v1")
 	if err := <-got; err != nil {
 		t.Fatalf("Renew: %v", err)
 	}
@@ -129,9 +113,9 @@ func TestGetStatusRenew(t *testing.T) {
 
 func TestWatch(t *testing.T) {
 	f := serve(t, "")
-	f.set("video", "007v0")
-	f.set("signal", "007s0")
-	c, err := client.Dial(f.srv.Path())
+	f.Set("video", "007v0")
+	f.Set("signal", "007s0")
+	c, err := client.Dial(f.Srv.Path())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -145,11 +129,11 @@ func TestWatch(t *testing.T) {
 		t.Fatal(err)
 	}
 	expectToken(t, ch, "video", "007v0")
-	f.set("signal", "007s1") // not watched
+	f.Set("signal", "007s1") // not watched
 	for i := 1; i <= 5; i++ {
-		f.set("video", fmt.Sprintf("007v%d", i))
+		f.Set("video", fmt.Sprintf("007v%d", i))
 	}
-	f.src.Emit(agent.EventWillExpire, "video")
+	f.Src.Emit(agent.EventWillExpire, "video")
 	for i := 1; i <= 5; i++ {
 		expectToken(t, ch, "video", fmt.Sprintf("007v%d", i))
 	}
@@ -166,7 +150,7 @@ func TestWatch(t *testing.T) {
 func TestWatchReconnects(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "agent.sock")
 	a := serve(t, path)
-	a.set("video", "007v0")
+	a.Set("video", "007v0")
 	c, err := client.Dial(path)
 	if err != nil {
 		t.Fatal(err)
@@ -181,7 +165,7 @@ func TestWatchReconnects(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	if err := a.stop(); err != nil {
+	if err := a.Stop(); err != nil {
 		t.Fatal(err)
 	}
 	if ev := next(t, ch); ev.Kind != client.EventDisconnected || ev.Err == nil {
@@ -192,9 +176,9 @@ func TestWatchReconnects(t *testing.T) {
 	}
 
 	b := serve(t, path) // the agent is back, with what it persisted and a renewal
-	b.set("video", "007v0")
+	b.Set("video", "007v0")
 	expectToken(t, ch, "video", "007v0")
-	b.set("video", "007v1")
+	b.Set("video", "007v1")
 	expectToken(t, ch, "video", "007v1")
 	// The request connection redials too.
 	if tok, err := c.Get(ctx(t), "video"); err != nil || tok.Token != "007v1" {

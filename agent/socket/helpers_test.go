@@ -16,9 +16,6 @@ import (
 	"agoratokens/internal/testlog"
 )
 
-// t0 is the tests' start of time.
-var t0 = time.Date(2026, 11, 22, 10, 0, 0, 0, time.UTC)
-
 // wait bounds every wait for a line.
 const wait = 10 * time.Second
 
@@ -106,38 +103,28 @@ func (c *conn) expectClosed() {
 	}
 }
 
-// fixture is a server over a fake source on an injected clock.
+// fixture is a server over a fake source on an injected clock, with
+// its log.
 type fixture struct {
-	clock *sockettest.Clock
-	src   *sockettest.Source
-	srv   *socket.Server
-	stop  func() error
-	logs  *testlog.Buffer
+	*sockettest.Fixture
+	logs *testlog.Buffer
 }
 
 func newFixture(t *testing.T, cfg socket.Config) *fixture {
 	t.Helper()
-	f := &fixture{clock: sockettest.NewClock(t0), logs: &testlog.Buffer{}}
-	f.src = sockettest.NewSource("cam-42", f.clock.Now)
-	cfg.Now = f.clock.Now
-	cfg.Logger = f.logs.Logger()
-	f.srv, f.stop = sockettest.Serve(t, cfg, f.src)
-	return f
+	logs := &testlog.Buffer{}
+	cfg.Logger = logs.Logger()
+	return &fixture{Fixture: sockettest.NewFixture(t, cfg), logs: logs}
 }
 
 // watch dials the server and watches every name, expecting the
 // acknowledgement.
 func (f *fixture) watch(t *testing.T) *conn {
 	t.Helper()
-	c := dial(t, f.srv.Path())
+	c := dial(t, f.Srv.Path())
 	c.send(`{"op":"watch"}`)
 	c.expect("watching")
 	return c
-}
-
-// set makes token the current one for name, valid for an hour from now.
-func (f *fixture) set(name, token string) {
-	f.src.Set(sockettest.Token(name, token, time.Hour, f.clock.Now()))
 }
 
 func containsAll(s string, subs ...string) bool {

@@ -17,19 +17,19 @@ import (
 
 func TestGet(t *testing.T) {
 	f := newFixture(t, socket.Config{})
-	f.set("video", "007video1")
-	f.src.Want("signal")
-	f.set("old", "007old")
-	f.clock.Advance(30 * time.Minute)
+	f.Set("video", "007video1")
+	f.Src.Want("signal")
+	f.Set("old", "007old")
+	f.Clock.Advance(30 * time.Minute)
 	// "old" was set 30 min ago with 1 h to live; make it expire.
-	f.src.Set(expiredToken(f, "old"))
-	c := dial(t, f.srv.Path())
+	f.Src.Set(expiredToken(f, "old"))
+	c := dial(t, f.Srv.Path())
 
 	c.send(`{"op":"get","name":"video","id":"q1"}`)
 	m := c.expect("token")
 	if m.ID != "q1" || m.Name != "video" || m.Token != "007video1" || m.Service != "rtc" ||
 		m.Channel != "cam-42" || m.UID != "2882341273" || m.KID != "primary" ||
-		m.ExpiresAt != t0.Unix()+3600 || m.ExpiresIn == nil || *m.ExpiresIn != 1800 {
+		m.ExpiresAt != sockettest.T0.Unix()+3600 || m.ExpiresIn == nil || *m.ExpiresIn != 1800 {
 		t.Errorf("get video = %+v", m)
 	}
 
@@ -57,7 +57,7 @@ func TestGet(t *testing.T) {
 
 // expiredToken is a token for name that expired a second ago.
 func expiredToken(f *fixture, name string) agent.Token {
-	now := f.clock.Now()
+	now := f.Clock.Now()
 	t := agent.Token{ReceivedAt: now.Add(-time.Hour - time.Second)}
 	t.Name, t.Service, t.Token, t.KID = name, "rtc", "007"+name+"-expired", "primary"
 	t.IssuedAt = now.Unix() - 3601
@@ -67,10 +67,10 @@ func expiredToken(f *fixture, name string) agent.Token {
 
 func TestStatus(t *testing.T) {
 	f := newFixture(t, socket.Config{Device: "ignored"})
-	f.set("video", "007video1")
-	f.src.Want("signal")
-	f.src.SetBroker("disconnected")
-	c := dial(t, f.srv.Path())
+	f.Set("video", "007video1")
+	f.Src.Want("signal")
+	f.Src.SetBroker("disconnected")
+	c := dial(t, f.Srv.Path())
 	c.send(`{"op":"status","id":7}`) // a numeric id is a bad request
 	c.expect("error", socket.CodeBadRequest)
 	c.send(`{"op":"status","id":"s"}`)
@@ -89,8 +89,8 @@ func TestStatus(t *testing.T) {
 
 func TestBadInput(t *testing.T) {
 	f := newFixture(t, socket.Config{})
-	f.set("video", "007video1")
-	c := dial(t, f.srv.Path())
+	f.Set("video", "007video1")
+	c := dial(t, f.Srv.Path())
 	tests := []struct{ name, line, code, msg string }{
 		{"garbage", `{"op":`, socket.CodeBadRequest, "not a JSON object"},
 		{"not an object", `[1,2]`, socket.CodeBadRequest, "not a JSON object"},
@@ -117,10 +117,10 @@ func TestBadInput(t *testing.T) {
 
 func TestLineLimit(t *testing.T) {
 	f := newFixture(t, socket.Config{})
-	f.set("video", "007video1")
+	f.Set("video", "007video1")
 
 	// A line of exactly MaxLine bytes is served.
-	c := dial(t, f.srv.Path())
+	c := dial(t, f.Srv.Path())
 	head := `{"op":"get","name":"video","pad":"`
 	c.send(head + strings.Repeat("x", socket.MaxLine-len(head)-2) + `"}`)
 	c.expect("token")
@@ -131,11 +131,11 @@ func TestLineLimit(t *testing.T) {
 	c.expectClosed()
 
 	// A megabyte without a newline: the same, and the agent is unaffected.
-	big := dial(t, f.srv.Path())
+	big := dial(t, f.Srv.Path())
 	go big.c.Write([]byte(strings.Repeat("y", 1<<20))) // the server stops reading; Write may fail
 	big.expect("error", socket.CodeLineTooLong)
 	big.expectClosed()
-	other := dial(t, f.srv.Path())
+	other := dial(t, f.Srv.Path())
 	other.send(`{"op":"get","name":"video"}`)
 	other.expect("token")
 	if !strings.Contains(f.logs.String(), "line too long") {
@@ -147,12 +147,12 @@ func TestLineLimit(t *testing.T) {
 func TestWatchManyClients(t *testing.T) {
 	const clients, renewals = 30, 100
 	f := newFixture(t, socket.Config{MaxClients: clients + 1, QueueLen: renewals + 10})
-	f.set("video", "007v0")
-	f.set("signal", "007s0")
+	f.Set("video", "007v0")
+	f.Set("signal", "007s0")
 
 	conns := make([]*conn, clients)
 	for i := range conns {
-		conns[i] = dial(t, f.srv.Path())
+		conns[i] = dial(t, f.Srv.Path())
 		conns[i].send(`{"op":"watch","id":"w"}`)
 		if m := conns[i].expect("watching"); m.ID != "w" || m.Names != nil {
 			t.Fatalf("watching reply %+v", m)
@@ -166,10 +166,10 @@ func TestWatchManyClients(t *testing.T) {
 		}
 	}
 	for i := 1; i <= renewals; i++ {
-		f.set("video", fmt.Sprintf("007v%d", i))
+		f.Set("video", fmt.Sprintf("007v%d", i))
 	}
-	f.src.Emit(agent.EventWillExpire, "video")
-	f.src.Emit(agent.EventExpired, "video")
+	f.Src.Emit(agent.EventWillExpire, "video")
+	f.Src.Emit(agent.EventExpired, "video")
 
 	var wg sync.WaitGroup
 	for i, c := range conns {
@@ -194,11 +194,11 @@ func TestWatchManyClients(t *testing.T) {
 
 func TestWatchNames(t *testing.T) {
 	f := newFixture(t, socket.Config{})
-	f.set("video", "007v0")
-	f.set("signal", "007s0")
-	f.src.Want("chat")
+	f.Set("video", "007v0")
+	f.Set("signal", "007s0")
+	f.Src.Want("chat")
 
-	c := dial(t, f.srv.Path())
+	c := dial(t, f.Srv.Path())
 	c.send(`{"op":"watch","names":["video","nope"]}`)
 	c.expect("error", socket.CodeNotFound)
 	c.send(`{"op":"watch","names":["signal","chat"]}`)
@@ -209,8 +209,8 @@ func TestWatchNames(t *testing.T) {
 	c.send(`{"op":"watch"}`)
 	c.expect("error", socket.CodeBadRequest)
 
-	f.set("video", "007v1") // not watched
-	f.set("chat", "007c1")
+	f.Set("video", "007v1") // not watched
+	f.Set("chat", "007c1")
 	if m := c.expect("token"); m.Name != "chat" || m.Token != "007c1" {
 		t.Fatalf("want the chat token, got %+v", m)
 	}
@@ -224,14 +224,14 @@ func TestWatchNames(t *testing.T) {
 // TestWatchExpiredAtStart: a watcher that arrives after expiry learns it.
 func TestWatchExpiredAtStart(t *testing.T) {
 	f := newFixture(t, socket.Config{})
-	f.set("video", "007v0")
-	f.clock.Advance(time.Hour + time.Second)
+	f.Set("video", "007v0")
+	f.Clock.Advance(time.Hour + time.Second)
 	c := f.watch(t)
 	if m := c.expect("expired"); m.Name != "video" {
 		t.Fatalf("got %+v", m)
 	}
-	f.src.Emit(agent.EventExpired, "video") // the same expiry again: not repeated
-	f.set("video", "007v1")
+	f.Src.Emit(agent.EventExpired, "video") // the same expiry again: not repeated
+	f.Set("video", "007v1")
 	if m := c.expect("token"); m.Token != "007v1" {
 		t.Fatalf("got %+v", m)
 	}
@@ -239,19 +239,19 @@ func TestWatchExpiredAtStart(t *testing.T) {
 
 func TestRenew(t *testing.T) {
 	f := newFixture(t, socket.Config{})
-	f.set("video", "007v0")
+	f.Set("video", "007v0")
 	watcher := f.watch(t)
 	watcher.expect("token")
 
-	c := dial(t, f.srv.Path())
+	c := dial(t, f.Srv.Path())
 	c.send(`{"op":"renew","name":"video","id":"r"}`)
 	if m := c.expect("renewing"); m.ID != "r" || m.Name != "video" {
 		t.Fatalf("renewing %+v", m)
 	}
-	if name := <-f.src.Renews(); name != "video" {
+	if name := <-f.Src.Renews(); name != "video" {
 		t.Fatalf("engine asked to renew %q", name)
 	}
-	f.set("video", "007v1")
+	f.Set("video", "007v1")
 	// The asking connection gets the new token although it does not watch,
 	if m := c.expect("token"); m.Token != "007v1" || m.ID != "" {
 		t.Fatalf("after renew: %+v", m)
@@ -261,7 +261,7 @@ func TestRenew(t *testing.T) {
 		t.Fatalf("watcher: %+v", m)
 	}
 	// Only the next token: later ones do not reach the non-watcher.
-	f.set("video", "007v2")
+	f.Set("video", "007v2")
 	watcher.expect("token")
 	c.send(`{"op":"get","name":"video"}`)
 	if m := c.expect("token"); m.Token != "007v2" {
@@ -270,7 +270,7 @@ func TestRenew(t *testing.T) {
 
 	c.send(`{"op":"renew","name":"nope"}`)
 	c.expect("error", socket.CodeNotFound)
-	f.src.SetRenewError(errors.New("rate limited: next renewal in 5s"))
+	f.Src.SetRenewError(errors.New("rate limited: next renewal in 5s"))
 	c.send(`{"op":"renew","name":"video"}`)
 	if m := c.expect("error", socket.CodeUnavailable); !strings.Contains(m.Message, "rate limited") {
 		t.Errorf("renew error message %q", m.Message)
@@ -280,18 +280,18 @@ func TestRenew(t *testing.T) {
 // TestDisconnectMidStream: one watcher leaving does not disturb the rest.
 func TestDisconnectMidStream(t *testing.T) {
 	f := newFixture(t, socket.Config{})
-	f.set("video", "007v0")
+	f.Set("video", "007v0")
 	var conns []*conn
 	for range 3 {
 		c := f.watch(t)
 		c.expect("token")
 		conns = append(conns, c)
 	}
-	f.set("video", "007v1")
+	f.Set("video", "007v1")
 	conns[1].expect("token")
 	conns[1].c.Close()
 	for i := 2; i <= 20; i++ {
-		f.set("video", fmt.Sprintf("007v%d", i))
+		f.Set("video", fmt.Sprintf("007v%d", i))
 	}
 	for _, c := range []*conn{conns[0], conns[2]} {
 		for i := 1; i <= 20; i++ {
@@ -300,20 +300,20 @@ func TestDisconnectMidStream(t *testing.T) {
 			}
 		}
 	}
-	if err := f.stop(); err != nil {
+	if err := f.Stop(); err != nil {
 		t.Fatalf("stop: %v", err)
 	}
 }
 
 func TestTooManyClients(t *testing.T) {
 	f := newFixture(t, socket.Config{MaxClients: 2})
-	f.set("video", "007v0")
-	a, b := dial(t, f.srv.Path()), dial(t, f.srv.Path())
+	f.Set("video", "007v0")
+	a, b := dial(t, f.Srv.Path()), dial(t, f.Srv.Path())
 	a.send(`{"op":"status"}`)
 	a.expect("status")
 	b.send(`{"op":"status"}`)
 	b.expect("status")
-	c := dial(t, f.srv.Path())
+	c := dial(t, f.Srv.Path())
 	if m := c.expect("error", socket.CodeTooManyClients); !strings.Contains(m.Message, "at most 2") {
 		t.Errorf("message %q", m.Message)
 	}
@@ -325,14 +325,14 @@ func TestTooManyClients(t *testing.T) {
 func TestSlowClientDropped(t *testing.T) {
 	const events = 200
 	f := newFixture(t, socket.Config{QueueLen: 4})
-	f.set("video", "007v0")
+	f.Set("video", "007v0")
 	slow, fast := f.watch(t), f.watch(t)
 	for _, c := range []*conn{slow, fast} {
 		c.expect("token")
 	}
 	pad := strings.Repeat("A", 16<<10) // fills the slow client's socket buffer fast
 	for i := 1; i <= events; i++ {
-		f.set("video", fmt.Sprintf("007v%d-%s", i, pad))
+		f.Set("video", fmt.Sprintf("007v%d-%s", i, pad))
 		// Paced by the fast client, so only the slow one can fall behind.
 		if m := fast.expect("token"); !strings.HasPrefix(m.Token, fmt.Sprintf("007v%d-", i)) {
 			t.Fatalf("fast client: got %.20s, want token %d", m.Token, i)
@@ -357,7 +357,7 @@ func TestSlowClientDropped(t *testing.T) {
 	if !containsAll(f.logs.String(), "dropping socket client", "too slow") {
 		t.Errorf("no log line about the dropped client:\n%s", f.logs)
 	}
-	if n := f.src.Dropped(); n != 0 {
+	if n := f.Src.Dropped(); n != 0 {
 		t.Errorf("the engine dropped %d subscriptions: the server blocked it", n)
 	}
 }
@@ -366,17 +366,17 @@ func TestSlowClientDropped(t *testing.T) {
 // the socket file goes away.
 func TestShutdown(t *testing.T) {
 	f := newFixture(t, socket.Config{})
-	f.set("video", "007v0")
+	f.Set("video", "007v0")
 	c := f.watch(t)
 	c.expect("token")
-	if err := f.stop(); err != nil {
+	if err := f.Stop(); err != nil {
 		t.Fatalf("Run: %v", err)
 	}
 	c.expectEOF()
-	if _, err := dialErr(f.srv.Path()); err == nil {
+	if _, err := dialErr(f.Srv.Path()); err == nil {
 		t.Error("socket still accepts connections after shutdown")
 	}
-	if exists(f.srv.Path()) {
+	if exists(f.Srv.Path()) {
 		t.Error("socket file left behind")
 	}
 }
@@ -385,15 +385,15 @@ func TestShutdown(t *testing.T) {
 // server subscribes again and catches its watchers up on what they missed.
 func TestResubscribe(t *testing.T) {
 	f := newFixture(t, socket.Config{})
-	f.set("video", "007v0")
+	f.Set("video", "007v0")
 	c := f.watch(t)
 	c.expect("token")
-	f.src.DropSubscribers()
-	f.set("video", "007v1") // nobody subscribed: this event is lost
+	f.Src.DropSubscribers()
+	f.Set("video", "007v1") // nobody subscribed: this event is lost
 	if m := c.expect("token"); m.Token != "007v1" {
 		t.Fatalf("after resubscribing: %+v", m)
 	}
-	f.set("video", "007v2")
+	f.Set("video", "007v2")
 	if m := c.expect("token"); m.Token != "007v2" {
 		t.Fatalf("events after resubscribing: %+v", m)
 	}
@@ -407,16 +407,16 @@ func TestResubscribe(t *testing.T) {
 // the watchers, from the catch-up if not from the new subscription.
 func TestEventWhileResubscribing(t *testing.T) {
 	f := newFixture(t, socket.Config{})
-	f.set("video", "007v0")
+	f.Set("video", "007v0")
 	c := f.watch(t)
 	c.expect("token")
 	var once sync.Once
-	f.src.SetSubscribeHook(func() { once.Do(func() { f.set("video", "007v1") }) })
-	f.src.DropSubscribers()
+	f.Src.SetSubscribeHook(func() { once.Do(func() { f.Set("video", "007v1") }) })
+	f.Src.DropSubscribers()
 	if m := c.expect("token"); m.Token != "007v1" {
 		t.Fatalf("token set while resubscribing: got %+v", m)
 	}
-	f.set("video", "007v2")
+	f.Set("video", "007v2")
 	if m := c.expect("token"); m.Token != "007v2" {
 		t.Fatalf("after resubscribing: %+v", m)
 	}
@@ -442,18 +442,18 @@ func TestSubscribedWhenReady(t *testing.T) {
 // shutdown.
 func TestShutdownStuckClient(t *testing.T) {
 	f := newFixture(t, socket.Config{QueueLen: 1024})
-	f.set("video", "007v0")
+	f.Set("video", "007v0")
 	stuck, probe := f.watch(t), f.watch(t)
 	for _, c := range []*conn{stuck, probe} {
 		c.expect("token")
 	}
 	pad := strings.Repeat("A", 16<<10)
 	for i := 1; i <= 64; i++ { // 1 MiB: more than the socket buffers hold
-		f.set("video", fmt.Sprintf("007v%d-%s", i, pad))
+		f.Set("video", fmt.Sprintf("007v%d-%s", i, pad))
 		probe.expect("token")
 	}
 	done := make(chan error, 1)
-	go func() { done <- f.stop() }()
+	go func() { done <- f.Stop() }()
 	select {
 	case err := <-done:
 		if err != nil {

@@ -14,19 +14,14 @@ import (
 	"agoratokens/agent/socket/sockettest"
 )
 
-// sockT0 is the socket command tests' start of time.
-var sockT0 = time.Date(2026, 11, 22, 10, 0, 0, 0, time.UTC)
-
 // sockServe runs a socket server over a fake source holding a valid
 // "video" token and a "signal" token not received yet.
 func sockServe(t *testing.T, path string) (*sockettest.Source, string) {
 	t.Helper()
-	clock := sockettest.NewClock(sockT0)
-	src := sockettest.NewSource("cam-42", clock.Now)
-	src.Set(sockettest.Token("video", "007video", time.Hour, clock.Now()))
-	src.Want("signal")
-	srv, _ := sockettest.Serve(t, socket.Config{Path: path, Now: clock.Now}, src)
-	return src, srv.Path()
+	f := sockettest.NewFixture(t, socket.Config{Path: path})
+	f.Set("video", "007video")
+	f.Src.Want("signal")
+	return f.Src, f.Srv.Path()
 }
 
 // sockRun runs one command and returns its exit code and output.

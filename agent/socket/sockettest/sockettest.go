@@ -296,3 +296,33 @@ func (c *Clock) Advance(d time.Duration) {
 	defer c.mu.Unlock()
 	c.t = c.t.Add(d)
 }
+
+// T0 is where a Fixture's clock starts.
+var T0 = time.Date(2026, 11, 22, 10, 0, 0, 0, time.UTC)
+
+// Fixture is a socket server over a Source for device cam-42, on a
+// Clock that starts at T0 and moves only when the test says.
+type Fixture struct {
+	Clock *Clock
+	Src   *Source
+	Srv   *socket.Server
+	// Stop shuts the server down and returns Run's error (see Serve).
+	Stop func() error
+}
+
+// NewFixture serves cfg, its Now replaced by the fixture's clock, until
+// the test ends.
+func NewFixture(t testing.TB, cfg socket.Config) *Fixture {
+	t.Helper()
+	f := &Fixture{Clock: NewClock(T0)}
+	f.Src = NewSource("cam-42", f.Clock.Now)
+	cfg.Now = f.Clock.Now
+	f.Srv, f.Stop = Serve(t, cfg, f.Src)
+	return f
+}
+
+// Set makes token the current one for name, valid for an hour from the
+// clock's now.
+func (f *Fixture) Set(name, token string) {
+	f.Src.Set(Token(name, token, time.Hour, f.Clock.Now()))
+}
