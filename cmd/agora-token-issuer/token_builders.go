@@ -49,7 +49,13 @@ func emit(env *tokenEnv, token string, err error) error {
 	return err
 }
 
-func noArgs(pos []string) error {
+// parseFlagsOnly parses args for a command that takes flags and no
+// positional argument.
+func parseFlagsOnly(fs *flag.FlagSet, args []string) error {
+	pos, err := parseArgs(fs, args)
+	if err != nil {
+		return err
+	}
 	if len(pos) > 0 {
 		return usagef("unexpected argument %q", pos[0])
 	}
@@ -69,11 +75,7 @@ func tokenRTC(env *tokenEnv, args []string) error {
 	var privExpire lifetime
 	fs.Var(&privExpire, "privilege-expire", "lifetime `S` of the join and publish privileges (default --expire)")
 	withRTM := fs.Bool("rtm", false, "also grant RTM login as the same uid or account")
-	pos, err := parseArgs(fs, args)
-	if err != nil {
-		return err
-	}
-	if err := noArgs(pos); err != nil {
+	if err := parseFlagsOnly(fs, args); err != nil {
 		return err
 	}
 	if *channel == "" {
@@ -131,11 +133,7 @@ func tokenRTM(env *tokenEnv, args []string) error {
 	bf := addBuilderFlags(fs)
 	user := fs.String("user", "", "RTM user `id` (required)")
 	stream := fs.String("stream-channel", "", "RTM stream `channel` to grant (* for any)")
-	pos, err := parseArgs(fs, args)
-	if err != nil {
-		return err
-	}
-	if err := noArgs(pos); err != nil {
+	if err := parseFlagsOnly(fs, args); err != nil {
 		return err
 	}
 	if *user == "" {
@@ -158,11 +156,7 @@ func tokenChat(env *tokenEnv, args []string) error {
 	bf := addBuilderFlags(fs)
 	user := fs.String("user", "", "Chat user `id`")
 	app := fs.Bool("app", false, "build an app token")
-	pos, err := parseArgs(fs, args)
-	if err != nil {
-		return err
-	}
-	if err := noArgs(pos); err != nil {
+	if err := parseFlagsOnly(fs, args); err != nil {
 		return err
 	}
 	if *app == isSet(fs, "user") {
@@ -196,11 +190,7 @@ func tokenEducation(env *tokenEnv, args []string) error {
 	user := fs.String("user", "", "user `uuid`")
 	room := fs.String("room", "", "room `uuid` (with --user and --role: a room-user token)")
 	role := fs.Int("role", 0, "`role` in the room, e.g. 1 teacher, 2 student (with --room)")
-	pos, err := parseArgs(fs, args)
-	if err != nil {
-		return err
-	}
-	if err := noArgs(pos); err != nil {
+	if err := parseFlagsOnly(fs, args); err != nil {
 		return err
 	}
 	hasUser, hasRoom, hasRole := isSet(fs, "user"), isSet(fs, "room"), isSet(fs, "role")
@@ -242,11 +232,7 @@ func tokenEducation(env *tokenEnv, args []string) error {
 func tokenFPA(env *tokenEnv, args []string) error {
 	fs := newFlagSet(env, "fpa", "fpa --expire S\n\nBuild an FPA (Flexible Private Access) login token.")
 	bf := addBuilderFlags(fs)
-	pos, err := parseArgs(fs, args)
-	if err != nil {
-		return err
-	}
-	if err := noArgs(pos); err != nil {
+	if err := parseFlagsOnly(fs, args); err != nil {
 		return err
 	}
 	b, err := bf.builder(env)
