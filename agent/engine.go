@@ -16,7 +16,6 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"agoratokens/agent/clock"
-	"agoratokens/buildinfo"
 	"agoratokens/wire"
 )
 
@@ -25,8 +24,10 @@ import (
 type Transport interface {
 	// Run keeps the transport up until ctx ends (then, for MQTT, marks
 	// the device offline and disconnects). It calls h.Connected after
-	// each (re)connection and h.Unsolicited with each reply nobody is
-	// waiting for (pushes, late replies).
+	// each (re)connection, h.Disconnected after each loss, and
+	// h.Unsolicited with each reply nobody is waiting for (pushes, late
+	// replies). The engine sends requests only between Connected and
+	// Disconnected.
 	Run(ctx context.Context, h TransportHooks) error
 	// Fetch sends req and waits for its reply until ctx ends.
 	Fetch(ctx context.Context, req wire.Request) (*wire.Reply, error)
@@ -39,15 +40,9 @@ type Transport interface {
 
 // TransportHooks are the engine's callbacks from a Transport.
 type TransportHooks struct {
-	Connected   func()
-	Unsolicited func(*wire.Reply)
-}
-
-// Health sums the agent's state up for the status LED.
-type Health struct {
-	Expired  bool // a wanted token is expired or missing
-	Failing  bool // the last request for some token failed
-	Renewing bool // a renewal is under way
+	Connected    func()
+	Disconnected func()
+	Unsolicited  func(*wire.Reply)
 }
 
 // Deps are the engine's collaborators; zero fields get the real ones.
@@ -103,6 +98,8 @@ type Engine struct {
 	subs     map[int]chan Event
 	nextSub  int
 	dirty    bool // status to republish
+	online   bool // the transport is connected: requests may be sent
+	held     bool // a request is due but waits for the connection
 	saves    []*savedToken
 	lastH    Health
 	hSet     bool
@@ -272,7 +269,8 @@ func (e *Engine) Run(ctx context.Context) error {
 	close(e.ready)
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
-		return e.tr.Run(gctx, TransportHooks{Connected: e.connected, Unsolicited: e.unsolicited(gctx)})
+		return e.tr.Run(gctx, TransportHooks{Connected: e.connected, Disconnected: e.disconnected,
+			Unsolicited: e.unsolicited(gctx)})
 	})
 	g.Go(func() error { return e.loop(gctx) })
 	err := g.Wait()
@@ -319,15 +317,26 @@ func (e *Engine) loadState() error {
 }
 
 // connected is called by the transport after each (re)connection: what
-// failed while it was down is retried at once.
+// is due, or failed while it was down, is requested at once.
 func (e *Engine) connected() {
 	e.mu.Lock()
+	e.online = true
 	for _, s := range e.allSlots() {
 		if s.failures > 0 {
 			s.lastFail, s.wait = time.Time{}, 0
 			s.bo.Reset()
 		}
 	}
+	e.mu.Unlock()
+	e.poke()
+}
+
+// disconnected is called by the transport after a loss: requests wait
+// for the next connection rather than fail (at boot, the first request
+// waits for the first connection).
+func (e *Engine) disconnected() {
+	e.mu.Lock()
+	e.online = false
 	e.mu.Unlock()
 	e.poke()
 }
@@ -457,7 +466,12 @@ func (e *Engine) step(ctx context.Context) time.Time {
 			batch = append(batch, s)
 		}
 	}
-	if len(batch) > 0 {
+	held := len(batch) > 0 && !e.online
+	if held && !e.held {
+		e.log.Debug("requests wait for the broker connection", "tokens", len(batch))
+	}
+	e.held = held
+	if len(batch) > 0 && !held {
 		e.send(ctx, batch, all, now)
 		earliest(now.Add(e.cfg.RequestTimeout))
 	}
@@ -599,48 +613,4 @@ func (e *Engine) slotOK(s *slot) {
 	}
 	s.inflight, s.failures, s.lastFail, s.wait = "", 0, time.Time{}, 0
 	s.bo.Reset()
-}
-
-func (e *Engine) healthLocked(now time.Time) Health {
-	var h Health
-	for _, s := range e.allSlots() {
-		if s == e.discover {
-			if s.tok == nil {
-				h.Expired = true
-			}
-		} else if s.tok == nil || !s.tok.Valid(now) {
-			h.Expired = true
-		}
-		if s.failures > 0 {
-			h.Failing = true
-		}
-		if s.inflight != "" || s.state == StateRenewing {
-			h.Renewing = true
-		}
-	}
-	return h
-}
-
-func (e *Engine) deviceStatusLocked() wire.DeviceStatus {
-	st := wire.DeviceStatus{V: wire.SchemaVersion, State: wire.StateOnline, Agent: buildinfo.Version}
-	for _, s := range e.allSlots() {
-		if s.tok != nil && s != e.discover {
-			st.Tokens = append(st.Tokens, wire.TokenStatus{Name: s.name, KID: s.tok.KID, ExpiresAt: s.tok.ExpiresAt})
-		}
-	}
-	return st
-}
-
-// emit hands ev to every subscriber without blocking: a subscriber whose
-// buffer is full is dropped (its channel closed).
-func (e *Engine) emit(ev Event) {
-	for id, ch := range e.subs {
-		select {
-		case ch <- ev:
-		default:
-			close(ch)
-			delete(e.subs, id)
-			e.log.Warn("event subscriber too slow; dropped", "subscriber", id)
-		}
-	}
 }

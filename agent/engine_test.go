@@ -396,3 +396,49 @@ func TestSlowSubscriberIsDropped(t *testing.T) {
 		t.Fatal("the keeping-up subscriber was dropped")
 	}
 }
+
+func TestEngineRequestsWaitForTheConnection(t *testing.T) {
+	tr := newFakeTransport()
+	tr.connected = false
+	h := startHarnessOn(t, testConfig(t.TempDir(), "video"), nil, nil, tr)
+	hooks := <-tr.hooks
+	noRequest := func(when string) {
+		t.Helper()
+		h.e.sync()
+		select {
+		case r := <-tr.reqs:
+			t.Fatalf("%s: request %s sent while disconnected", when, r.ID)
+		default:
+		}
+		if hl := h.health(); !hl.Failing {
+			t.Fatalf("%s: health %+v, want failing while a request waits for the broker", when, hl)
+		}
+	}
+	noRequest("boot")
+	h.advance(time.Minute) // no backoff runs: nothing failed
+	noRequest("a minute later")
+
+	hooks.Connected()
+	h.tr.next(t).answer(mkGrant(t, "video", "cam-42", "7", h.wall(), 100))
+	h.event(EventToken, "video")
+	h.e.sync()
+	if hl := h.health(); hl != (Health{}) {
+		t.Fatalf("health %+v after the first token, want all clear", hl)
+	}
+
+	// Lost before the renewal point: the renewal waits for the broker,
+	// and goes out the moment it is back.
+	hooks.Disconnected()
+	h.advance(70 * time.Second)
+	h.event(EventWillExpire, "video")
+	noRequest("renewal while disconnected")
+	hooks.Connected()
+	h.tr.next(t).answer(mkGrant(t, "video", "cam-42", "7", h.wall(), 100))
+	h.event(EventToken, "video")
+	h.e.mu.Lock()
+	failures := h.e.slots["video"].failures
+	h.e.mu.Unlock()
+	if failures != 0 {
+		t.Fatalf("%d failures counted for requests held while disconnected, want 0", failures)
+	}
+}

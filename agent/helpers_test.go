@@ -39,7 +39,7 @@ type fakeTransport struct {
 	statuses  []wire.DeviceStatus
 	hooks     chan TransportHooks
 	connected bool
-	up        chan struct{} // closed once Run has called Connected
+	up        chan struct{} // closed once Run has started (and called Connected if connected)
 }
 
 type fakeReq struct {
@@ -137,6 +137,9 @@ type harness struct {
 	events <-chan Event
 	cancel context.CancelFunc
 	done   chan error
+
+	healthMu sync.Mutex
+	lastH    Health
 }
 
 func testConfig(dir string, tokens ...string) Config {
@@ -151,20 +154,33 @@ func testConfig(dir string, tokens ...string) Config {
 
 func startHarness(t *testing.T, cfg Config, clk *clock.Fake, boot *fakeBoot) *harness {
 	t.Helper()
+	return startHarnessOn(t, cfg, clk, boot, newFakeTransport())
+}
+
+// startHarnessOn is startHarness on the given transport (one that starts
+// disconnected, say).
+func startHarnessOn(t *testing.T, cfg Config, clk *clock.Fake, boot *fakeBoot, tr *fakeTransport) *harness {
+	t.Helper()
 	if clk == nil {
 		clk = clock.NewFake(time.Unix(1_763_800_000, 0))
 	}
 	if boot == nil {
 		boot = &fakeBoot{id: "boot-a", clk: clk, start: clk.Now()}
 	}
-	tr := newFakeTransport()
-	e, err := New(cfg, Deps{Clock: clk, Transport: tr, BootClock: boot.read, Logger: testLogger(t)})
+	h := &harness{t: t, clk: clk, tr: tr, done: make(chan error, 1)}
+	e, err := New(cfg, Deps{Clock: clk, Transport: tr, BootClock: boot.read, Logger: testLogger(t),
+		OnHealth: func(hl Health) {
+			h.healthMu.Lock()
+			h.lastH = hl
+			h.healthMu.Unlock()
+		}})
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
-	ev, _ := e.Subscribe()
+	h.e = e
+	h.events, _ = e.Subscribe()
 	ctx, cancel := context.WithCancel(context.Background())
-	h := &harness{t: t, e: e, clk: clk, tr: tr, events: ev, cancel: cancel, done: make(chan error, 1)}
+	h.cancel = cancel
 	go func() { h.done <- e.Run(ctx) }()
 	t.Cleanup(h.stop)
 	for _, c := range []<-chan struct{}{e.Ready(), tr.up} {
@@ -229,6 +245,13 @@ func (h *harness) inflight() int {
 	h.e.mu.Lock()
 	defer h.e.mu.Unlock()
 	return len(h.e.attempts)
+}
+
+// health is the last Health the engine reported.
+func (h *harness) health() Health {
+	h.healthMu.Lock()
+	defer h.healthMu.Unlock()
+	return h.lastH
 }
 
 func (h *harness) wall() int64 { return h.clk.Wall().Unix() }

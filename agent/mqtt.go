@@ -20,8 +20,9 @@ import (
 	"agoratokens/wire"
 )
 
-// errNotConnected fails a request made while the broker is unreachable;
-// the engine retries it when the connection is back.
+// errNotConnected fails a request when the connection dropped after the
+// engine decided to send it (the engine sends only while connected); the
+// engine retries it when the connection is back.
 var errNotConnected = errors.New("not connected to the broker")
 
 // mqttSource is the Transport over an MQTT broker: a persistent session
@@ -198,6 +199,9 @@ func (m *mqttSource) onConnect(c mqtt.Client) {
 func (m *mqttSource) onLost(_ mqtt.Client, err error) {
 	m.connected.Store(false)
 	m.log.Warn("lost the broker; reconnecting", "err", err)
+	if m.hooks.Disconnected != nil {
+		m.hooks.Disconnected()
+	}
 }
 
 func (m *mqttSource) onMessage(_ mqtt.Client, msg mqtt.Message) {

@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"encoding/json"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -14,6 +15,7 @@ import (
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 
 	"agoratokens/internal/testbroker"
+	"agoratokens/internal/testlog"
 	"agoratokens/wire"
 )
 
@@ -31,11 +33,32 @@ pattern write agora/v1/devices/%u/req
 pattern readwrite agora/v1/devices/%u/status
 `
 
+// shippedNoDelay is the set_tcp_nodelay line of the shipped mosquitto
+// config. The test broker takes it so that request/reply timings are the
+// deployment's: without it mosquitto's Nagle holds a request to the issuer
+// until the issuer's kernel acknowledges the previous PUBACK (its delayed
+// ACK, 40 ms on Linux), which dominated the start-to-first-token time.
+func shippedNoDelay(t testing.TB) string {
+	t.Helper()
+	conf, err := os.ReadFile("../configs/mosquitto/mosquitto.conf")
+	if err != nil {
+		t.Fatalf("shipped mosquitto config: %v", err)
+	}
+	for _, l := range strings.Split(string(conf), "\n") {
+		if strings.HasPrefix(l, "set_tcp_nodelay ") {
+			return l
+		}
+	}
+	t.Fatal("configs/mosquitto/mosquitto.conf has no set_tcp_nodelay line")
+	return ""
+}
+
 func startBroker(t testing.TB) *testbroker.Mosquitto {
 	t.Helper()
 	return testbroker.StartMosquitto(t, testbroker.MosquittoOptions{
-		Users: map[string]string{"dev-1": devPassword, "issuer": issuerPassword},
-		ACL:   testACL,
+		Users:       map[string]string{"dev-1": devPassword, "issuer": issuerPassword},
+		ACL:         testACL,
+		ExtraConfig: shippedNoDelay(t),
 	})
 }
 
@@ -156,7 +179,13 @@ func mqttConfig(t testing.TB, url, stateDir string) Config {
 
 func startAgent(t testing.TB, cfg Config) *liveAgent {
 	t.Helper()
-	e, err := New(cfg, Deps{Logger: testLogger(t)})
+	return startAgentLogged(t, cfg, testLogger(t))
+}
+
+// startAgentLogged is startAgent logging to log.
+func startAgentLogged(t testing.TB, cfg Config, log *slog.Logger) *liveAgent {
+	t.Helper()
+	e, err := New(cfg, Deps{Logger: log})
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
@@ -338,5 +367,25 @@ func TestMQTTPushReplacesAndBadRepliesRejected(t *testing.T) {
 	iss.publish("dev-1", wire.Reply{V: 1, ID: "push-rotate", IssuedAt: pushed.IssuedAt, Tokens: []wire.Grant{pushed}})
 	if got := a.next(t, EventToken, 5*time.Second); got.Token.KID != "secondary" {
 		t.Fatalf("pushed token kid %q, want secondary", got.Token.KID)
+	}
+}
+
+func TestMQTTBootLogsNoFailure(t *testing.T) {
+	b := startBroker(t)
+	startIssuer(t, b.URL, 60)
+	var logs testlog.Buffer
+	a := startAgentLogged(t, mqttConfig(t, b.URL, t.TempDir()), logs.Logger())
+	a.next(t, EventToken, 5*time.Second)
+	a.stop(t)
+	text := logs.String()
+	// The first request waits for the connection instead of failing
+	// against a broker not yet reached.
+	for _, bad := range []string{"request failed", "after failures"} {
+		if strings.Contains(text, bad) {
+			t.Fatalf("boot log shows a failure (%q):\n%s", bad, text)
+		}
+	}
+	if !strings.Contains(text, "connected to the broker") || !strings.Contains(text, "new token") {
+		t.Fatalf("boot log lacks the connection or the token:\n%s", text)
 	}
 }

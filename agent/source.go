@@ -88,3 +88,17 @@ func boardDeviceID(prefix string) (string, error) {
 	}
 	return device.DeviceID(prefix, b)
 }
+
+// emit hands ev to every subscriber without blocking: a subscriber whose
+// buffer is full is dropped (its channel closed).
+func (e *Engine) emit(ev Event) {
+	for id, ch := range e.subs {
+		select {
+		case ch <- ev:
+		default:
+			close(ch)
+			delete(e.subs, id)
+			e.log.Warn("event subscriber too slow; dropped", "subscriber", id)
+		}
+	}
+}
