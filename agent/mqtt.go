@@ -38,14 +38,17 @@ type mqttSource struct {
 	hooks  TransportHooks
 
 	connected atomic.Bool
-	mu        sync.Mutex
-	pending   map[string]chan *wire.Reply
-	status    *wire.DeviceStatus
+	// resubscribe asks Run to try the token-topic subscription again,
+	// after a backoff, when the broker refused or did not answer it.
+	resubscribe chan struct{}
+	mu          sync.Mutex
+	pending     map[string]chan *wire.Reply
+	status      *wire.DeviceStatus
 }
 
 func newMQTT(cfg *Config, device string, clk clock.Clock, log *slog.Logger) (*mqttSource, error) {
 	m := &mqttSource{cfg: cfg, device: device, topics: wire.NewTopics(cfg.TopicRoot), clk: clk,
-		log: log, pending: map[string]chan *wire.Reply{}}
+		log: log, pending: map[string]chan *wire.Reply{}, resubscribe: make(chan struct{}, 1)}
 	b := cfg.Broker
 	opts := mqtt.NewClientOptions().AddBroker(b.URL).SetClientID(device).
 		SetCleanSession(false).SetKeepAlive(b.KeepAlive).
@@ -138,9 +141,27 @@ func (m *mqttSource) Run(ctx context.Context, h TransportHooks) error {
 		case <-t.C():
 		}
 	}
-	<-ctx.Done()
-	m.shutdown()
-	return nil
+	// Connected: paho reconnects by itself after a loss; a refused
+	// subscription is retried here, with the same backoff.
+	for {
+		select {
+		case <-ctx.Done():
+			m.shutdown()
+			return nil
+		case <-m.resubscribe:
+		}
+		t := m.clk.NewTimer(bo.NextBackOff())
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			m.shutdown()
+			return nil
+		case <-t.C():
+		}
+		if m.client.IsConnectionOpen() && m.subscribe(m.client) {
+			bo.Reset()
+		}
+	}
 }
 
 func (m *mqttSource) shutdown() {
@@ -167,20 +188,36 @@ func waitToken(ctx context.Context, tok mqtt.Token) error {
 }
 
 func (m *mqttSource) onConnect(c mqtt.Client) {
-	tok := c.Subscribe(m.topics.Token(m.device), 1, m.onMessage)
-	if !tok.WaitTimeout(m.cfg.RequestTimeout) || tok.Error() != nil {
-		m.log.Error("cannot subscribe to the token topic; reconnecting", "topic", m.topics.Token(m.device), "err", tok.Error())
-		// A broker that refuses our own topic is misconfigured (ACL);
-		// dropping the connection makes paho retry with backoff.
-		go c.Disconnect(0)
-		return
-	}
-	if st, ok := tok.(*mqtt.SubscribeToken); ok {
-		for _, q := range st.Result() {
-			if q == 0x80 {
-				m.log.Error("broker refused the token topic subscription (check its ACL)", "topic", m.topics.Token(m.device))
+	m.subscribe(c)
+}
+
+// subscribe subscribes to the device's token topic and, once the broker
+// granted it, reports the connection up. A refused or unanswered
+// subscription (a broker whose ACL does not match, a broker too busy) is
+// logged and retried by Run with backoff; paho would not do it, and
+// disconnecting instead would stop paho's reconnection for good.
+func (m *mqttSource) subscribe(c mqtt.Client) bool {
+	topic := m.topics.Token(m.device)
+	tok := c.Subscribe(topic, 1, m.onMessage)
+	var err error
+	if !tok.WaitTimeout(m.cfg.RequestTimeout) {
+		err = errors.New("no answer from the broker")
+	} else if err = tok.Error(); err == nil {
+		if st, ok := tok.(*mqtt.SubscribeToken); ok {
+			for _, q := range st.Result() {
+				if q == 0x80 {
+					err = errors.New("the broker refused it (check its ACL)")
+				}
 			}
 		}
+	}
+	if err != nil {
+		m.log.Error("cannot subscribe to the token topic; retrying", "topic", topic, "err", err)
+		select {
+		case m.resubscribe <- struct{}{}:
+		default:
+		}
+		return false
 	}
 	m.connected.Store(true)
 	m.log.Info("connected to the broker", "broker", m.cfg.Broker.URL)
@@ -194,6 +231,7 @@ func (m *mqttSource) onConnect(c mqtt.Client) {
 	if m.hooks.Connected != nil {
 		m.hooks.Connected()
 	}
+	return true
 }
 
 func (m *mqttSource) onLost(_ mqtt.Client, err error) {

@@ -1,8 +1,10 @@
 package agent
 
 import (
+	"agoratokens/agent/clock"
 	"context"
 	"encoding/json"
+	"errors"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -387,5 +389,78 @@ func TestMQTTBootLogsNoFailure(t *testing.T) {
 	}
 	if !strings.Contains(text, "connected to the broker") || !strings.Contains(text, "new token") {
 		t.Fatalf("boot log lacks the connection or the token:\n%s", text)
+	}
+}
+
+// refusingClient stands in for a broker that refuses the token-topic
+// subscription a few times (a SUBACK failure: mosquitto 2.0 grants any
+// subscription and filters on delivery, so a real refusal cannot be had
+// from the test brokers). Only what the source calls is implemented.
+type refusingClient struct {
+	mqtt.Client
+	refusals   atomic.Int32 // subscriptions still to refuse
+	subscribes atomic.Int32
+}
+
+type doneToken struct{ err error }
+
+func (d doneToken) Wait() bool                     { return true }
+func (d doneToken) WaitTimeout(time.Duration) bool { return true }
+func (d doneToken) Error() error                   { return d.err }
+func (d doneToken) Done() <-chan struct{} {
+	c := make(chan struct{})
+	close(c)
+	return c
+}
+
+func (c *refusingClient) Connect() mqtt.Token     { return doneToken{} }
+func (c *refusingClient) IsConnectionOpen() bool  { return true }
+func (c *refusingClient) Disconnect(quiesce uint) {}
+func (c *refusingClient) Publish(string, byte, bool, any) mqtt.Token {
+	return doneToken{}
+}
+func (c *refusingClient) Subscribe(string, byte, mqtt.MessageHandler) mqtt.Token {
+	c.subscribes.Add(1)
+	if c.refusals.Add(-1) >= 0 {
+		return doneToken{err: errors.New("not authorized")}
+	}
+	return doneToken{}
+}
+
+// TestMQTTRefusedSubscriptionRetried: a refused token-topic subscription
+// is logged and retried with backoff on the live connection (paho would
+// not retry it, and dropping the connection would stop paho for good),
+// and the engine hears of the connection only once subscribed.
+func TestMQTTRefusedSubscriptionRetried(t *testing.T) {
+	cfg := mqttConfig(t, "tcp://127.0.0.1:1", t.TempDir())
+	var logs testlog.Buffer
+	m, err := newMQTT(&cfg, "dev-1", clock.Real(), logs.Logger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	fake := &refusingClient{}
+	fake.refusals.Store(2)
+	m.client = fake
+	connected := make(chan struct{})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- m.Run(ctx, TransportHooks{Connected: func() { close(connected) }})
+	}()
+	defer func() { cancel(); <-done }()
+	m.onConnect(fake) // what paho does once connected
+	select {
+	case <-connected:
+	case <-time.After(10 * time.Second):
+		t.Fatalf("never subscribed; log:\n%s", logs.String())
+	}
+	if n := fake.subscribes.Load(); n != 3 {
+		t.Fatalf("%d subscriptions, want 3 (two refused, then granted)", n)
+	}
+	if n := strings.Count(logs.String(), "cannot subscribe to the token topic"); n != 2 {
+		t.Fatalf("%d refusals logged, want 2:\n%s", n, logs.String())
+	}
+	if m.State() != "connected" {
+		t.Fatalf("state %q after the subscription, want connected", m.State())
 	}
 }

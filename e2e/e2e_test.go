@@ -145,7 +145,10 @@ func TestRotationPushesNewTokens(t *testing.T) {
 // serving its valid token; once the broker is back, it renews before the
 // token expires.
 func TestBrokerRestartMidLifetime(t *testing.T) {
-	e := newEnv(t, 6*time.Second, "dev-1")
+	// 12 s ttl: renewal falls due at 6 s with the broker down; the
+	// issuer's reconnection (backoff up to 5 s) and the agent's (up to
+	// 1 s here) then have 6 s to bring a fresh token.
+	e := newEnv(t, 12*time.Second, "dev-1")
 	e.startIssuer()
 	eng, _ := e.startAgent("dev-1", filepath.Join(e.dir, "state"))
 	events, cancel := eng.Subscribe()

@@ -365,10 +365,12 @@ func (s *Service) clientOptions(conn brokerConn) (*mqtt.ClientOptions, error) {
 	}
 	// Auto-ack is off: a request is acknowledged once its reply is (see
 	// onRequest), and every handler acknowledges its messages itself.
+	// Reconnection backs off to 5 s at most: the whole fleet waits on
+	// the issuer, and a few issuers reconnecting often load no broker.
 	o := mqtt.NewClientOptions().AddBroker(conn.url).SetClientID(s.name).
 		SetCleanSession(true).SetOrderMatters(false).SetAutoAckDisabled(true).
 		SetAutoReconnect(true).SetConnectRetry(true).
-		SetConnectRetryInterval(time.Second).SetMaxReconnectInterval(30*time.Second).
+		SetConnectRetryInterval(time.Second).SetMaxReconnectInterval(5*time.Second).
 		SetConnectTimeout(opTimeout).SetKeepAlive(30*time.Second).
 		SetBinaryWill(s.topics.IssuerStatus(), will, 1, true).
 		SetOnConnectHandler(s.onConnect).

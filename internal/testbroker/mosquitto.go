@@ -109,6 +109,10 @@ func (m *Mosquitto) writeConfig(port int, opts MosquittoOptions) (string, error)
 	var c strings.Builder
 	fmt.Fprintf(&c, "listener %d 127.0.0.1\n", port)
 	c.WriteString("log_dest stderr\nlog_type all\nconnection_messages true\n")
+	// As configs/mosquitto/mosquitto.conf sets it: without it Nagle holds
+	// a small reply until the peer's delayed ACK (~40 ms on Linux), and
+	// request/reply timings in tests are not the deployment's.
+	c.WriteString("set_tcp_nodelay true\n")
 	if u, err := user.Current(); err == nil && u.Uid == "0" {
 		// As root mosquitto drops to the "mosquitto" user, which could
 		// not read files in the test's temp dir.
