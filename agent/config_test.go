@@ -139,3 +139,20 @@ func TestSecretFiles(t *testing.T) {
 		}
 	}
 }
+
+// A password written into a URL is never repeated by a config error.
+func TestConfigURLErrorsHidePassword(t *testing.T) {
+	for _, y := range []string{
+		"device_id: dev-1\nbroker: {url: \"tcp://cam:hunter2@broker\"}\n",
+		"device_id: dev-1\nbroker: {url: \"tcp://cam:hunter2@broker:1883/%zz\"}\n",
+		"device_id: dev-1\nhttp: {url: \"https://cam:hunter2@issuer/%zz\"}\n",
+	} {
+		_, err := ParseConfig(strings.NewReader(y), "/x")
+		if err == nil {
+			t.Fatalf("%q: no error", y)
+		}
+		if strings.Contains(err.Error(), "hunter2") {
+			t.Errorf("error shows the password: %v", err)
+		}
+	}
+}

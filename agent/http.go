@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -218,4 +219,14 @@ func redactURL(u string) string {
 	}
 	p.User, p.RawQuery = nil, ""
 	return p.String()
+}
+
+// parseErr is a url.Parse error without the URL it quotes, which may
+// hold a password.
+func parseErr(err error) error {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		return ue.Err
+	}
+	return err
 }

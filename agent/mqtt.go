@@ -130,7 +130,7 @@ func (m *mqttSource) Run(ctx context.Context, h TransportHooks) error {
 		}
 		wait := bo.NextBackOff()
 		if failures&(failures-1) == 0 {
-			m.log.Warn("cannot connect to the broker; retrying", "broker", m.cfg.Broker.URL,
+			m.log.Warn("cannot connect to the broker; retrying", "broker", redactURL(m.cfg.Broker.URL),
 				"failures", failures, "retry_in", wait.Round(time.Millisecond), "err", err)
 		}
 		t := m.clk.NewTimer(wait)
@@ -220,7 +220,7 @@ func (m *mqttSource) subscribe(c mqtt.Client) bool {
 		return false
 	}
 	m.connected.Store(true)
-	m.log.Info("connected to the broker", "broker", m.cfg.Broker.URL)
+	m.log.Info("connected to the broker", "broker", redactURL(m.cfg.Broker.URL))
 	m.mu.Lock()
 	st := m.status
 	m.mu.Unlock()

@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net/url"
 	"strings"
 
 	"agoratokens/agent"
@@ -24,9 +25,9 @@ func runCheckConfig(ctx context.Context, args []string, stdout, stderr io.Writer
 	}
 	var source string
 	if cfg.Broker != nil {
-		source = "mqtt " + cfg.Broker.URL
+		source = "mqtt " + redacted(cfg.Broker.URL)
 	} else {
-		source = "http " + cfg.HTTP.Kind + " " + cfg.HTTP.URL
+		source = "http " + cfg.HTTP.Kind + " " + redacted(cfg.HTTP.URL)
 	}
 	tokens := "all the issuer grants"
 	if len(cfg.Tokens) > 0 {
@@ -58,4 +59,13 @@ func loadConfigArg(name string, args []string, stderr io.Writer) (cfg *agent.Con
 		return nil, "", 1
 	}
 	return cfg, *p, 0
+}
+
+// redacted is a URL with any password in it masked.
+func redacted(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "(url)"
+	}
+	return u.Redacted()
 }
