@@ -115,6 +115,12 @@ func (s *Service) authed(h func(http.ResponseWriter, *http.Request, *state, stri
 func (s *Service) handleTokens(w http.ResponseWriter, r *http.Request, st *state, principal string) {
 	var names []string
 	if q := r.URL.Query().Get("names"); q != "" {
+		if n := strings.Count(q, ",") + 1; n > wire.MaxRequestTokens {
+			s.metrics.request("http", resultInvalid)
+			httpError(w, http.StatusBadRequest, wire.CodeInvalidRequest,
+				fmt.Sprintf("request asks for %d tokens, max %d", n, wire.MaxRequestTokens), 0)
+			return
+		}
 		names = strings.Split(q, ",")
 		for _, n := range names {
 			if err := wire.ValidateName("token name", n); err != nil {

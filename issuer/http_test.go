@@ -74,6 +74,7 @@ func TestHTTPAPI(t *testing.T) {
 		{"all tokens", "/v1/tokens", keyCam, 200, `"name":"signal"`},
 		{"unknown name", "/v1/tokens?names=teleport", keyCam, 400, "invalid_request"},
 		{"bad name", "/v1/tokens?names=a%20b", keyCam, 400, "invalid_request"},
+		{"too many names", "/v1/tokens?names=video" + strings.Repeat(",video", 32), keyCam, 400, "max 32"},
 		{"other rule's token", "/v1/tokens?names=doorbell", keyCam, 403, "forbidden"},
 		{"rtc own channel", "/rtc/cam-cam-9/publisher/uid/" + camUID + "/?expiry=60", keyCam, 200, `"rtcToken":"007`},
 		{"rtc no slash", "/rtc/cam-cam-9/subscriber/uid/" + camUID, keyCam, 200, `"rtcToken":"007`},

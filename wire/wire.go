@@ -17,6 +17,9 @@ const SchemaVersion = 1
 // MaxPayload is the largest message either side accepts, in bytes.
 const MaxPayload = 16 << 10
 
+// MaxRequestTokens is the most token names one request may ask for.
+const MaxRequestTokens = 32
+
 // DefaultRoot is the default topic root.
 const DefaultRoot = "agora/v1"
 
@@ -244,8 +247,8 @@ func DecodeRequest(payload []byte) (*Request, error) {
 	if err := ValidateName("request id", r.ID); err != nil {
 		return nil, err
 	}
-	if len(r.Tokens) > 32 {
-		return nil, fmt.Errorf("request asks for %d tokens, max 32", len(r.Tokens))
+	if len(r.Tokens) > MaxRequestTokens {
+		return nil, fmt.Errorf("request asks for %d tokens, max %d", len(r.Tokens), MaxRequestTokens)
 	}
 	for _, n := range r.Tokens {
 		if err := ValidateName("token name", n); err != nil {
