@@ -61,3 +61,21 @@ func rel(t0, t time.Time) time.Duration {
 	}
 	return t.Sub(t0)
 }
+
+func TestRetryAfter(t *testing.T) {
+	for _, tc := range []struct {
+		secs int
+		want time.Duration
+	}{
+		{0, 0},
+		{-5, 0},
+		{10, 10 * time.Second},
+		{3600, time.Hour},
+		{1 << 30, time.Hour},
+		{int(^uint(0) >> 1), time.Hour},
+	} {
+		if got := retryAfter(tc.secs); got != tc.want {
+			t.Errorf("retryAfter(%d) = %s, want %s", tc.secs, got, tc.want)
+		}
+	}
+}

@@ -29,7 +29,7 @@ func (e *Engine) handleResult(r fetchResult) {
 	}
 	rep := r.reply
 	if rep.Error != nil {
-		e.failed(a, now, replyError(rep.Error), time.Duration(rep.Error.RetryAfter)*time.Second)
+		e.failed(a, now, replyError(rep.Error), retryAfter(rep.Error.RetryAfter))
 		return
 	}
 	e.setAnchor(rep, a.sentAt)
@@ -193,4 +193,20 @@ func (e *Engine) saved(t *Token, now time.Time) *savedToken {
 		st.ReceivedUptime = int64(up - now.Sub(t.ReceivedAt))
 	}
 	return st
+}
+
+// maxRetryAfter bounds the wait a server may ask for: a wrong or hostile
+// retry_after must not silence a device for days (nor overflow).
+const maxRetryAfter = time.Hour
+
+// retryAfter is how long a server's retry_after (seconds) holds the next
+// attempt back: 0 for none or a negative value, at most maxRetryAfter.
+func retryAfter(secs int) time.Duration {
+	switch {
+	case secs <= 0:
+		return 0
+	case secs >= int(maxRetryAfter/time.Second):
+		return maxRetryAfter
+	}
+	return time.Duration(secs) * time.Second
 }

@@ -81,7 +81,13 @@ func (s *Service) handle(m mqtt.Message) {
 	}
 	t := s.client().Publish(s.topics.Token(device), 1, false, reply)
 	s.pending.Add(1)
-	s.replies <- pendingReply{tok: t, req: m, device: device, deadline: time.Now().Add(opTimeout)}
+	select {
+	case s.replies <- pendingReply{tok: t, req: m, device: device, deadline: time.Now().Add(opTimeout)}:
+	case <-s.closed:
+		// Shut down after the drain timeout: nobody waits for this
+		// PUBACK any more, and blocking here would leak the worker.
+		s.pending.Done()
+	}
 }
 
 // ackReplies waits for each published reply's PUBACK (or its timeout),
