@@ -55,7 +55,8 @@ const maxPacket = 1 << 20
 func dialMQTT(brokerURL string, tlsCfg *tls.Config, user, password string, timeout time.Duration) (*mqttConn, error) {
 	u, err := url.Parse(brokerURL)
 	if err != nil {
-		return nil, fmt.Errorf("broker URL: %w", err)
+		// url.Parse quotes the URL, which may hold a password.
+		return nil, errors.New("broker URL is not a valid URL (want tcp://host:port or ssl://host:port)")
 	}
 	d := &net.Dialer{Timeout: timeout}
 	var nc net.Conn
