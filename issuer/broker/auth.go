@@ -67,7 +67,7 @@ func (h *authHook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) boo
 	if reason == "" {
 		return true
 	}
-	h.refused("connect refused", "user", safeUser(user), "client", pk.Connect.ClientIdentifier,
+	h.refused("connect refused", "user", safeUser(user), "client", safeUser(pk.Connect.ClientIdentifier),
 		"remote", cl.Net.Remote, "reason", reason)
 	return false
 }
@@ -164,8 +164,8 @@ func stripShare(filter string) string {
 	return f
 }
 
-// safeUser quotes a user name for a log line, shortened: it came from
-// the network.
+// safeUser quotes a name from the network (user name, client id) for a
+// log line, shortened.
 func safeUser(u string) string {
 	if len(u) > 80 {
 		u = u[:80] + "…"
