@@ -1,10 +1,9 @@
 package agent
 
 import (
-	"errors"
 	"fmt"
-	"os"
-	"strings"
+
+	"agoratokens/secretfile"
 )
 
 // ReadSecrets reads the broker password file or the HTTP bearer token
@@ -13,49 +12,18 @@ import (
 // newline dropped, is never logged or shown.
 func (c *Config) ReadSecrets() error {
 	if c.Broker != nil && c.Broker.PasswordFile != "" && c.Broker.password == nil {
-		v, err := readSecretFile(c.Broker.PasswordFile)
+		v, err := secretfile.Read(c.Broker.PasswordFile)
 		if err != nil {
 			return fmt.Errorf("broker.password_file: %w", err)
 		}
 		c.Broker.password = &secret{v}
 	}
 	if c.HTTP != nil && c.HTTP.BearerTokenFile != "" && c.HTTP.bearer == nil {
-		v, err := readSecretFile(c.HTTP.BearerTokenFile)
+		v, err := secretfile.Read(c.HTTP.BearerTokenFile)
 		if err != nil {
 			return fmt.Errorf("http.bearer_token_file: %w", err)
 		}
 		c.HTTP.bearer = &secret{v}
 	}
 	return nil
-}
-
-func readSecretFile(path string) (string, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return "", err
-	}
-	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		return "", err
-	}
-	if !st.Mode().IsRegular() {
-		return "", fmt.Errorf("%s is not a regular file", path)
-	}
-	if perm := st.Mode().Perm(); perm&0o027 != 0 {
-		return "", fmt.Errorf("%s has mode %04o: a secret file must be 0600 or 0640", path, perm)
-	}
-	buf := make([]byte, 4097)
-	n, err := f.Read(buf)
-	if err != nil {
-		return "", fmt.Errorf("read %s: %w", path, err)
-	}
-	if n > 4096 {
-		return "", fmt.Errorf("%s is over 4 KiB", path)
-	}
-	v := strings.TrimRight(string(buf[:n]), "\r\n")
-	if v == "" || strings.ContainsAny(v, "\r\n") {
-		return "", errors.New(path + " must hold the secret on one line")
-	}
-	return v, nil
 }

@@ -20,7 +20,7 @@
 set -eu
 cd "$(dirname "$0")/.."
 go=${GO:-go}
-pkgs="./accesstoken/... ./wire/... ./agent/... ./device/..."
+pkgs="./accesstoken/... ./wire/... ./agent/... ./device/... ./secretfile/..."
 for tool in qemu-arm-static qemu-aarch64-static; do
 	command -v "$tool" >/dev/null 2>&1 || {
 		echo "test-arm: $tool not found: install qemu-user-static (make test-deps)" >&2

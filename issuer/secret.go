@@ -3,10 +3,9 @@ package issuer
 import (
 	"fmt"
 	"log/slog"
-	"os"
-	"strings"
 
 	"agoratokens/accesstoken"
+	"agoratokens/secretfile"
 )
 
 // Secret is a value that must never be printed: an App Certificate or a
@@ -40,37 +39,12 @@ type Certificate struct {
 	Value Secret
 }
 
-// readSecretFile reads a secret from a file that only its owner (and
-// group) may read, as ssh does for private keys: mode 0600 or 0640 or
-// stricter. Surrounding whitespace is trimmed. key names the config key
-// in errors; the value never appears in one.
+// readSecretFile reads a secret file (see package secretfile); key names
+// the config key in errors.
 func readSecretFile(key, path string) (Secret, error) {
-	f, err := os.Open(path)
+	v, err := secretfile.Read(path)
 	if err != nil {
 		return Secret{}, fmt.Errorf("%s: %w", key, err)
-	}
-	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		return Secret{}, fmt.Errorf("%s: %w", key, err)
-	}
-	if !st.Mode().IsRegular() {
-		return Secret{}, fmt.Errorf("%s: %s is not a regular file", key, path)
-	}
-	if perm := st.Mode().Perm(); perm&0o137 != 0 {
-		return Secret{}, fmt.Errorf("%s: %s has mode %#o; a secret file must be 0600 or 0640 (chmod 600 %s)", key, path, perm, path)
-	}
-	buf := make([]byte, 4096)
-	n, err := f.Read(buf)
-	if err != nil && n == 0 {
-		return Secret{}, fmt.Errorf("%s: read %s: %w", key, path, err)
-	}
-	if n == len(buf) {
-		return Secret{}, fmt.Errorf("%s: %s is larger than %d bytes", key, path, len(buf)-1)
-	}
-	v := strings.TrimSpace(string(buf[:n]))
-	if v == "" {
-		return Secret{}, fmt.Errorf("%s: %s is empty", key, path)
 	}
 	return Secret{v: v}, nil
 }
