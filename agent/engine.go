@@ -15,7 +15,7 @@ import (
 	"github.com/cenkalti/backoff/v4"
 	"golang.org/x/sync/errgroup"
 
-	"agoratokens/agent/clock"
+	"agoratokens/clock"
 	"agoratokens/wire"
 )
 

@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"agoratokens/agent/clock"
+	"agoratokens/clock"
 	"agoratokens/wire"
 )
 

@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"agoratokens/accesstoken"
-	"agoratokens/agent/clock"
+	"agoratokens/clock"
 	"agoratokens/wire"
 )
 

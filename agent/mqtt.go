@@ -15,8 +15,8 @@ import (
 	"github.com/cenkalti/backoff/v4"
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 
-	"agoratokens/agent/clock"
 	"agoratokens/buildinfo"
+	"agoratokens/clock"
 	"agoratokens/wire"
 )
 

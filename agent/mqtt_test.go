@@ -1,7 +1,7 @@
 package agent
 
 import (
-	"agoratokens/agent/clock"
+	"agoratokens/clock"
 	"context"
 	"encoding/json"
 	"errors"

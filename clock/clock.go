@@ -1,6 +1,7 @@
-// Package clock is the time source of the agent: the real clock in
-// production and a fake one that tests move by hand, so that no test
-// sleeps and every timer fires when the test says.
+// Package clock is the one time source of the agent, the socket server,
+// the board and the issuer: the real clock in production and a fake one
+// that tests move by hand, so that no test sleeps and every timer fires
+// when the test says.
 package clock
 
 import "time"
