@@ -3,13 +3,15 @@
 #   make demo    run issuer, broker, agents and media clients on this machine
 #   make test    install what the tests need (as root), lint, run every test
 #
+#   make build | lint | fuzz | bench | cross | deb | clean: see README.md
+#
 GO        ?= go
 VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS   := -s -w -X agoratokens/buildinfo.Version=$(VERSION)
 BIN       := bin
 GOFLAGS_BUILD := -trimpath -ldflags '$(LDFLAGS)'
 
-.PHONY: all build test test-deps lint bench demo cross clean
+.PHONY: all build test test-deps test-race lint fuzz bench demo cross clean
 
 all: build
 
@@ -23,17 +25,33 @@ build:
 test-deps:
 	@scripts/test-deps.sh
 
+# gofmt, go vet, and go.mod/go.sum exactly as go mod tidy leaves them.
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	if [ -n "$$out" ]; then echo "gofmt needed on:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
+	@out=$$($(GO) mod tidy -diff 2>&1) || { \
+		echo "go.mod or go.sum is not tidy; go mod tidy would change:"; echo "$$out"; exit 1; }
 
 # ARM builds, qemu-user test runs and Debian packages live in cross/.
 include cross/cross.mk
 
+# The tests must leave the checkout as they found it: they build and
+# install into t.TempDir() or a cache outside the tree, and
+# scripts/tree-unchanged.sh fails the run if git status differs after it.
 # The summary lines of go test end the output: the race run goes last.
-test: test-deps lint test-arm
+test: test-deps lint
+	@scripts/tree-unchanged.sh $(MAKE) --no-print-directory test-arm test-race
+
+test-race:
 	$(GO) test -race -count=1 -timeout 15m ./...
+
+# Every fuzz target of the module (found by scripts/fuzz.sh), FUZZTIME
+# each, one after the other; a crash leaves its input in the package's
+# testdata/fuzz/, a regression seed to commit with the fix.
+FUZZTIME ?= 1m
+fuzz:
+	@GO=$(GO) FUZZTIME=$(FUZZTIME) scripts/fuzz.sh
 
 bench:
 	@scripts/bench.sh
