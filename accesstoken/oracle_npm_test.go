@@ -3,6 +3,8 @@ package accesstoken
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"os"
 	"os/exec"
@@ -38,30 +40,31 @@ type npmAnswer struct {
 	HighLevel []string `json:"high_level"`
 }
 
-// runNPMOracle runs Agora's agora-token package on a request, installing
-// it (npm ci, pinned by package-lock.json) on first use.
+// runNPMOracle runs Agora's agora-token package on a request. The
+// package is installed outside the checkout (npmModules); oracle.js runs
+// from a temporary directory whose node_modules links to that install.
 func runNPMOracle(t *testing.T, req any) npmAnswer {
 	t.Helper()
 	node, err := exec.LookPath("node")
 	if err != nil {
 		t.Fatalf("node is not installed: the agora-token cross-check needs Node.js and npm (make test-deps installs them): %v", err)
 	}
-	dir, err := filepath.Abs(filepath.Join("testdata", "npm"))
+	src, err := filepath.Abs(filepath.Join("testdata", "npm"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	if _, err := os.Stat(filepath.Join(dir, "node_modules", "agora-token", "package.json")); err != nil {
-		npm, err := exec.LookPath("npm")
-		if err != nil {
-			t.Fatalf("npm is not installed: the agora-token cross-check needs it to install agora-token (make test-deps installs it): %v", err)
-		}
-		cmd := exec.CommandContext(ctx, npm, "ci", "--no-audit", "--no-fund", "--loglevel=error")
-		cmd.Dir = dir
-		if out, err := cmd.CombinedOutput(); err != nil {
-			t.Fatalf("npm ci in %s (installs agora-token): %v\n%s", dir, err, out)
-		}
+	dir := t.TempDir()
+	script, err := os.ReadFile(filepath.Join(src, "oracle.js"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "oracle.js"), script, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(npmModules(ctx, t, src), filepath.Join(dir, "node_modules")); err != nil {
+		t.Fatal(err)
 	}
 	in, err := json.Marshal(req)
 	if err != nil {
@@ -81,6 +84,76 @@ func runNPMOracle(t *testing.T, req any) npmAnswer {
 		t.Fatalf("oracle answer %q: %v", out, err)
 	}
 	return ans
+}
+
+// npmModules returns a node_modules directory holding the packages that
+// src's package-lock.json pins, installing them with npm ci on first
+// use. The install lives in the user's cache directory, outside the
+// checkout, named after the agora-token version and the lock file's
+// hash: later runs reuse it, and a new pin gets a fresh install. It is
+// made in a temporary directory and renamed into place, so an
+// interrupted or concurrent run never leaves a half install behind.
+func npmModules(ctx context.Context, t *testing.T, src string) string {
+	t.Helper()
+	lock, err := os.ReadFile(filepath.Join(src, "package-lock.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pkg, err := os.ReadFile(filepath.Join(src, "package.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var manifest struct {
+		Dependencies map[string]string `json:"dependencies"`
+	}
+	if err := json.Unmarshal(pkg, &manifest); err != nil {
+		t.Fatalf("%s: %v", filepath.Join(src, "package.json"), err)
+	}
+	version := manifest.Dependencies["agora-token"]
+	if version == "" {
+		t.Fatalf("%s names no agora-token version", filepath.Join(src, "package.json"))
+	}
+	cache, err := os.UserCacheDir()
+	if err != nil {
+		cache = os.TempDir()
+	}
+	sum := sha256.Sum256(lock)
+	root := filepath.Join(cache, "agoratokens", "npm-oracle")
+	dir := filepath.Join(root, "agora-token-"+version+"-"+hex.EncodeToString(sum[:6]))
+	modules := filepath.Join(dir, "node_modules")
+	installed := func() bool {
+		_, err := os.Stat(filepath.Join(modules, "agora-token", "package.json"))
+		return err == nil
+	}
+	if installed() {
+		return modules
+	}
+	npm, err := exec.LookPath("npm")
+	if err != nil {
+		t.Fatalf("npm is not installed: the agora-token cross-check needs it to install agora-token (make test-deps installs it): %v", err)
+	}
+	if err := os.MkdirAll(root, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	tmp, err := os.MkdirTemp(root, "install-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(tmp)
+	for name, content := range map[string][]byte{"package.json": pkg, "package-lock.json": lock} {
+		if err := os.WriteFile(filepath.Join(tmp, name), content, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cmd := exec.CommandContext(ctx, npm, "ci", "--no-audit", "--no-fund", "--loglevel=error", "--prefer-offline")
+	cmd.Dir = tmp
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("npm ci in %s (installs agora-token %s): %v\n%s", tmp, version, err, out)
+	}
+	if err := os.Rename(tmp, dir); err != nil && !installed() {
+		t.Fatalf("install agora-token %s into %s: %v", version, dir, err)
+	}
+	return modules
 }
 
 // canonical re-marshals a token JSON through our schema.

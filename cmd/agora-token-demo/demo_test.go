@@ -14,14 +14,18 @@ import (
 // TestMakeDemo runs the shortened demo exactly as the README says:
 // `make demo DEMO_DURATION=45s DEMO_TTL=40s`. The demo exits 0 only when
 // every token every agent handed out reached its media client, through a
-// broker restart and a certificate rotation.
+// broker restart and a certificate rotation. The binaries (BIN) and the
+// demo's setup (DEMO_DIR) go to temporary directories: a test leaves the
+// checkout as it found it.
 func TestMakeDemo(t *testing.T) {
 	if _, err := exec.LookPath("make"); err != nil {
 		t.Fatal("make is needed to run the demo as the README does: apt-get install make")
 	}
-	dir := filepath.Join(t.TempDir(), "demo")
+	tmp := t.TempDir()
+	dir := filepath.Join(tmp, "demo")
+	bin := filepath.Join(tmp, "bin")
 	cmd := exec.Command("make", "-C", filepath.Join("..", ".."), "demo",
-		"DEMO_DURATION=45s", "DEMO_TTL=40s", "DEMO_DEVICES=2", "DEMO_DIR="+dir)
+		"DEMO_DURATION=45s", "DEMO_TTL=40s", "DEMO_DEVICES=2", "DEMO_DIR="+dir, "BIN="+bin)
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Run(); err != nil {
@@ -48,6 +52,12 @@ func TestMakeDemo(t *testing.T) {
 	// config, as rotated, still loads.
 	if _, err := issuer.LoadConfig(filepath.Join(dir, "issuer", "issuer.yaml")); err != nil {
 		t.Fatalf("generated issuer config: %v", err)
+	}
+	// make built into BIN, so nothing went to the checkout's bin/.
+	for _, name := range []string{"agora-token-issuer", "agora-token-agent", "agora-media-sample", "agora-token-demo"} {
+		if _, err := os.Stat(filepath.Join(bin, name)); err != nil {
+			t.Errorf("make demo BIN=%s did not build %s there: %v", bin, name, err)
+		}
 	}
 }
 
