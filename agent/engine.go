@@ -162,7 +162,13 @@ func New(cfg Config, deps Deps) (*Engine, error) {
 	if cfg.Broker == nil && cfg.HTTP == nil && deps.Transport == nil {
 		return nil, errors.New("config: broker: missing (or http)")
 	}
-	fillDefaults(&cfg)
+	cfg.fillDefaults()
+	if err := cfg.check(); err != nil {
+		return nil, err
+	}
+	if cfg.Backoff.Jitter == NoJitter {
+		cfg.Backoff.Jitter = 0 // what the backoff package takes for none
+	}
 	device := cfg.DeviceID
 	if device == AutoDeviceID {
 		id, err := deps.DeviceID(cfg.DeviceIDPrefix)
@@ -215,29 +221,53 @@ func New(cfg Config, deps Deps) (*Engine, error) {
 	return e, nil
 }
 
-func fillDefaults(c *Config) {
-	def := func(d *time.Duration, v time.Duration) {
-		if *d <= 0 {
-			*d = v
+// check validates a Config after fillDefaults, naming each field by its
+// config-file key: a Config built in Go gets the same checks as the file.
+func (c *Config) check() error {
+	var e errs
+	for _, d := range []struct {
+		key string
+		v   time.Duration
+	}{
+		{"renew_before", c.RenewBefore}, {"renew_min_interval", c.RenewMinInterval},
+		{"request_timeout", c.RequestTimeout}, {"backoff.initial", c.Backoff.Initial},
+		{"backoff.max", c.Backoff.Max},
+	} {
+		if d.v <= 0 {
+			e.add(d.key, "must be positive, got %v", d.v)
 		}
 	}
-	def(&c.RenewBefore, DefaultRenewBefore)
-	def(&c.RenewMinInterval, DefaultRenewMinInterval)
-	def(&c.RequestTimeout, DefaultRequestTimeout)
-	def(&c.Backoff.Initial, time.Second)
-	def(&c.Backoff.Max, time.Minute)
-	if c.Backoff.Multiplier < 1 {
-		c.Backoff.Multiplier = 2
+	if c.RenewBefore >= 24*time.Hour {
+		e.add("renew_before", "%v is not under the 24 h token lifetime limit", c.RenewBefore)
 	}
-	if c.TopicRoot == "" {
-		c.TopicRoot = wire.DefaultRoot
+	if c.Backoff.Max < c.Backoff.Initial {
+		e.add("backoff.max", "%v is less than backoff.initial %v", c.Backoff.Max, c.Backoff.Initial)
 	}
-	if c.StateDir == "" {
-		c.StateDir = DefaultStateDir
+	if m := c.Backoff.Multiplier; m < 1 || m > 10 {
+		e.add("backoff.multiplier", "%v is not between 1 and 10", m)
 	}
-	if c.Broker != nil {
-		def(&c.Broker.KeepAlive, DefaultKeepAlive)
+	if j := c.Backoff.Jitter; j != NoJitter && (j < 0 || j >= 1) {
+		e.add("backoff.jitter", "%v is not in [0, 1) (or NoJitter)", j)
 	}
+	if err := wire.ValidateRoot(c.TopicRoot); err != nil {
+		e.add("topic_root", "%v", err)
+	}
+	seen := map[string]bool{}
+	for i, n := range c.Tokens {
+		if err := wire.ValidateName("token name", n); err != nil {
+			e.add(fmt.Sprintf("tokens[%d]", i), "%v", err)
+		} else if seen[n] {
+			e.add(fmt.Sprintf("tokens[%d]", i), "%q is listed twice", n)
+		}
+		seen[n] = true
+	}
+	if c.Broker != nil && c.Broker.KeepAlive < time.Second {
+		e.add("broker.keepalive", "%v is under 1s", c.Broker.KeepAlive)
+	}
+	if len(e) > 0 {
+		return fmt.Errorf("config: %w", errors.Join(e...))
+	}
+	return nil
 }
 
 func (e *Engine) newSlot(name string) *slot {

@@ -147,7 +147,7 @@ func testConfig(dir string, tokens ...string) Config {
 		DeviceID: "dev-1", Broker: &BrokerConfig{URL: "tcp://127.0.0.1:1"},
 		Tokens: tokens, RenewBefore: 30 * time.Second, RequestTimeout: 10 * time.Second,
 		RenewMinInterval: 10 * time.Second,
-		Backoff:          BackoffConfig{Initial: time.Second, Max: 8 * time.Second, Multiplier: 2, Jitter: 0},
+		Backoff:          BackoffConfig{Initial: time.Second, Max: 8 * time.Second, Multiplier: 2, Jitter: NoJitter},
 		StateDir:         dir,
 	}
 }
