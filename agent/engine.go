@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"sort"
 	"strconv"
 	"sync"
@@ -64,6 +65,10 @@ type Deps struct {
 // it is dropped.
 const subscriberBuffer = 64
 
+// persistRetry is how often tokens that could not be persisted (state
+// directory unusable, read-only or full) are tried again.
+const persistRetry = time.Minute
+
 // recentRequests is how many sent request ids are remembered, so that a
 // reply arriving after its timeout (queued by the broker) is recognised.
 const recentRequests = 32
@@ -103,6 +108,15 @@ type Engine struct {
 	saves    []*savedToken
 	lastH    Health
 	hSet     bool
+	// stateErr is why tokens are not being persisted ("" while they
+	// are), for Status.
+	stateErr string
+
+	// Owned by the loop (and loadState before it): tokens not yet
+	// persisted, by name, and when to try them again after a failure.
+	unsaved   map[string]*savedToken
+	persistOK bool
+	retrySave time.Time
 }
 
 // slot is one token name's schedule.
@@ -187,13 +201,14 @@ func New(cfg Config, deps Deps) (*Engine, error) {
 	_, _ = rand.Read(rnd[:])
 	e := &Engine{
 		cfg: cfg, log: deps.Logger.With("device", device), clk: deps.Clock,
-		store:  &store{dir: cfg.StateDir, log: deps.Logger},
-		boot:   deps.BootClock,
-		health: deps.OnHealth,
-		device: device,
-		topics: wire.NewTopics(cfg.TopicRoot),
-		ready:  make(chan struct{}),
-		wake:   make(chan struct{}, 1), results: make(chan fetchResult, 8),
+		store:   &store{dir: cfg.StateDir, log: deps.Logger, uid: os.Geteuid()},
+		unsaved: map[string]*savedToken{},
+		boot:    deps.BootClock,
+		health:  deps.OnHealth,
+		device:  device,
+		topics:  wire.NewTopics(cfg.TopicRoot),
+		ready:   make(chan struct{}),
+		wake:    make(chan struct{}, 1), results: make(chan fetchResult, 8),
 		pushes: make(chan *wire.Reply, 8), syncs: make(chan chan struct{}),
 		reqBase:  "r-" + hex.EncodeToString(rnd[:]) + "-",
 		slots:    map[string]*slot{},
@@ -293,9 +308,7 @@ func (e *Engine) Ready() <-chan struct{} { return e.ready }
 // Run loads the persisted tokens, then keeps every token fresh until ctx
 // ends. It returns nil after a clean shutdown.
 func (e *Engine) Run(ctx context.Context) error {
-	if err := e.loadState(); err != nil {
-		return err
-	}
+	e.loadState()
 	close(e.ready)
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
@@ -310,10 +323,15 @@ func (e *Engine) Run(ctx context.Context) error {
 	return err
 }
 
-func (e *Engine) loadState() error {
+// loadState serves the persisted tokens that are still valid. A state
+// directory that cannot be used is no reason not to start: tokens are
+// fetched and served from memory, and persisted once the directory can
+// be written.
+func (e *Engine) loadState() {
+	e.persistOK = true
 	saved, err := e.store.load(e.clk.Wall())
 	if err != nil {
-		return err
+		e.persistFailed(err)
 	}
 	bootID, uptime, berr := e.boot()
 	if berr != nil {
@@ -343,7 +361,63 @@ func (e *Engine) loadState() error {
 		e.dirty = true
 		e.log.Info("serving persisted token", "token", s.name, "kid", st.Grant.KID, "expires_in", left.Round(time.Second), "aged_by", how)
 	}
-	return nil
+}
+
+// persist writes the tokens waiting to be persisted, at once while the
+// state directory works, else every persistRetry. It returns when to try
+// again (zero: nothing waits).
+func (e *Engine) persist(saves []*savedToken, now time.Time) time.Time {
+	for _, sv := range saves {
+		e.unsaved[sv.Grant.Name] = sv
+	}
+	if len(e.unsaved) == 0 {
+		return time.Time{}
+	}
+	if !e.persistOK && now.Before(e.retrySave) {
+		return e.retrySave
+	}
+	names := make([]string, 0, len(e.unsaved))
+	for n := range e.unsaved {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	var failed error
+	for _, n := range names {
+		if err := e.store.save(e.unsaved[n]); err != nil {
+			failed = err
+			continue
+		}
+		delete(e.unsaved, n)
+	}
+	if failed != nil {
+		e.persistFailed(failed)
+		e.retrySave = now.Add(persistRetry)
+		return e.retrySave
+	}
+	if !e.persistOK {
+		e.persistOK = true
+		e.mu.Lock()
+		e.stateErr = ""
+		e.mu.Unlock()
+		e.log.Info("state directory usable again; tokens persisted", "dir", e.cfg.StateDir)
+	}
+	return time.Time{}
+}
+
+// persistFailed records that tokens cannot be persisted: said once at
+// Error level when it starts, at Debug level while it goes on.
+func (e *Engine) persistFailed(err error) {
+	msg := fmt.Sprintf("memory only: %v", err)
+	e.mu.Lock()
+	e.stateErr = msg
+	e.mu.Unlock()
+	if e.persistOK {
+		e.log.Error("cannot persist tokens; serving them from memory, retrying", "dir", e.cfg.StateDir,
+			"retry_every", persistRetry, "err", err)
+	} else {
+		e.log.Debug("still cannot persist tokens", "dir", e.cfg.StateDir, "err", err)
+	}
+	e.persistOK = false
 }
 
 // connected is called by the transport after each (re)connection: what
@@ -516,10 +590,8 @@ func (e *Engine) step(ctx context.Context) time.Time {
 	}
 	e.mu.Unlock()
 
-	for _, sv := range saves {
-		if err := e.store.save(sv); err != nil {
-			e.log.Error("cannot persist token", "token", sv.Grant.Name, "err", err)
-		}
+	if t := e.persist(saves, now); !t.IsZero() && (next.IsZero() || t.Before(next)) {
+		next = t
 	}
 	if dirty {
 		e.tr.Report(st)

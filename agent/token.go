@@ -82,6 +82,11 @@ type Status struct {
 	// Broker is "connected" or "disconnected" (or the HTTP source's state).
 	Broker string
 	Tokens []TokenStatus
+	// StateError says why tokens are not being persisted (the state
+	// directory cannot be created, is read-only or full): they are served
+	// from memory, and a restart would fetch them again. Empty while
+	// persisting works.
+	StateError string
 }
 
 // Source is what the socket server needs from the agent's engine. The
