@@ -70,3 +70,37 @@ func decide(now, receivedAt time.Time, lifetime, renewBefore time.Duration, last
 	}
 	return a
 }
+
+// held describes a token for newer: the current one or one offered.
+type held struct {
+	// seq is the engine's request the token answered; for a push, 0 as
+	// an offer, and once held the last request sent when it came (no
+	// request sent before it is known to be newer).
+	seq uint64
+	// deadline is when the token stops working on the monotonic clock.
+	deadline time.Time
+	kid      string
+	token    string
+}
+
+// newer decides whether cand should replace cur, by what the agent can
+// trust: the order of its own requests, then the expiry on its own
+// clock. The issuer's issued_at is not compared: a replica whose clock
+// runs ahead (or an issuer clock stepped back) would otherwise have its
+// token block every later renewal until it ran out. It says why not.
+func newer(cur, cand held) (bool, string) {
+	switch {
+	case cand.token == cur.token:
+		return false, "the same token"
+	case cand.seq > cur.seq:
+		return true, "" // answers a later request
+	case cand.deadline.After(cur.deadline):
+		return true, "" // lasts longer
+	// issued_at and expires_at have one-second steps: a push ending in
+	// the same second as the token held is newer only if a certificate
+	// rotation (a new kid) is why it was sent.
+	case cand.deadline.Equal(cur.deadline) && cand.kid != cur.kid:
+		return true, ""
+	}
+	return false, "answers an older request and ends no later"
+}

@@ -97,7 +97,7 @@ type Engine struct {
 	slots    map[string]*slot
 	discover *slot // when every granted token is kept: the "all" request
 	attempts map[string]*attempt
-	recent   map[string]time.Time
+	recent   map[string]*attempt // the last recentRequests sent, by id
 	order    []string
 	anchor   anchor
 	subs     map[int]chan Event
@@ -123,6 +123,7 @@ type Engine struct {
 type slot struct {
 	name       string
 	tok        *Token
+	tokSeq     uint64 // the request behind tok (see held)
 	state      TokenState
 	bo         *backoff.ExponentialBackOff
 	failures   int
@@ -133,9 +134,12 @@ type slot struct {
 	lastForced time.Time
 }
 
-// attempt is one request in flight.
+// attempt is one request in flight (or, in Engine.recent, sent lately).
 type attempt struct {
-	id       string
+	id string
+	// seq orders the engine's requests: a reply to a later request is
+	// newer, whatever the issuer's clock says.
+	seq      uint64
 	names    []string // nil: every granted token
 	sentAt   time.Time
 	deadline time.Time
@@ -212,7 +216,7 @@ func New(cfg Config, deps Deps) (*Engine, error) {
 		pushes: make(chan *wire.Reply, 8), syncs: make(chan chan struct{}),
 		reqBase:  "r-" + hex.EncodeToString(rnd[:]) + "-",
 		slots:    map[string]*slot{},
-		attempts: map[string]*attempt{}, recent: map[string]time.Time{},
+		attempts: map[string]*attempt{}, recent: map[string]*attempt{},
 		subs: map[int]chan Event{},
 	}
 	for _, n := range cfg.Tokens {
@@ -627,7 +631,7 @@ func (e *Engine) transition(s *slot, st TokenState, now time.Time) {
 func (e *Engine) send(ctx context.Context, batch []*slot, all bool, now time.Time) {
 	e.reqSeq++
 	id := e.reqBase + strconv.FormatUint(e.reqSeq, 10)
-	a := &attempt{id: id, sentAt: now, deadline: now.Add(e.cfg.RequestTimeout)}
+	a := &attempt{id: id, seq: e.reqSeq, sentAt: now, deadline: now.Add(e.cfg.RequestTimeout)}
 	req := wire.Request{V: wire.SchemaVersion, ID: id}
 	for _, s := range batch {
 		s.inflight, s.forced = id, false
@@ -643,7 +647,7 @@ func (e *Engine) send(ctx context.Context, batch []*slot, all bool, now time.Tim
 	fctx, cancel := context.WithCancel(ctx)
 	a.cancel = cancel
 	e.attempts[id] = a
-	e.remember(id, now)
+	e.remember(a)
 	e.log.Debug("requesting tokens", "request", id, "tokens", req.Tokens)
 	go func() {
 		rep, err := e.tr.Fetch(fctx, req)
@@ -654,9 +658,9 @@ func (e *Engine) send(ctx context.Context, batch []*slot, all bool, now time.Tim
 	}()
 }
 
-func (e *Engine) remember(id string, sentAt time.Time) {
-	e.recent[id] = sentAt
-	e.order = append(e.order, id)
+func (e *Engine) remember(a *attempt) {
+	e.recent[a.id] = a
+	e.order = append(e.order, a.id)
 	if len(e.order) > recentRequests {
 		delete(e.recent, e.order[0])
 		e.order = e.order[1:]

@@ -45,7 +45,7 @@ func (e *Engine) handleResult(r fetchResult) {
 		}
 		// The token was issued after the request left: counting its
 		// lifetime from then never overstates it.
-		e.offer(g, a.sentAt, now, false)
+		e.offer(g, a.sentAt, now, a.seq, false)
 	}
 	for _, s := range e.slotsOf(a) {
 		if e.satisfied(s, now) {
@@ -81,9 +81,13 @@ func (e *Engine) handleUnsolicited(r *wire.Reply) {
 }
 
 // lateOrPush takes a push, or a reply to a request that already timed
-// out: each token is accepted if valid and newer than the current one.
+// out (or a duplicate of one already taken). A late reply is a reply to a
+// request the agent made: its tokens are taken if they were asked for
+// and are newer than the current ones. A push is taken only if it checks
+// out against the token of that name the agent holds (verifyPush).
+// Anything else is dropped with a warning.
 func (e *Engine) lateOrPush(r *wire.Reply, now time.Time) {
-	sentAt, late := e.recent[r.ID]
+	a, late := e.recent[r.ID]
 	if !late && !r.IsPush() {
 		e.log.Warn("reply to an unknown request id; dropped", "request", r.ID)
 		return
@@ -92,20 +96,31 @@ func (e *Engine) lateOrPush(r *wire.Reply, now time.Time) {
 		e.log.Info("late error reply ignored", "request", r.ID, "code", r.Error.Code)
 		return
 	}
+	asked := map[string]bool{}
+	if late {
+		for _, n := range a.names {
+			asked[n] = true
+		}
+	}
 	for i := range r.Tokens {
 		g := &r.Tokens[i]
-		recv := sentAt
-		if !late {
-			recv = e.pushReceivedAt(g, now)
+		var taken bool
+		switch {
+		case late && a.names != nil && !asked[g.Name]:
+			e.log.Warn("late reply carries a token that was not asked for; rejected", "request", r.ID, "token", g.Name)
+		case late:
+			taken = e.offer(g, a.sentAt, now, a.seq, false)
+		default:
+			taken = e.offer(g, e.pushReceivedAt(g, now), now, 0, true)
 		}
-		if e.offer(g, recv, now, true) {
+		if taken {
 			if s := e.slots[g.Name]; s != nil && s.inflight == "" {
 				e.slotOK(s)
 			}
 		}
 	}
 	if late {
-		e.setAnchor(r, sentAt)
+		e.setAnchor(r, a.sentAt)
 	}
 }
 
@@ -135,19 +150,28 @@ func (e *Engine) setAnchor(r *wire.Reply, sentAt time.Time) {
 }
 
 // offer checks a grant and makes it the current token of its name when
-// it is good and newer (or, for a reply we asked for, not older). It
-// reports whether the token was taken.
-func (e *Engine) offer(g *wire.Grant, receivedAt, now time.Time, mustBeNewer bool) bool {
+// it is good and newer (see newer). seq is the request it answers (0 for
+// a push, which must also pass verifyPush). It reports whether the token
+// was taken.
+func (e *Engine) offer(g *wire.Grant, receivedAt, now time.Time, seq uint64, push bool) bool {
 	s := e.slots[g.Name]
-	if s == nil {
-		if e.discover == nil {
-			e.log.Info("token not in the configured list; ignored", "token", g.Name)
-			return false
-		}
+	if s == nil && e.discover == nil {
+		e.log.Info("token not in the configured list; ignored", "token", g.Name)
+		return false
 	}
 	if err := checkGrant(g); err != nil {
 		e.log.Warn("bad token in reply; rejected", "token", g.Name, "err", err)
 		return false
+	}
+	if push {
+		var cur *Token
+		if s != nil {
+			cur = s.tok
+		}
+		if err := verifyPush(g, cur); err != nil {
+			e.log.Warn("pushed token rejected", "token", g.Name, "err", err)
+			return false
+		}
 	}
 	tok := Token{Grant: *g, ReceivedAt: receivedAt}
 	if !tok.Valid(now) {
@@ -155,16 +179,13 @@ func (e *Engine) offer(g *wire.Grant, receivedAt, now time.Time, mustBeNewer boo
 		return false
 	}
 	if s != nil && s.tok != nil && s.tok.Valid(now) {
-		cur := s.tok
-		switch {
-		case g.Token == cur.Token:
-			return false
-		// issued_at has one-second steps: a push signed in the same
-		// second as the current token is newer only if a certificate
-		// rotation (a new kid) is why it was sent.
-		case g.IssuedAt < cur.IssuedAt, mustBeNewer && g.IssuedAt == cur.IssuedAt && g.KID == cur.KID:
-			e.log.Info("token is not newer than the current one; ignored", "token", g.Name,
-				"issued_at", g.IssuedAt, "current_issued_at", cur.IssuedAt)
+		cur := held{seq: s.tokSeq, deadline: s.tok.Deadline(), kid: s.tok.KID, token: s.tok.Token}
+		cand := held{seq: seq, deadline: tok.Deadline(), kid: g.KID, token: g.Token}
+		if ok, why := newer(cur, cand); !ok {
+			if cand.token != cur.token {
+				e.log.Info("token is not newer than the current one; ignored", "token", g.Name, "why", why,
+					"issued_at", g.IssuedAt, "current_issued_at", s.tok.IssuedAt)
+			}
 			return false
 		}
 	}
@@ -176,7 +197,10 @@ func (e *Engine) offer(g *wire.Grant, receivedAt, now time.Time, mustBeNewer boo
 		e.discover.tok = &tok // discovery is done
 		e.slotOK(e.discover)
 	}
-	s.tok = &tok
+	s.tok, s.tokSeq = &tok, seq
+	if push {
+		s.tokSeq = e.reqSeq
+	}
 	s.state = StateValid
 	e.dirty = true
 	e.log.Info("new token", "token", g.Name, "kid", g.KID, "expires_at", g.ExpiresAt, "lifetime_s", g.Lifetime())
