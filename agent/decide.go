@@ -1,6 +1,11 @@
 package agent
 
-import "time"
+import (
+	"errors"
+	"time"
+
+	"agoratokens/wire"
+)
 
 // action is what the scheduler decides for one token at one moment.
 type action struct {
@@ -103,4 +108,47 @@ func newer(cur, cand held) (bool, string) {
 		return true, ""
 	}
 	return false, "answers an older request and ends no later"
+}
+
+// errClass is what a failed request means for the next one.
+type errClass int
+
+const (
+	// classRetry: a passing failure (no reply, the broker away, the
+	// issuer unavailable): retry after the backoff.
+	classRetry errClass = iota
+	// classThrottled: the issuer asked to wait (rate_limited): retry
+	// after the backoff, and no sooner than retry_after.
+	classThrottled
+	// classRefused: the issuer will not grant it (forbidden,
+	// invalid_request): asking again soon cannot help until the policy or
+	// the config changes.
+	classRefused
+)
+
+func (c errClass) String() string {
+	return [...]string{"retry", "throttled", "refused"}[c]
+}
+
+// refusedRetry is the least wait after a refusal (the engine waits at
+// least backoff.max too): long, so a device the policy does not know
+// costs the issuer little, but not forever, so fixing the policy brings
+// the fleet back without a restart.
+const refusedRetry = 15 * time.Minute
+
+// classify decides, where the error is known, what a failed request means
+// (SPIRE's retry/fatal split): its class, and the least wait before the
+// next attempt (0: the backoff alone decides).
+func classify(err error) (errClass, time.Duration) {
+	var ie *IssuerError
+	if !errors.As(err, &ie) {
+		return classRetry, 0
+	}
+	switch ie.Code {
+	case wire.CodeForbidden, wire.CodeInvalidRequest:
+		return classRefused, max(refusedRetry, ie.RetryAfter)
+	case wire.CodeRateLimited:
+		return classThrottled, ie.RetryAfter
+	}
+	return classRetry, ie.RetryAfter // unavailable, or a code this agent does not know
 }

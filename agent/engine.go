@@ -132,6 +132,11 @@ type slot struct {
 	inflight   string
 	forced     bool
 	lastForced time.Time
+	// refused is the issuer's refusal of this token (forbidden,
+	// invalid_request) until it is granted again; solo: ask for it in a
+	// request of its own (a shared request was refused).
+	refused *IssuerError
+	solo    bool
 }
 
 // attempt is one request in flight (or, in Engine.recent, sent lately).
@@ -430,7 +435,8 @@ func (e *Engine) connected() {
 	e.mu.Lock()
 	e.online = true
 	for _, s := range e.allSlots() {
-		if s.failures > 0 {
+		// A refusal is not the broker's doing: it keeps its long wait.
+		if s.failures > 0 && s.refused == nil {
 			s.lastFail, s.wait = time.Time{}, 0
 			s.bo.Reset()
 		}
@@ -556,31 +562,45 @@ func (e *Engine) step(ctx context.Context) time.Time {
 		if !now.Before(a.deadline) {
 			a.cancel()
 			delete(e.attempts, id)
-			e.failed(a, now, errNoReply, 0)
+			e.failed(a, now, errNoReply)
 		} else {
 			earliest(a.deadline)
 		}
 	}
-	var batch []*slot
+	// Tokens that fall due together share a request, except those asked
+	// for alone (solo) since a shared request was refused: one bad name
+	// must not hold the others back.
+	var batch, solos []*slot
 	all := false
 	for _, s := range e.allSlots() {
 		a := e.decideSlot(s, now)
 		e.transition(s, a.State, now)
 		earliest(a.Next)
 		if (a.Request || s.forced) && s.inflight == "" {
-			if s == e.discover {
+			switch {
+			case s.solo:
+				solos = append(solos, s)
+			case s == e.discover:
 				all = true
+				fallthrough
+			default:
+				batch = append(batch, s)
 			}
-			batch = append(batch, s)
 		}
 	}
-	held := len(batch) > 0 && !e.online
+	due := len(batch) + len(solos)
+	held := due > 0 && !e.online
 	if held && !e.held {
-		e.log.Debug("requests wait for the broker connection", "tokens", len(batch))
+		e.log.Debug("requests wait for the broker connection", "tokens", due)
 	}
 	e.held = held
-	if len(batch) > 0 && !held {
-		e.send(ctx, batch, all, now)
+	if due > 0 && !held {
+		if len(batch) > 0 {
+			e.send(ctx, batch, all, now)
+		}
+		for _, s := range solos {
+			e.send(ctx, []*slot{s}, s == e.discover, now)
+		}
 		earliest(now.Add(e.cfg.RequestTimeout))
 	}
 	h := e.healthLocked(now)
@@ -679,21 +699,35 @@ func (e *Engine) slotsOf(a *attempt) []*slot {
 }
 
 // failed ends an attempt that brought nothing: every slot it covered
-// backs off (at least retryAfter).
-func (e *Engine) failed(a *attempt, now time.Time, err error, retryAfter time.Duration) {
-	for _, s := range e.slotsOf(a) {
-		e.slotFailed(s, now, err, retryAfter)
+// backs off as classify says. A refused request for several tokens is
+// split: each is asked for alone at once, so that one name the issuer
+// will not grant (a typo in tokens) does not hold the others back.
+func (e *Engine) failed(a *attempt, now time.Time, err error) {
+	slots := e.slotsOf(a)
+	if class, _ := classify(err); class == classRefused && len(slots) > 1 {
+		e.log.Info("issuer refused a request for several tokens; asking for each alone", "request", a.id,
+			"tokens", len(slots), "err", err)
+		for _, s := range slots {
+			s.inflight, s.solo = "", true
+			s.lastFail, s.wait = now, 0
+		}
+		return
+	}
+	for _, s := range slots {
+		e.slotFailed(s, now, err)
 	}
 }
 
-func (e *Engine) slotFailed(s *slot, now time.Time, err error, retryAfter time.Duration) {
+func (e *Engine) slotFailed(s *slot, now time.Time, err error) {
 	s.inflight = ""
 	s.failures++
 	s.lastFail = now
-	s.wait = s.bo.NextBackOff()
-	if retryAfter > s.wait {
-		s.wait = retryAfter
+	class, delay := classify(err)
+	if class == classRefused {
+		e.slotRefused(s, err, delay)
+		return
 	}
+	s.wait = max(s.bo.NextBackOff(), delay)
 	lvl := slog.LevelDebug
 	// Warn on the 1st, 2nd, 4th, 8th… failure; not while the broker is
 	// still being reached (at boot, after a loss): the reconnection
@@ -705,6 +739,26 @@ func (e *Engine) slotFailed(s *slot, now time.Time, err error, retryAfter time.D
 		"failures", s.failures, "retry_in", s.wait.Round(time.Millisecond), "err", err)
 }
 
+// slotRefused backs a refused token off long (at least backoff.max):
+// asking again soon cannot help until the policy or the config changes.
+// It is said once at Error level, and shown in the status until the
+// token is granted.
+func (e *Engine) slotRefused(s *slot, err error, delay time.Duration) {
+	s.wait = max(e.cfg.Backoff.Max, delay)
+	var ie *IssuerError
+	errors.As(err, &ie)
+	first := s.refused == nil
+	s.refused, s.solo = ie, true
+	if first {
+		e.dirty = true
+		e.log.Error("issuer refuses the token; retrying rarely", "token", e.label(s), "code", ie.Code,
+			"retry_in", s.wait.Round(time.Second), "err", err)
+		return
+	}
+	e.log.Debug("token still refused", "token", e.label(s), "failures", s.failures,
+		"retry_in", s.wait.Round(time.Second), "err", err)
+}
+
 // label names a slot in logs.
 func (e *Engine) label(s *slot) string {
 	if s == e.discover {
@@ -714,9 +768,14 @@ func (e *Engine) label(s *slot) string {
 }
 
 func (e *Engine) slotOK(s *slot) {
-	if s.failures > 0 {
+	switch {
+	case s.refused != nil:
+		e.log.Info("token granted after a refusal", "token", e.label(s), "failures", s.failures)
+		e.dirty = true
+	case s.failures > 0:
 		e.log.Info("token request succeeded after failures", "token", e.label(s), "failures", s.failures)
 	}
+	s.refused, s.solo = nil, false
 	s.inflight, s.failures, s.lastFail, s.wait = "", 0, time.Time{}, 0
 	s.bo.Reset()
 }

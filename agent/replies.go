@@ -1,7 +1,6 @@
 package agent
 
 import (
-	"errors"
 	"fmt"
 	"time"
 
@@ -24,12 +23,12 @@ func (e *Engine) handleResult(r fetchResult) {
 	delete(e.attempts, r.id)
 	a.cancel()
 	if r.err != nil {
-		e.failed(a, now, r.err, 0)
+		e.failed(a, now, r.err)
 		return
 	}
 	rep := r.reply
 	if rep.Error != nil {
-		e.failed(a, now, replyError(rep.Error), retryAfter(rep.Error.RetryAfter))
+		e.failed(a, now, newIssuerError(rep.Error))
 		return
 	}
 	e.setAnchor(rep, a.sentAt)
@@ -51,7 +50,7 @@ func (e *Engine) handleResult(r fetchResult) {
 		if e.satisfied(s, now) {
 			e.slotOK(s)
 		} else {
-			e.slotFailed(s, now, fmt.Errorf("reply %s brought no fresh valid token for it", a.id), 0)
+			e.slotFailed(s, now, fmt.Errorf("reply %s brought no fresh valid token for it", a.id))
 		}
 	}
 }
@@ -64,12 +63,28 @@ func (e *Engine) satisfied(s *slot, now time.Time) bool {
 	return e.decideSlot(s, now).State == StateValid
 }
 
-func replyError(b *wire.ErrorBody) error {
-	msg := fmt.Sprintf("issuer replied %s: %s", b.Code, b.Message)
-	if b.Code == wire.CodeRateLimited {
-		msg += fmt.Sprintf(" (retry after %d s)", b.RetryAfter)
+// IssuerError is an error reply of the issuer (or of an HTTP token
+// server), carrying its stable wire code, so that classify can tell a
+// refusal from a passing failure.
+type IssuerError struct {
+	// Code is wire.CodeForbidden, CodeInvalidRequest, CodeRateLimited,
+	// CodeUnavailable, or a code this agent does not know.
+	Code    string
+	Message string
+	// RetryAfter is the wait the issuer asked for (bounded, 0: none).
+	RetryAfter time.Duration
+}
+
+func newIssuerError(b *wire.ErrorBody) *IssuerError {
+	return &IssuerError{Code: b.Code, Message: b.Message, RetryAfter: retryAfter(b.RetryAfter)}
+}
+
+func (e *IssuerError) Error() string {
+	msg := fmt.Sprintf("issuer replied %s: %s", e.Code, e.Message)
+	if e.RetryAfter > 0 {
+		msg += fmt.Sprintf(" (retry after %v)", e.RetryAfter)
 	}
-	return errors.New(msg)
+	return msg
 }
 
 // handleUnsolicited takes a reply nobody waited for.
