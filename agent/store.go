@@ -147,18 +147,19 @@ func readSaved(path, name string, uid int) (*savedToken, error) {
 	if fi.Size() > maxStateFile {
 		return nil, fmt.Errorf("%d bytes, over the %d-byte limit of a state file", fi.Size(), maxStateFile)
 	}
-	b, err := io.ReadAll(io.LimitReader(f, maxStateFile+1))
+	return parseSaved(f, name) // the file may have grown since the stat
+}
+
+// parseSaved reads a state file's content for token name from r, at most
+// maxStateFile bytes of it.
+func parseSaved(r io.Reader, name string) (*savedToken, error) {
+	b, err := io.ReadAll(io.LimitReader(r, maxStateFile+1))
 	if err != nil {
 		return nil, err
 	}
-	if len(b) > maxStateFile { // grew since the stat
+	if len(b) > maxStateFile {
 		return nil, fmt.Errorf("over the %d-byte limit of a state file", maxStateFile)
 	}
-	return decodeSaved(b, name)
-}
-
-// decodeSaved parses the content of a state file for token name.
-func decodeSaved(b []byte, name string) (*savedToken, error) {
 	if len(b) == 0 {
 		return nil, errors.New("empty")
 	}
