@@ -163,6 +163,7 @@ type fetchResult struct {
 type anchor struct {
 	issuer int64
 	mono   time.Time
+	seq    uint64 // the request whose reply set it
 }
 
 var errNoReply = errors.New("no reply within request_timeout")

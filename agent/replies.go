@@ -31,7 +31,7 @@ func (e *Engine) handleResult(r fetchResult) {
 		e.failed(a, now, newIssuerError(rep.Error))
 		return
 	}
-	e.setAnchor(rep, a.sentAt)
+	e.setAnchor(rep, a)
 	asked := map[string]bool{}
 	for _, n := range a.names {
 		asked[n] = true
@@ -135,7 +135,7 @@ func (e *Engine) lateOrPush(r *wire.Reply, now time.Time) {
 		}
 	}
 	if late {
-		e.setAnchor(r, a.sentAt)
+		e.setAnchor(r, a)
 	}
 }
 
@@ -154,13 +154,16 @@ func (e *Engine) pushReceivedAt(g *wire.Grant, now time.Time) time.Time {
 	return t
 }
 
-func (e *Engine) setAnchor(r *wire.Reply, sentAt time.Time) {
+// setAnchor ties the issuer's clock to ours through the reply r to
+// request a; a late reply to an older request than the one that set the
+// anchor does not move it back.
+func (e *Engine) setAnchor(r *wire.Reply, a *attempt) {
 	issued := r.IssuedAt
 	if issued == 0 && len(r.Tokens) > 0 {
 		issued = r.Tokens[0].IssuedAt
 	}
-	if issued > 0 {
-		e.anchor = anchor{issuer: issued, mono: sentAt}
+	if issued > 0 && a.seq >= e.anchor.seq {
+		e.anchor = anchor{issuer: issued, mono: a.sentAt, seq: a.seq}
 	}
 }
 

@@ -164,3 +164,26 @@ func TestNewer(t *testing.T) {
 		})
 	}
 }
+
+// A late reply to an older request does not move the clock anchor back:
+// a push is still aged through the newest reply's issuer time.
+func TestEngineLateReplyKeepsTheNewerAnchor(t *testing.T) {
+	h := startHarness(t, testConfig(t.TempDir(), "video"), nil, nil)
+	hooks := <-h.tr.hooks
+	first := h.tr.next(t) // times out
+	h.advance(10 * time.Second)
+	h.advance(time.Second)
+	w2 := h.wall()
+	h.tr.next(t).answer(mkGrant(t, "video", "cam-42", "7", w2, 100))
+	h.event(EventToken, "video")
+	// From a replica whose clock is 1000 s behind: older, and dropped.
+	behind := mkGrant(t, "video", "cam-42", "7", w2-1000, 100)
+	hooks.Unsolicited(&wire.Reply{V: 1, ID: first.ID, IssuedAt: behind.IssuedAt, Tokens: []wire.Grant{behind}})
+	h.advance(30 * time.Second)
+	push := mkGrant(t, "video", "cam-42", "7", w2+10, 100)
+	hooks.Unsolicited(&wire.Reply{V: 1, ID: "push-1", Tokens: []wire.Grant{push}})
+	ev := h.event(EventToken, "video")
+	if got := ev.Token.ExpiresIn(h.clk.Now()); got != 80*time.Second {
+		t.Fatalf("push issued 10 s after the anchor, seen 30 s after it, expires in %v, want 80s", got)
+	}
+}
