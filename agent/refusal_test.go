@@ -142,3 +142,32 @@ func TestClassify(t *testing.T) {
 		})
 	}
 }
+
+// A device the policy does not know (no tokens configured: the request
+// for every granted token is refused) backs off long and says so; the
+// refusal has no token name.
+func TestEngineRefusedDevice(t *testing.T) {
+	h := startHarness(t, testConfig(t.TempDir()), nil, nil)
+	h.tr.next(t).fail(wire.CodeForbidden, 0)
+	waitFailure(t, h)
+	h.advance(refusedRetry - time.Millisecond)
+	if n := len(h.tr.reqs) + h.inflight(); n != 0 {
+		t.Fatal("a refused device asked again before the long wait")
+	}
+	if rs := h.e.Status(h.clk.Now()).Refused; len(rs) != 1 || rs[0].Name != "" || rs[0].Code != wire.CodeForbidden {
+		t.Fatalf("status refused = %+v, want the all-granted request refused", rs)
+	}
+	if rs := h.tr.lastStatus().Refused; len(rs) != 1 || rs[0] != (wire.Refusal{Code: wire.CodeForbidden}) {
+		t.Fatalf("published status refused = %+v", rs)
+	}
+	if l := h.logLines("level=ERROR", "refuses", `token="(all granted)"`); len(l) != 1 {
+		t.Fatalf("want one Error line for the refused device:\n%s", h.logs.String())
+	}
+	h.advance(time.Millisecond)
+	h.tr.next(t).answer(mkGrant(t, "video", "cam-42", "7", h.wall(), 100))
+	h.event(EventToken, "video")
+	h.e.sync()
+	if rs := h.e.Status(h.clk.Now()).Refused; len(rs) != 0 {
+		t.Fatalf("refusal still shown after the grant: %+v", rs)
+	}
+}
