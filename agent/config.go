@@ -32,6 +32,17 @@ const (
 	DefaultRenewMinInterval = 10 * time.Second
 	DefaultKeepAlive        = 60 * time.Second
 	DefaultHTTPExpiry       = time.Hour
+	DefaultTopicRoot        = wire.DefaultRoot
+	// Retry delays: DefaultBackoffInitial, growing by
+	// DefaultBackoffMultiplier per failure up to DefaultBackoffMax, each
+	// randomised by ±DefaultBackoffJitter.
+	DefaultBackoffInitial    = time.Second
+	DefaultBackoffMax        = time.Minute
+	DefaultBackoffMultiplier = 2.0
+	DefaultBackoffJitter     = 0.2
+	// NoJitter in BackoffConfig.Jitter turns randomisation off: a zero
+	// Jitter means "not set" and gets DefaultBackoffJitter.
+	NoJitter = -1.0
 	// AutoDeviceID asks the agent to derive the device id from the board.
 	AutoDeviceID = "auto"
 )
@@ -109,7 +120,8 @@ type HTTPFetch struct {
 	Expiry  time.Duration
 }
 
-// BackoffConfig shapes the retry delays.
+// BackoffConfig shapes the retry delays. Zero fields get the defaults
+// (DefaultBackoffInitial …); Jitter NoJitter turns randomisation off.
 type BackoffConfig struct {
 	Initial    time.Duration
 	Max        time.Duration
@@ -132,6 +144,37 @@ type LEDConfig struct {
 	GPIO      string
 	Sysfs     string
 	ActiveLow bool
+}
+
+// fillDefaults gives every zero field of c its default: the one place
+// the defaults are filled in, used by New for a Config built in Go and by
+// the config file (whose absent keys are zero). It does not validate.
+func (c *Config) fillDefaults() {
+	def := func(d *time.Duration, v time.Duration) {
+		if *d == 0 {
+			*d = v
+		}
+	}
+	def(&c.RenewBefore, DefaultRenewBefore)
+	def(&c.RenewMinInterval, DefaultRenewMinInterval)
+	def(&c.RequestTimeout, DefaultRequestTimeout)
+	def(&c.Backoff.Initial, DefaultBackoffInitial)
+	def(&c.Backoff.Max, DefaultBackoffMax)
+	if c.Backoff.Multiplier == 0 {
+		c.Backoff.Multiplier = DefaultBackoffMultiplier
+	}
+	if c.Backoff.Jitter == 0 {
+		c.Backoff.Jitter = DefaultBackoffJitter
+	}
+	if c.TopicRoot == "" {
+		c.TopicRoot = DefaultTopicRoot
+	}
+	if c.StateDir == "" {
+		c.StateDir = DefaultStateDir
+	}
+	if c.Broker != nil {
+		def(&c.Broker.KeepAlive, DefaultKeepAlive)
+	}
 }
 
 // secret holds a password or API key. It sits behind a pointer so that
@@ -293,7 +336,7 @@ func (f *fileConfig) validate(dir string) (*Config, error) {
 		}
 	}
 	if c.TopicRoot == "" {
-		c.TopicRoot = wire.DefaultRoot
+		c.TopicRoot = DefaultTopicRoot
 	} else if err := wire.ValidateRoot(c.TopicRoot); err != nil {
 		e.add("topic_root", "%v", err)
 	}
@@ -476,10 +519,10 @@ func (b *fileBackoff) validate(e *errs) BackoffConfig {
 		b = &fileBackoff{}
 	}
 	c := BackoffConfig{
-		Initial: positive(e, "backoff.initial", b.Initial, time.Second),
-		Max:     positive(e, "backoff.max", b.Max, time.Minute),
+		Initial: positive(e, "backoff.initial", b.Initial, DefaultBackoffInitial),
+		Max:     positive(e, "backoff.max", b.Max, DefaultBackoffMax),
 	}
-	c.Multiplier, c.Jitter = 2, 0.2
+	c.Multiplier, c.Jitter = DefaultBackoffMultiplier, DefaultBackoffJitter
 	if b.Multiplier != nil {
 		c.Multiplier = *b.Multiplier
 	}
@@ -494,6 +537,9 @@ func (b *fileBackoff) validate(e *errs) BackoffConfig {
 	}
 	if c.Jitter < 0 || c.Jitter >= 1 {
 		e.add("backoff.jitter", "%v is not in [0, 1)", c.Jitter)
+	}
+	if c.Jitter == 0 { // jitter: 0 in the file is "none", not "not set"
+		c.Jitter = NoJitter
 	}
 	return c
 }

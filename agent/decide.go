@@ -1,6 +1,11 @@
 package agent
 
-import "time"
+import (
+	"errors"
+	"time"
+
+	"agoratokens/wire"
+)
 
 // action is what the scheduler decides for one token at one moment.
 type action struct {
@@ -69,4 +74,81 @@ func decide(now, receivedAt time.Time, lifetime, renewBefore time.Duration, last
 		a.Next = deadline
 	}
 	return a
+}
+
+// held describes a token for newer: the current one or one offered.
+type held struct {
+	// seq is the engine's request the token answered; for a push, 0 as
+	// an offer, and once held the last request sent when it came (no
+	// request sent before it is known to be newer).
+	seq uint64
+	// deadline is when the token stops working on the monotonic clock.
+	deadline time.Time
+	kid      string
+	token    string
+}
+
+// newer decides whether cand should replace cur, by what the agent can
+// trust: the order of its own requests, then the expiry on its own
+// clock. The issuer's issued_at is not compared: a replica whose clock
+// runs ahead (or an issuer clock stepped back) would otherwise have its
+// token block every later renewal until it ran out. It says why not.
+func newer(cur, cand held) (bool, string) {
+	switch {
+	case cand.token == cur.token:
+		return false, "the same token"
+	case cand.seq > cur.seq:
+		return true, "" // answers a later request
+	case cand.deadline.After(cur.deadline):
+		return true, "" // lasts longer
+	// issued_at and expires_at have one-second steps: a push ending in
+	// the same second as the token held is newer only if a certificate
+	// rotation (a new kid) is why it was sent.
+	case cand.deadline.Equal(cur.deadline) && cand.kid != cur.kid:
+		return true, ""
+	}
+	return false, "answers an older request and ends no later"
+}
+
+// errClass is what a failed request means for the next one.
+type errClass int
+
+const (
+	// classRetry: a passing failure (no reply, the broker away, the
+	// issuer unavailable): retry after the backoff.
+	classRetry errClass = iota
+	// classThrottled: the issuer asked to wait (rate_limited): retry
+	// after the backoff, and no sooner than retry_after.
+	classThrottled
+	// classRefused: the issuer will not grant it (forbidden,
+	// invalid_request): asking again soon cannot help until the policy or
+	// the config changes.
+	classRefused
+)
+
+func (c errClass) String() string {
+	return [...]string{"retry", "throttled", "refused"}[c]
+}
+
+// refusedRetry is the least wait after a refusal (the engine waits at
+// least backoff.max too): long, so a device the policy does not know
+// costs the issuer little, but not forever, so fixing the policy brings
+// the fleet back without a restart.
+const refusedRetry = 15 * time.Minute
+
+// classify decides, where the error is known, what a failed request means
+// (SPIRE's retry/fatal split): its class, and the least wait before the
+// next attempt (0: the backoff alone decides).
+func classify(err error) (errClass, time.Duration) {
+	var ie *IssuerError
+	if !errors.As(err, &ie) {
+		return classRetry, 0
+	}
+	switch ie.Code {
+	case wire.CodeForbidden, wire.CodeInvalidRequest:
+		return classRefused, max(refusedRetry, ie.RetryAfter)
+	case wire.CodeRateLimited:
+		return classThrottled, ie.RetryAfter
+	}
+	return classRetry, ie.RetryAfter // unavailable, or a code this agent does not know
 }

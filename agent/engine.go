@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"sort"
 	"strconv"
 	"sync"
@@ -64,6 +65,10 @@ type Deps struct {
 // it is dropped.
 const subscriberBuffer = 64
 
+// persistRetry is how often tokens that could not be persisted (state
+// directory unusable, read-only or full) are tried again.
+const persistRetry = time.Minute
+
 // recentRequests is how many sent request ids are remembered, so that a
 // reply arriving after its timeout (queued by the broker) is recognised.
 const recentRequests = 32
@@ -92,7 +97,7 @@ type Engine struct {
 	slots    map[string]*slot
 	discover *slot // when every granted token is kept: the "all" request
 	attempts map[string]*attempt
-	recent   map[string]time.Time
+	recent   map[string]*attempt // the last recentRequests sent, by id
 	order    []string
 	anchor   anchor
 	subs     map[int]chan Event
@@ -103,12 +108,22 @@ type Engine struct {
 	saves    []*savedToken
 	lastH    Health
 	hSet     bool
+	// stateErr is why tokens are not being persisted ("" while they
+	// are), for Status.
+	stateErr string
+
+	// Owned by the loop (and loadState before it): tokens not yet
+	// persisted, by name, and when to try them again after a failure.
+	unsaved   map[string]*savedToken
+	persistOK bool
+	retrySave time.Time
 }
 
 // slot is one token name's schedule.
 type slot struct {
 	name       string
 	tok        *Token
+	tokSeq     uint64 // the request behind tok (see held)
 	state      TokenState
 	bo         *backoff.ExponentialBackOff
 	failures   int
@@ -117,11 +132,19 @@ type slot struct {
 	inflight   string
 	forced     bool
 	lastForced time.Time
+	// refused is the issuer's refusal of this token (forbidden,
+	// invalid_request) until it is granted again; solo: ask for it in a
+	// request of its own (a shared request was refused).
+	refused *IssuerError
+	solo    bool
 }
 
-// attempt is one request in flight.
+// attempt is one request in flight (or, in Engine.recent, sent lately).
 type attempt struct {
-	id       string
+	id string
+	// seq orders the engine's requests: a reply to a later request is
+	// newer, whatever the issuer's clock says.
+	seq      uint64
 	names    []string // nil: every granted token
 	sentAt   time.Time
 	deadline time.Time
@@ -140,6 +163,7 @@ type fetchResult struct {
 type anchor struct {
 	issuer int64
 	mono   time.Time
+	seq    uint64 // the request whose reply set it
 }
 
 var errNoReply = errors.New("no reply within request_timeout")
@@ -162,7 +186,13 @@ func New(cfg Config, deps Deps) (*Engine, error) {
 	if cfg.Broker == nil && cfg.HTTP == nil && deps.Transport == nil {
 		return nil, errors.New("config: broker: missing (or http)")
 	}
-	fillDefaults(&cfg)
+	cfg.fillDefaults()
+	if err := cfg.check(); err != nil {
+		return nil, err
+	}
+	if cfg.Backoff.Jitter == NoJitter {
+		cfg.Backoff.Jitter = 0 // what the backoff package takes for none
+	}
 	device := cfg.DeviceID
 	if device == AutoDeviceID {
 		id, err := deps.DeviceID(cfg.DeviceIDPrefix)
@@ -181,17 +211,18 @@ func New(cfg Config, deps Deps) (*Engine, error) {
 	_, _ = rand.Read(rnd[:])
 	e := &Engine{
 		cfg: cfg, log: deps.Logger.With("device", device), clk: deps.Clock,
-		store:  &store{dir: cfg.StateDir, log: deps.Logger},
-		boot:   deps.BootClock,
-		health: deps.OnHealth,
-		device: device,
-		topics: wire.NewTopics(cfg.TopicRoot),
-		ready:  make(chan struct{}),
-		wake:   make(chan struct{}, 1), results: make(chan fetchResult, 8),
+		store:   &store{dir: cfg.StateDir, log: deps.Logger, uid: os.Geteuid()},
+		unsaved: map[string]*savedToken{},
+		boot:    deps.BootClock,
+		health:  deps.OnHealth,
+		device:  device,
+		topics:  wire.NewTopics(cfg.TopicRoot),
+		ready:   make(chan struct{}),
+		wake:    make(chan struct{}, 1), results: make(chan fetchResult, 8),
 		pushes: make(chan *wire.Reply, 8), syncs: make(chan chan struct{}),
 		reqBase:  "r-" + hex.EncodeToString(rnd[:]) + "-",
 		slots:    map[string]*slot{},
-		attempts: map[string]*attempt{}, recent: map[string]time.Time{},
+		attempts: map[string]*attempt{}, recent: map[string]*attempt{},
 		subs: map[int]chan Event{},
 	}
 	for _, n := range cfg.Tokens {
@@ -215,29 +246,53 @@ func New(cfg Config, deps Deps) (*Engine, error) {
 	return e, nil
 }
 
-func fillDefaults(c *Config) {
-	def := func(d *time.Duration, v time.Duration) {
-		if *d <= 0 {
-			*d = v
+// check validates a Config after fillDefaults, naming each field by its
+// config-file key: a Config built in Go gets the same checks as the file.
+func (c *Config) check() error {
+	var e errs
+	for _, d := range []struct {
+		key string
+		v   time.Duration
+	}{
+		{"renew_before", c.RenewBefore}, {"renew_min_interval", c.RenewMinInterval},
+		{"request_timeout", c.RequestTimeout}, {"backoff.initial", c.Backoff.Initial},
+		{"backoff.max", c.Backoff.Max},
+	} {
+		if d.v <= 0 {
+			e.add(d.key, "must be positive, got %v", d.v)
 		}
 	}
-	def(&c.RenewBefore, DefaultRenewBefore)
-	def(&c.RenewMinInterval, DefaultRenewMinInterval)
-	def(&c.RequestTimeout, DefaultRequestTimeout)
-	def(&c.Backoff.Initial, time.Second)
-	def(&c.Backoff.Max, time.Minute)
-	if c.Backoff.Multiplier < 1 {
-		c.Backoff.Multiplier = 2
+	if c.RenewBefore >= 24*time.Hour {
+		e.add("renew_before", "%v is not under the 24 h token lifetime limit", c.RenewBefore)
 	}
-	if c.TopicRoot == "" {
-		c.TopicRoot = wire.DefaultRoot
+	if c.Backoff.Max < c.Backoff.Initial {
+		e.add("backoff.max", "%v is less than backoff.initial %v", c.Backoff.Max, c.Backoff.Initial)
 	}
-	if c.StateDir == "" {
-		c.StateDir = DefaultStateDir
+	if m := c.Backoff.Multiplier; m < 1 || m > 10 {
+		e.add("backoff.multiplier", "%v is not between 1 and 10", m)
 	}
-	if c.Broker != nil {
-		def(&c.Broker.KeepAlive, DefaultKeepAlive)
+	if j := c.Backoff.Jitter; j != NoJitter && (j < 0 || j >= 1) {
+		e.add("backoff.jitter", "%v is not in [0, 1) (or NoJitter)", j)
 	}
+	if err := wire.ValidateRoot(c.TopicRoot); err != nil {
+		e.add("topic_root", "%v", err)
+	}
+	seen := map[string]bool{}
+	for i, n := range c.Tokens {
+		if err := wire.ValidateName("token name", n); err != nil {
+			e.add(fmt.Sprintf("tokens[%d]", i), "%v", err)
+		} else if seen[n] {
+			e.add(fmt.Sprintf("tokens[%d]", i), "%q is listed twice", n)
+		}
+		seen[n] = true
+	}
+	if c.Broker != nil && c.Broker.KeepAlive < time.Second {
+		e.add("broker.keepalive", "%v is under 1s", c.Broker.KeepAlive)
+	}
+	if len(e) > 0 {
+		return fmt.Errorf("config: %w", errors.Join(e...))
+	}
+	return nil
 }
 
 func (e *Engine) newSlot(name string) *slot {
@@ -263,9 +318,7 @@ func (e *Engine) Ready() <-chan struct{} { return e.ready }
 // Run loads the persisted tokens, then keeps every token fresh until ctx
 // ends. It returns nil after a clean shutdown.
 func (e *Engine) Run(ctx context.Context) error {
-	if err := e.loadState(); err != nil {
-		return err
-	}
+	e.loadState()
 	close(e.ready)
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
@@ -280,10 +333,15 @@ func (e *Engine) Run(ctx context.Context) error {
 	return err
 }
 
-func (e *Engine) loadState() error {
+// loadState serves the persisted tokens that are still valid. A state
+// directory that cannot be used is no reason not to start: tokens are
+// fetched and served from memory, and persisted once the directory can
+// be written.
+func (e *Engine) loadState() {
+	e.persistOK = true
 	saved, err := e.store.load(e.clk.Wall())
 	if err != nil {
-		return err
+		e.persistFailed(err)
 	}
 	bootID, uptime, berr := e.boot()
 	if berr != nil {
@@ -313,7 +371,63 @@ func (e *Engine) loadState() error {
 		e.dirty = true
 		e.log.Info("serving persisted token", "token", s.name, "kid", st.Grant.KID, "expires_in", left.Round(time.Second), "aged_by", how)
 	}
-	return nil
+}
+
+// persist writes the tokens waiting to be persisted, at once while the
+// state directory works, else every persistRetry. It returns when to try
+// again (zero: nothing waits).
+func (e *Engine) persist(saves []*savedToken, now time.Time) time.Time {
+	for _, sv := range saves {
+		e.unsaved[sv.Grant.Name] = sv
+	}
+	if len(e.unsaved) == 0 {
+		return time.Time{}
+	}
+	if !e.persistOK && now.Before(e.retrySave) {
+		return e.retrySave
+	}
+	names := make([]string, 0, len(e.unsaved))
+	for n := range e.unsaved {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	var failed error
+	for _, n := range names {
+		if err := e.store.save(e.unsaved[n]); err != nil {
+			failed = err
+			continue
+		}
+		delete(e.unsaved, n)
+	}
+	if failed != nil {
+		e.persistFailed(failed)
+		e.retrySave = now.Add(persistRetry)
+		return e.retrySave
+	}
+	if !e.persistOK {
+		e.persistOK = true
+		e.mu.Lock()
+		e.stateErr = ""
+		e.mu.Unlock()
+		e.log.Info("state directory usable again; tokens persisted", "dir", e.cfg.StateDir)
+	}
+	return time.Time{}
+}
+
+// persistFailed records that tokens cannot be persisted: said once at
+// Error level when it starts, at Debug level while it goes on.
+func (e *Engine) persistFailed(err error) {
+	msg := fmt.Sprintf("memory only: %v", err)
+	e.mu.Lock()
+	e.stateErr = msg
+	e.mu.Unlock()
+	if e.persistOK {
+		e.log.Error("cannot persist tokens; serving them from memory, retrying", "dir", e.cfg.StateDir,
+			"retry_every", persistRetry, "err", err)
+	} else {
+		e.log.Debug("still cannot persist tokens", "dir", e.cfg.StateDir, "err", err)
+	}
+	e.persistOK = false
 }
 
 // connected is called by the transport after each (re)connection: what
@@ -322,7 +436,8 @@ func (e *Engine) connected() {
 	e.mu.Lock()
 	e.online = true
 	for _, s := range e.allSlots() {
-		if s.failures > 0 {
+		// A refusal is not the broker's doing: it keeps its long wait.
+		if s.failures > 0 && s.refused == nil {
 			s.lastFail, s.wait = time.Time{}, 0
 			s.bo.Reset()
 		}
@@ -448,31 +563,45 @@ func (e *Engine) step(ctx context.Context) time.Time {
 		if !now.Before(a.deadline) {
 			a.cancel()
 			delete(e.attempts, id)
-			e.failed(a, now, errNoReply, 0)
+			e.failed(a, now, errNoReply)
 		} else {
 			earliest(a.deadline)
 		}
 	}
-	var batch []*slot
+	// Tokens that fall due together share a request, except those asked
+	// for alone (solo) since a shared request was refused: one bad name
+	// must not hold the others back.
+	var batch, solos []*slot
 	all := false
 	for _, s := range e.allSlots() {
 		a := e.decideSlot(s, now)
 		e.transition(s, a.State, now)
 		earliest(a.Next)
 		if (a.Request || s.forced) && s.inflight == "" {
-			if s == e.discover {
+			switch {
+			case s.solo:
+				solos = append(solos, s)
+			case s == e.discover:
 				all = true
+				fallthrough
+			default:
+				batch = append(batch, s)
 			}
-			batch = append(batch, s)
 		}
 	}
-	held := len(batch) > 0 && !e.online
+	due := len(batch) + len(solos)
+	held := due > 0 && !e.online
 	if held && !e.held {
-		e.log.Debug("requests wait for the broker connection", "tokens", len(batch))
+		e.log.Debug("requests wait for the broker connection", "tokens", due)
 	}
 	e.held = held
-	if len(batch) > 0 && !held {
-		e.send(ctx, batch, all, now)
+	if due > 0 && !held {
+		if len(batch) > 0 {
+			e.send(ctx, batch, all, now)
+		}
+		for _, s := range solos {
+			e.send(ctx, []*slot{s}, s == e.discover, now)
+		}
 		earliest(now.Add(e.cfg.RequestTimeout))
 	}
 	h := e.healthLocked(now)
@@ -486,10 +615,8 @@ func (e *Engine) step(ctx context.Context) time.Time {
 	}
 	e.mu.Unlock()
 
-	for _, sv := range saves {
-		if err := e.store.save(sv); err != nil {
-			e.log.Error("cannot persist token", "token", sv.Grant.Name, "err", err)
-		}
+	if t := e.persist(saves, now); !t.IsZero() && (next.IsZero() || t.Before(next)) {
+		next = t
 	}
 	if dirty {
 		e.tr.Report(st)
@@ -525,7 +652,7 @@ func (e *Engine) transition(s *slot, st TokenState, now time.Time) {
 func (e *Engine) send(ctx context.Context, batch []*slot, all bool, now time.Time) {
 	e.reqSeq++
 	id := e.reqBase + strconv.FormatUint(e.reqSeq, 10)
-	a := &attempt{id: id, sentAt: now, deadline: now.Add(e.cfg.RequestTimeout)}
+	a := &attempt{id: id, seq: e.reqSeq, sentAt: now, deadline: now.Add(e.cfg.RequestTimeout)}
 	req := wire.Request{V: wire.SchemaVersion, ID: id}
 	for _, s := range batch {
 		s.inflight, s.forced = id, false
@@ -541,7 +668,7 @@ func (e *Engine) send(ctx context.Context, batch []*slot, all bool, now time.Tim
 	fctx, cancel := context.WithCancel(ctx)
 	a.cancel = cancel
 	e.attempts[id] = a
-	e.remember(id, now)
+	e.remember(a)
 	e.log.Debug("requesting tokens", "request", id, "tokens", req.Tokens)
 	go func() {
 		rep, err := e.tr.Fetch(fctx, req)
@@ -552,9 +679,9 @@ func (e *Engine) send(ctx context.Context, batch []*slot, all bool, now time.Tim
 	}()
 }
 
-func (e *Engine) remember(id string, sentAt time.Time) {
-	e.recent[id] = sentAt
-	e.order = append(e.order, id)
+func (e *Engine) remember(a *attempt) {
+	e.recent[a.id] = a
+	e.order = append(e.order, a.id)
 	if len(e.order) > recentRequests {
 		delete(e.recent, e.order[0])
 		e.order = e.order[1:]
@@ -573,21 +700,35 @@ func (e *Engine) slotsOf(a *attempt) []*slot {
 }
 
 // failed ends an attempt that brought nothing: every slot it covered
-// backs off (at least retryAfter).
-func (e *Engine) failed(a *attempt, now time.Time, err error, retryAfter time.Duration) {
-	for _, s := range e.slotsOf(a) {
-		e.slotFailed(s, now, err, retryAfter)
+// backs off as classify says. A refused request for several tokens is
+// split: each is asked for alone at once, so that one name the issuer
+// will not grant (a typo in tokens) does not hold the others back.
+func (e *Engine) failed(a *attempt, now time.Time, err error) {
+	slots := e.slotsOf(a)
+	if class, _ := classify(err); class == classRefused && len(slots) > 1 {
+		e.log.Info("issuer refused a request for several tokens; asking for each alone", "request", a.id,
+			"tokens", len(slots), "err", err)
+		for _, s := range slots {
+			s.inflight, s.solo = "", true
+			s.lastFail, s.wait = now, 0
+		}
+		return
+	}
+	for _, s := range slots {
+		e.slotFailed(s, now, err)
 	}
 }
 
-func (e *Engine) slotFailed(s *slot, now time.Time, err error, retryAfter time.Duration) {
+func (e *Engine) slotFailed(s *slot, now time.Time, err error) {
 	s.inflight = ""
 	s.failures++
 	s.lastFail = now
-	s.wait = s.bo.NextBackOff()
-	if retryAfter > s.wait {
-		s.wait = retryAfter
+	class, delay := classify(err)
+	if class == classRefused {
+		e.slotRefused(s, err, delay)
+		return
 	}
+	s.wait = max(s.bo.NextBackOff(), delay)
 	lvl := slog.LevelDebug
 	// Warn on the 1st, 2nd, 4th, 8th… failure; not while the broker is
 	// still being reached (at boot, after a loss): the reconnection
@@ -599,6 +740,26 @@ func (e *Engine) slotFailed(s *slot, now time.Time, err error, retryAfter time.D
 		"failures", s.failures, "retry_in", s.wait.Round(time.Millisecond), "err", err)
 }
 
+// slotRefused backs a refused token off long (at least backoff.max):
+// asking again soon cannot help until the policy or the config changes.
+// It is said once at Error level, and shown in the status until the
+// token is granted.
+func (e *Engine) slotRefused(s *slot, err error, delay time.Duration) {
+	s.wait = max(e.cfg.Backoff.Max, delay)
+	var ie *IssuerError
+	errors.As(err, &ie)
+	first := s.refused == nil
+	s.refused, s.solo = ie, true
+	if first {
+		e.dirty = true
+		e.log.Error("issuer refuses the token; retrying rarely", "token", e.label(s), "code", ie.Code,
+			"retry_in", s.wait.Round(time.Second), "err", err)
+		return
+	}
+	e.log.Debug("token still refused", "token", e.label(s), "failures", s.failures,
+		"retry_in", s.wait.Round(time.Second), "err", err)
+}
+
 // label names a slot in logs.
 func (e *Engine) label(s *slot) string {
 	if s == e.discover {
@@ -608,9 +769,14 @@ func (e *Engine) label(s *slot) string {
 }
 
 func (e *Engine) slotOK(s *slot) {
-	if s.failures > 0 {
+	switch {
+	case s.refused != nil:
+		e.log.Info("token granted after a refusal", "token", e.label(s), "failures", s.failures)
+		e.dirty = true
+	case s.failures > 0:
 		e.log.Info("token request succeeded after failures", "token", e.label(s), "failures", s.failures)
 	}
+	s.refused, s.solo = nil, false
 	s.inflight, s.failures, s.lastFail, s.wait = "", 0, time.Time{}, 0
 	s.bo.Reset()
 }

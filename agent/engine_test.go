@@ -364,7 +364,7 @@ func TestEngineMovesCorruptStateAside(t *testing.T) {
 	if _, err := os.Stat(path + ".tmp"); !os.IsNotExist(err) {
 		t.Fatalf("leftover temp file not removed: %v", err)
 	}
-	if _, err := readSaved(path, "video"); err != nil {
+	if _, err := readSaved(path, "video", os.Geteuid()); err != nil {
 		t.Fatalf("fresh token not persisted over the corrupt one: %v", err)
 	}
 }

@@ -9,20 +9,28 @@ import (
 
 // Health sums the agent's state up for the status LED.
 type Health struct {
-	Expired  bool // a wanted token is expired or missing
+	Expired  bool // a wanted token (not one the issuer refuses) is expired or missing
 	Failing  bool // the last request for some token failed, or one waits for the broker
 	Renewing bool // a renewal is under way
+	// Refused: the issuer refuses some token (forbidden, invalid_request);
+	// Status says which and why.
+	Refused bool
 }
 
 // healthLocked sums the slots up at now (e.mu held).
 func (e *Engine) healthLocked(now time.Time) Health {
 	h := Health{Failing: e.held}
 	for _, s := range e.allSlots() {
-		if s == e.discover {
+		if s.refused != nil {
+			h.Refused = true
+		}
+		switch {
+		case s.refused != nil:
+		case s == e.discover:
 			if s.tok == nil {
 				h.Expired = true
 			}
-		} else if s.tok == nil || !s.tok.Valid(now) {
+		case s.tok == nil || !s.tok.Valid(now):
 			h.Expired = true
 		}
 		if s.failures > 0 {
@@ -42,6 +50,20 @@ func (e *Engine) deviceStatusLocked() wire.DeviceStatus {
 		if s.tok != nil && s != e.discover {
 			st.Tokens = append(st.Tokens, wire.TokenStatus{Name: s.name, KID: s.tok.KID, ExpiresAt: s.tok.ExpiresAt})
 		}
+		if s.refused != nil {
+			st.Refused = append(st.Refused, wire.Refusal{Name: s.name, Code: s.refused.Code})
+		}
 	}
 	return st
+}
+
+// refusalsLocked lists the tokens the issuer refuses (e.mu held).
+func (e *Engine) refusalsLocked() []Refusal {
+	var out []Refusal
+	for _, s := range e.allSlots() {
+		if s.refused != nil {
+			out = append(out, Refusal{Name: s.name, Code: s.refused.Code, Message: s.refused.Message})
+		}
+	}
+	return out
 }

@@ -3,12 +3,16 @@ package agent
 import (
 	"context"
 	"errors"
+	"io"
+	"log/slog"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"agoratokens/accesstoken"
 	"agoratokens/clock"
+	"agoratokens/internal/testlog"
 	"agoratokens/wire"
 )
 
@@ -137,6 +141,8 @@ type harness struct {
 	events <-chan Event
 	cancel context.CancelFunc
 	done   chan error
+	// logs holds what the engine logged (it also goes to t.Log).
+	logs *testlog.Buffer
 
 	healthMu sync.Mutex
 	lastH    Health
@@ -147,7 +153,7 @@ func testConfig(dir string, tokens ...string) Config {
 		DeviceID: "dev-1", Broker: &BrokerConfig{URL: "tcp://127.0.0.1:1"},
 		Tokens: tokens, RenewBefore: 30 * time.Second, RequestTimeout: 10 * time.Second,
 		RenewMinInterval: 10 * time.Second,
-		Backoff:          BackoffConfig{Initial: time.Second, Max: 8 * time.Second, Multiplier: 2, Jitter: 0},
+		Backoff:          BackoffConfig{Initial: time.Second, Max: 8 * time.Second, Multiplier: 2, Jitter: NoJitter},
 		StateDir:         dir,
 	}
 }
@@ -167,8 +173,9 @@ func startHarnessOn(t *testing.T, cfg Config, clk *clock.Fake, boot *fakeBoot, t
 	if boot == nil {
 		boot = &fakeBoot{id: "boot-a", clk: clk, start: clk.Now()}
 	}
-	h := &harness{t: t, clk: clk, tr: tr, done: make(chan error, 1)}
-	e, err := New(cfg, Deps{Clock: clk, Transport: tr, BootClock: boot.read, Logger: testLogger(t),
+	h := &harness{t: t, clk: clk, tr: tr, done: make(chan error, 1), logs: &testlog.Buffer{}}
+	log := slog.New(slog.NewTextHandler(io.MultiWriter(tlogWriter{t}, h.logs), &slog.HandlerOptions{Level: slog.LevelDebug}))
+	e, err := New(cfg, Deps{Clock: clk, Transport: tr, BootClock: boot.read, Logger: log,
 		OnHealth: func(hl Health) {
 			h.healthMu.Lock()
 			h.lastH = hl
@@ -255,3 +262,19 @@ func (h *harness) health() Health {
 }
 
 func (h *harness) wall() int64 { return h.clk.Wall().Unix() }
+
+// logLines returns the lines logged so far that contain every one of
+// parts.
+func (h *harness) logLines(parts ...string) []string {
+	var out []string
+	for _, l := range strings.Split(h.logs.String(), "\n") {
+		ok := l != ""
+		for _, p := range parts {
+			ok = ok && strings.Contains(l, p)
+		}
+		if ok {
+			out = append(out, l)
+		}
+	}
+	return out
+}

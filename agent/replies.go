@@ -1,7 +1,6 @@
 package agent
 
 import (
-	"errors"
 	"fmt"
 	"time"
 
@@ -24,15 +23,15 @@ func (e *Engine) handleResult(r fetchResult) {
 	delete(e.attempts, r.id)
 	a.cancel()
 	if r.err != nil {
-		e.failed(a, now, r.err, 0)
+		e.failed(a, now, r.err)
 		return
 	}
 	rep := r.reply
 	if rep.Error != nil {
-		e.failed(a, now, replyError(rep.Error), retryAfter(rep.Error.RetryAfter))
+		e.failed(a, now, newIssuerError(rep.Error))
 		return
 	}
-	e.setAnchor(rep, a.sentAt)
+	e.setAnchor(rep, a)
 	asked := map[string]bool{}
 	for _, n := range a.names {
 		asked[n] = true
@@ -45,13 +44,13 @@ func (e *Engine) handleResult(r fetchResult) {
 		}
 		// The token was issued after the request left: counting its
 		// lifetime from then never overstates it.
-		e.offer(g, a.sentAt, now, false)
+		e.offer(g, a.sentAt, now, a.seq, false)
 	}
 	for _, s := range e.slotsOf(a) {
 		if e.satisfied(s, now) {
 			e.slotOK(s)
 		} else {
-			e.slotFailed(s, now, fmt.Errorf("reply %s brought no fresh valid token for it", a.id), 0)
+			e.slotFailed(s, now, fmt.Errorf("reply %s brought no fresh valid token for it", a.id))
 		}
 	}
 }
@@ -64,12 +63,28 @@ func (e *Engine) satisfied(s *slot, now time.Time) bool {
 	return e.decideSlot(s, now).State == StateValid
 }
 
-func replyError(b *wire.ErrorBody) error {
-	msg := fmt.Sprintf("issuer replied %s: %s", b.Code, b.Message)
-	if b.Code == wire.CodeRateLimited {
-		msg += fmt.Sprintf(" (retry after %d s)", b.RetryAfter)
+// IssuerError is an error reply of the issuer (or of an HTTP token
+// server), carrying its stable wire code, so that classify can tell a
+// refusal from a passing failure.
+type IssuerError struct {
+	// Code is wire.CodeForbidden, CodeInvalidRequest, CodeRateLimited,
+	// CodeUnavailable, or a code this agent does not know.
+	Code    string
+	Message string
+	// RetryAfter is the wait the issuer asked for (bounded, 0: none).
+	RetryAfter time.Duration
+}
+
+func newIssuerError(b *wire.ErrorBody) *IssuerError {
+	return &IssuerError{Code: b.Code, Message: b.Message, RetryAfter: retryAfter(b.RetryAfter)}
+}
+
+func (e *IssuerError) Error() string {
+	msg := fmt.Sprintf("issuer replied %s: %s", e.Code, e.Message)
+	if e.RetryAfter > 0 {
+		msg += fmt.Sprintf(" (retry after %v)", e.RetryAfter)
 	}
-	return errors.New(msg)
+	return msg
 }
 
 // handleUnsolicited takes a reply nobody waited for.
@@ -81,9 +96,13 @@ func (e *Engine) handleUnsolicited(r *wire.Reply) {
 }
 
 // lateOrPush takes a push, or a reply to a request that already timed
-// out: each token is accepted if valid and newer than the current one.
+// out (or a duplicate of one already taken). A late reply is a reply to a
+// request the agent made: its tokens are taken if they were asked for
+// and are newer than the current ones. A push is taken only if it checks
+// out against the token of that name the agent holds (verifyPush).
+// Anything else is dropped with a warning.
 func (e *Engine) lateOrPush(r *wire.Reply, now time.Time) {
-	sentAt, late := e.recent[r.ID]
+	a, late := e.recent[r.ID]
 	if !late && !r.IsPush() {
 		e.log.Warn("reply to an unknown request id; dropped", "request", r.ID)
 		return
@@ -92,20 +111,31 @@ func (e *Engine) lateOrPush(r *wire.Reply, now time.Time) {
 		e.log.Info("late error reply ignored", "request", r.ID, "code", r.Error.Code)
 		return
 	}
+	asked := map[string]bool{}
+	if late {
+		for _, n := range a.names {
+			asked[n] = true
+		}
+	}
 	for i := range r.Tokens {
 		g := &r.Tokens[i]
-		recv := sentAt
-		if !late {
-			recv = e.pushReceivedAt(g, now)
+		var taken bool
+		switch {
+		case late && a.names != nil && !asked[g.Name]:
+			e.log.Warn("late reply carries a token that was not asked for; rejected", "request", r.ID, "token", g.Name)
+		case late:
+			taken = e.offer(g, a.sentAt, now, a.seq, false)
+		default:
+			taken = e.offer(g, e.pushReceivedAt(g, now), now, 0, true)
 		}
-		if e.offer(g, recv, now, true) {
+		if taken {
 			if s := e.slots[g.Name]; s != nil && s.inflight == "" {
 				e.slotOK(s)
 			}
 		}
 	}
 	if late {
-		e.setAnchor(r, sentAt)
+		e.setAnchor(r, a)
 	}
 }
 
@@ -124,30 +154,42 @@ func (e *Engine) pushReceivedAt(g *wire.Grant, now time.Time) time.Time {
 	return t
 }
 
-func (e *Engine) setAnchor(r *wire.Reply, sentAt time.Time) {
+// setAnchor ties the issuer's clock to ours through the reply r to
+// request a; a late reply to an older request than the one that set the
+// anchor does not move it back.
+func (e *Engine) setAnchor(r *wire.Reply, a *attempt) {
 	issued := r.IssuedAt
 	if issued == 0 && len(r.Tokens) > 0 {
 		issued = r.Tokens[0].IssuedAt
 	}
-	if issued > 0 {
-		e.anchor = anchor{issuer: issued, mono: sentAt}
+	if issued > 0 && a.seq >= e.anchor.seq {
+		e.anchor = anchor{issuer: issued, mono: a.sentAt, seq: a.seq}
 	}
 }
 
 // offer checks a grant and makes it the current token of its name when
-// it is good and newer (or, for a reply we asked for, not older). It
-// reports whether the token was taken.
-func (e *Engine) offer(g *wire.Grant, receivedAt, now time.Time, mustBeNewer bool) bool {
+// it is good and newer (see newer). seq is the request it answers (0 for
+// a push, which must also pass verifyPush). It reports whether the token
+// was taken.
+func (e *Engine) offer(g *wire.Grant, receivedAt, now time.Time, seq uint64, push bool) bool {
 	s := e.slots[g.Name]
-	if s == nil {
-		if e.discover == nil {
-			e.log.Info("token not in the configured list; ignored", "token", g.Name)
-			return false
-		}
+	if s == nil && e.discover == nil {
+		e.log.Info("token not in the configured list; ignored", "token", g.Name)
+		return false
 	}
 	if err := checkGrant(g); err != nil {
 		e.log.Warn("bad token in reply; rejected", "token", g.Name, "err", err)
 		return false
+	}
+	if push {
+		var cur *Token
+		if s != nil {
+			cur = s.tok
+		}
+		if err := verifyPush(g, cur); err != nil {
+			e.log.Warn("pushed token rejected", "token", g.Name, "err", err)
+			return false
+		}
 	}
 	tok := Token{Grant: *g, ReceivedAt: receivedAt}
 	if !tok.Valid(now) {
@@ -155,16 +197,13 @@ func (e *Engine) offer(g *wire.Grant, receivedAt, now time.Time, mustBeNewer boo
 		return false
 	}
 	if s != nil && s.tok != nil && s.tok.Valid(now) {
-		cur := s.tok
-		switch {
-		case g.Token == cur.Token:
-			return false
-		// issued_at has one-second steps: a push signed in the same
-		// second as the current token is newer only if a certificate
-		// rotation (a new kid) is why it was sent.
-		case g.IssuedAt < cur.IssuedAt, mustBeNewer && g.IssuedAt == cur.IssuedAt && g.KID == cur.KID:
-			e.log.Info("token is not newer than the current one; ignored", "token", g.Name,
-				"issued_at", g.IssuedAt, "current_issued_at", cur.IssuedAt)
+		cur := held{seq: s.tokSeq, deadline: s.tok.Deadline(), kid: s.tok.KID, token: s.tok.Token}
+		cand := held{seq: seq, deadline: tok.Deadline(), kid: g.KID, token: g.Token}
+		if ok, why := newer(cur, cand); !ok {
+			if cand.token != cur.token {
+				e.log.Info("token is not newer than the current one; ignored", "token", g.Name, "why", why,
+					"issued_at", g.IssuedAt, "current_issued_at", s.tok.IssuedAt)
+			}
 			return false
 		}
 	}
@@ -176,7 +215,10 @@ func (e *Engine) offer(g *wire.Grant, receivedAt, now time.Time, mustBeNewer boo
 		e.discover.tok = &tok // discovery is done
 		e.slotOK(e.discover)
 	}
-	s.tok = &tok
+	s.tok, s.tokSeq = &tok, seq
+	if push {
+		s.tokSeq = e.reqSeq
+	}
 	s.state = StateValid
 	e.dirty = true
 	e.log.Info("new token", "token", g.Name, "kid", g.KID, "expires_at", g.ExpiresAt, "lifetime_s", g.Lifetime())

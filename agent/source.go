@@ -23,7 +23,7 @@ func (e *Engine) Current(name string, now time.Time) (Token, bool) {
 func (e *Engine) Status(now time.Time) Status {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	st := Status{Device: e.device, Broker: e.tr.State()}
+	st := Status{Device: e.device, Broker: e.tr.State(), StateError: e.stateErr, Refused: e.refusalsLocked()}
 	for _, s := range e.allSlots() {
 		if s == e.discover {
 			continue

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -63,18 +64,30 @@ func bootRemaining(s *savedToken, bootID string, uptime time.Duration, wall time
 	return left, "after reboot: wall clock"
 }
 
+// maxStateFile bounds how much of a state file is read: a good one is a
+// few hundred bytes, and a board with 512 MB must not read a huge file
+// planted or left in the state directory into memory.
+const maxStateFile = 64 << 10
+
 // store persists the current tokens in the state directory, one file per
-// token name, each replaced atomically.
+// token name, each replaced atomically. It is used from one goroutine
+// (the engine's loop, and its start before that).
 type store struct {
 	dir string
 	log *slog.Logger
+	// uid is who must own a state file for it to be trusted (the agent's
+	// own effective uid).
+	uid int
 }
 
 func fileName(name string) string { return "token-" + name + ".json" }
 
 // load returns the persisted tokens. A file that cannot be read as a good
-// token is moved aside (name.corrupt-TIMESTAMP) with a warning; leftover
-// temporary files of an interrupted write are removed.
+// token (corrupt, oversized, owned by someone else) is named in a
+// warning, moved aside (name.corrupt-TIMESTAMP) when the directory allows
+// it, and ignored; leftover temporary files of an interrupted write are
+// removed. The error is for a state directory that cannot be created or
+// listed: the engine then serves from memory.
 func (s *store) load(wall time.Time) ([]*savedToken, error) {
 	if err := os.MkdirAll(s.dir, 0o700); err != nil {
 		return nil, fmt.Errorf("state dir: %w", err)
@@ -89,19 +102,23 @@ func (s *store) load(wall time.Time) ([]*savedToken, error) {
 		path := filepath.Join(s.dir, name)
 		switch {
 		case strings.HasSuffix(name, ".tmp") && strings.HasPrefix(name, "token-"):
-			s.log.Info("removing an unfinished state file", "file", path)
-			_ = os.Remove(path)
+			if err := os.Remove(path); err != nil {
+				s.log.Warn("cannot remove an unfinished state file", "file", path, "err", err)
+			} else {
+				s.log.Info("removed an unfinished state file", "file", path)
+			}
 			continue
 		case !strings.HasPrefix(name, "token-") || !strings.HasSuffix(name, ".json") || !e.Type().IsRegular():
 			continue
 		}
-		st, err := readSaved(path, strings.TrimSuffix(strings.TrimPrefix(name, "token-"), ".json"))
+		st, err := readSaved(path, strings.TrimSuffix(strings.TrimPrefix(name, "token-"), ".json"), s.uid)
 		if err != nil {
 			aside := path + ".corrupt-" + wall.UTC().Format("20060102T150405Z")
 			if rerr := os.Rename(path, aside); rerr != nil {
-				return nil, fmt.Errorf("move corrupt state file %s aside: %w", path, rerr)
+				s.log.Warn("state file is not usable; ignored (cannot move it aside)", "file", path, "err", err, "rename_err", rerr)
+				continue
 			}
-			s.log.Warn("state file is corrupt; moved aside", "file", path, "moved_to", aside, "err", err)
+			s.log.Warn("state file is not usable; moved aside", "file", path, "moved_to", aside, "err", err)
 			continue
 		}
 		out = append(out, st)
@@ -109,10 +126,42 @@ func (s *store) load(wall time.Time) ([]*savedToken, error) {
 	return out, nil
 }
 
-func readSaved(path, name string) (*savedToken, error) {
-	b, err := os.ReadFile(path)
+// readSaved reads the state file at path, which must hold token name and
+// be owned by uid (a negative uid skips that check).
+func readSaved(path, name string, uid int) (*savedToken, error) {
+	f, err := os.Open(path)
 	if err != nil {
 		return nil, err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if !fi.Mode().IsRegular() {
+		return nil, fmt.Errorf("not a regular file (%s)", fi.Mode().Type())
+	}
+	if owner, ok := fileOwner(fi); ok && uid >= 0 && owner != uid {
+		return nil, fmt.Errorf("owned by uid %d, not the agent's uid %d: not trusted", owner, uid)
+	}
+	if fi.Size() > maxStateFile {
+		return nil, fmt.Errorf("%d bytes, over the %d-byte limit of a state file", fi.Size(), maxStateFile)
+	}
+	return parseSaved(f, name) // the file may have grown since the stat
+}
+
+// parseSaved reads a state file's content for token name from r, at most
+// maxStateFile bytes of it.
+func parseSaved(r io.Reader, name string) (*savedToken, error) {
+	b, err := io.ReadAll(io.LimitReader(r, maxStateFile+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(b) > maxStateFile {
+		return nil, fmt.Errorf("over the %d-byte limit of a state file", maxStateFile)
+	}
+	if len(b) == 0 {
+		return nil, errors.New("empty")
 	}
 	var st savedToken
 	if err := json.Unmarshal(b, &st); err != nil {
@@ -130,38 +179,49 @@ func readSaved(path, name string) (*savedToken, error) {
 	return &st, nil
 }
 
-// save writes one token atomically: a temporary file, fsync, rename over
-// the old file, fsync of the directory. Mode 0600.
+// save persists one token, creating the state directory if it is
+// missing (it may have been unusable at start).
 func (s *store) save(st *savedToken) error {
 	st.V = stateVersion
 	b, err := json.Marshal(st)
 	if err != nil {
 		return err
 	}
-	path := filepath.Join(s.dir, fileName(st.Grant.Name))
+	if err := os.MkdirAll(s.dir, 0o700); err != nil {
+		return fmt.Errorf("persist token %q: state dir: %w", st.Grant.Name, err)
+	}
+	if err := writeAtomic(filepath.Join(s.dir, fileName(st.Grant.Name)), append(b, '\n')); err != nil {
+		return fmt.Errorf("persist token %q: %w", st.Grant.Name, err)
+	}
+	return nil
+}
+
+// writeAtomic replaces path with data: a temporary file (mode 0600),
+// fsync, rename over the old file, fsync of the directory.
+func writeAtomic(path string, data []byte) error {
 	tmp := path + ".tmp"
 	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
 	if err != nil {
-		return fmt.Errorf("persist token %q: %w", st.Grant.Name, err)
+		return err
 	}
-	_, werr := f.Write(append(b, '\n'))
+	_, werr := f.Write(data)
 	serr := f.Sync()
 	cerr := f.Close()
 	if err := errors.Join(werr, serr, cerr); err != nil {
 		_ = os.Remove(tmp)
-		return fmt.Errorf("persist token %q: %w", st.Grant.Name, err)
+		return err
 	}
 	if err := os.Rename(tmp, path); err != nil {
 		_ = os.Remove(tmp)
-		return fmt.Errorf("persist token %q: %w", st.Grant.Name, err)
+		return err
 	}
-	d, err := os.Open(s.dir)
+	d, err := os.Open(filepath.Dir(path))
 	if err != nil {
-		return fmt.Errorf("persist token %q: sync dir: %w", st.Grant.Name, err)
+		return fmt.Errorf("sync dir: %w", err)
 	}
 	defer d.Close()
 	if err := d.Sync(); err != nil {
-		return fmt.Errorf("persist token %q: sync dir: %w", st.Grant.Name, err)
+		return fmt.Errorf("sync dir: %w", err)
 	}
 	return nil
 }

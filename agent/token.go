@@ -82,6 +82,24 @@ type Status struct {
 	// Broker is "connected" or "disconnected" (or the HTTP source's state).
 	Broker string
 	Tokens []TokenStatus
+	// StateError says why tokens are not being persisted (the state
+	// directory cannot be created, is read-only or full): they are served
+	// from memory, and a restart would fetch them again. Empty while
+	// persisting works.
+	StateError string
+	// Refused lists the tokens the issuer refuses to grant.
+	Refused []Refusal
+}
+
+// Refusal is a token the issuer refuses (forbidden, invalid_request): it
+// is asked for again only rarely, until the policy or config changes.
+type Refusal struct {
+	// Name is the token name; empty for the request for every granted
+	// token (no tokens configured).
+	Name string
+	// Code and Message are the issuer's error reply (never a secret).
+	Code    string
+	Message string
 }
 
 // Source is what the socket server needs from the agent's engine. The

@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"errors"
 	"fmt"
 
 	"agoratokens/accesstoken"
@@ -97,6 +98,51 @@ func matchIdentity(g *wire.Grant, svc *accesstoken.Service) error {
 		}
 		if g.User != "" && g.User != svc.UserUUID {
 			return mismatch("user", g.User, svc.UserUUID)
+		}
+	}
+	return nil
+}
+
+// verifyPush checks a pushed grant (one no request of the agent's asked
+// for) against cur, the token of that name the agent holds, which came
+// from a reply it asked for or from its state files. The agent cannot
+// check a signature (the certificate stays in the cloud), so it checks
+// the shape: a push may only replace a token with one for the same App
+// ID, service, channel, uid, user and role, with a kid. A push for a name
+// the agent holds no token of is refused: the agent asks for that itself.
+func verifyPush(g *wire.Grant, cur *Token) error {
+	if cur == nil {
+		return fmt.Errorf("the agent holds no token %q to check a push against", g.Name)
+	}
+	if err := wire.ValidateName("kid", g.KID); err != nil {
+		return err
+	}
+	type field struct{ name, push, held string }
+	for _, f := range []field{
+		{"service", g.Service, cur.Service}, {"channel", g.Channel, cur.Channel},
+		{"uid", g.UID, cur.UID}, {"user", g.User, cur.User}, {"role", g.Role, cur.Role},
+	} {
+		if f.push != f.held {
+			return fmt.Errorf("push %s %q is not the held token's %q", f.name, f.push, f.held)
+		}
+	}
+	pt, err := accesstoken.Parse(g.Token)
+	if err != nil {
+		return fmt.Errorf("token does not decode: %w", err)
+	}
+	ht, err := accesstoken.Parse(cur.Token)
+	if err != nil {
+		return fmt.Errorf("held token does not decode: %w", err)
+	}
+	if pt.AppID != ht.AppID {
+		return errors.New("push is for another App ID than the held token")
+	}
+	if len(pt.Services) != len(ht.Services) {
+		return fmt.Errorf("push carries %d services, the held token %d", len(pt.Services), len(ht.Services))
+	}
+	for i := range pt.Services {
+		if pt.Services[i].Type != ht.Services[i].Type {
+			return fmt.Errorf("push carries service %d where the held token has %d", pt.Services[i].Type, ht.Services[i].Type)
 		}
 	}
 	return nil

@@ -204,6 +204,17 @@ type DeviceStatus struct {
 	State  string        `json:"state"`
 	Agent  string        `json:"agent,omitempty"`
 	Tokens []TokenStatus `json:"tokens,omitempty"`
+	// Refused lists the tokens the issuer refuses this device (optional;
+	// absent when none is refused).
+	Refused []Refusal `json:"refused,omitempty"`
+}
+
+// Refusal is a token the issuer refused a device: its name (absent for a
+// request for every granted token) and the error code of the refusal
+// (CodeForbidden or CodeInvalidRequest).
+type Refusal struct {
+	Name string `json:"name,omitempty"`
+	Code string `json:"code"`
 }
 
 // IssuerStatus is the issuers' retained status (and last will).

@@ -82,6 +82,11 @@ type Message struct {
 	// Status reply.
 	Device string `json:"device,omitempty"`
 	Broker string `json:"broker,omitempty"`
+	// Storage says why tokens are served from memory only (not
+	// persisted); absent while they are persisted.
+	Storage string `json:"storage,omitempty"`
+	// Refused lists the tokens the issuer refuses (name, code, message).
+	Refused []Message `json:"refused,omitempty"`
 
 	// Tokens holds the entries of a tokens reply (get without a name)
 	// and of a status reply (name, state, kid, expires_at, expires_in;
@@ -140,8 +145,11 @@ func eventMessage(ev agent.Event, now time.Time) Message {
 
 // statusMessage is the reply to status at now.
 func statusMessage(st agent.Status, now time.Time) Message {
-	m := Message{Event: EventStatus, Device: st.Device, Broker: st.Broker,
+	m := Message{Event: EventStatus, Device: st.Device, Broker: st.Broker, Storage: st.StateError,
 		Tokens: make([]Message, 0, len(st.Tokens))}
+	for _, r := range st.Refused {
+		m.Refused = append(m.Refused, Message{Name: r.Name, Code: r.Code, Message: r.Message})
+	}
 	for _, ts := range st.Tokens {
 		e := Message{Name: ts.Name, State: string(ts.State)}
 		if ts.State != agent.StateMissing {

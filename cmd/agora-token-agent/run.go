@@ -88,10 +88,8 @@ func serve(ctx context.Context, cfg *agent.Config, log *slog.Logger, notify *sdn
 	}
 	led.Set(device.LEDExpired) // nothing served yet
 	eng, err := agent.New(*cfg, agent.Deps{
-		Logger: log,
-		OnHealth: func(h agent.Health) {
-			led.Set(device.StateFor(h.Expired, h.Failing, h.Renewing))
-		},
+		Logger:   log,
+		OnHealth: func(h agent.Health) { led.Set(ledState(h)) },
 	})
 	if err != nil {
 		return err
@@ -128,6 +126,14 @@ func serve(ctx context.Context, cfg *agent.Config, log *slog.Logger, notify *sdn
 		return nil
 	}
 	return err
+}
+
+// ledState is what the LED shows for the engine's health. A token the
+// issuer refuses shows as failing renewals (double flash), not as expired:
+// it needs a policy or config fix, not patience, and `status` says which
+// token and why. An expired or missing token that is not refused wins.
+func ledState(h agent.Health) device.LEDState {
+	return device.StateFor(h.Expired, h.Failing || h.Refused, h.Renewing)
 }
 
 // watchdog pings systemd and refreshes the status line. Status takes the

@@ -43,6 +43,18 @@ func printStatus(w io.Writer, m socket.Message) {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintf(tw, "device:\t%s\n", m.Device)
 	fmt.Fprintf(tw, "broker:\t%s\n", m.Broker)
+	if m.Storage != "" {
+		fmt.Fprintf(tw, "state:\t%s\n", m.Storage)
+	} else {
+		fmt.Fprintf(tw, "state:\tpersisted\n")
+	}
+	for _, r := range m.Refused {
+		name := r.Name
+		if name == "" {
+			name = "(all granted)"
+		}
+		fmt.Fprintf(tw, "refused:\t%s: %s: %s\n", name, r.Code, r.Message)
+	}
 	tw.Flush()
 	if len(m.Tokens) == 0 {
 		fmt.Fprintln(w, "no tokens")
