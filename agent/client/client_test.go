@@ -11,6 +11,7 @@ import (
 	"agoratokens/agent/client"
 	"agoratokens/agent/socket"
 	"agoratokens/agent/socket/sockettest"
+	"agoratokens/agent/socketproto"
 )
 
 const wait = 10 * time.Second
@@ -70,10 +71,10 @@ func TestGetStatusRenew(t *testing.T) {
 		tok.Deadline.Before(before.Add(time.Hour)) || tok.Deadline.After(time.Now().Add(time.Hour)) {
 		t.Errorf("Get = %+v", tok)
 	}
-	if _, err := c.Get(ctx(t), "signal"); !client.IsCode(err, socket.CodeUnavailable) {
+	if _, err := c.Get(ctx(t), "signal"); !client.IsCode(err, socketproto.CodeUnavailable) {
 		t.Errorf("Get missing token: %v, want unavailable", err)
 	}
-	if _, err := c.Get(ctx(t), "nope"); !client.IsCode(err, socket.CodeNotFound) {
+	if _, err := c.Get(ctx(t), "nope"); !client.IsCode(err, socketproto.CodeNotFound) {
 		t.Errorf("Get unknown token: %v, want not_found", err)
 	}
 	all, err := c.GetAll(ctx(t))
@@ -101,7 +102,7 @@ func TestGetStatusRenew(t *testing.T) {
 	if err := <-got; err != nil {
 		t.Fatalf("Renew: %v", err)
 	}
-	if _, err := c.Renew(ctx(t), "nope"); !client.IsCode(err, socket.CodeNotFound) {
+	if _, err := c.Renew(ctx(t), "nope"); !client.IsCode(err, socketproto.CodeNotFound) {
 		t.Errorf("Renew unknown: %v, want not_found", err)
 	}
 	short, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
@@ -120,7 +121,7 @@ func TestWatch(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	if _, err := c.Watch(ctx(t), "nope"); !client.IsCode(err, socket.CodeNotFound) {
+	if _, err := c.Watch(ctx(t), "nope"); !client.IsCode(err, socketproto.CodeNotFound) {
 		t.Fatalf("Watch unknown name: %v, want not_found", err)
 	}
 	wctx, cancel := context.WithCancel(ctx(t))
@@ -210,10 +211,10 @@ func TestRefused(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	if _, err := c.Status(ctx(t)); !client.IsCode(err, socket.CodeTooManyClients) {
+	if _, err := c.Status(ctx(t)); !client.IsCode(err, socketproto.CodeTooManyClients) {
 		t.Fatalf("Status past max clients: %v, want too_many_clients", err)
 	}
-	if _, err := c.Watch(ctx(t)); !client.IsCode(err, socket.CodeTooManyClients) {
+	if _, err := c.Watch(ctx(t)); !client.IsCode(err, socketproto.CodeTooManyClients) {
 		t.Fatalf("Watch past max clients: %v, want too_many_clients", err)
 	}
 }

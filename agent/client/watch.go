@@ -3,12 +3,11 @@ package client
 import (
 	"bufio"
 	"context"
+	"math/rand/v2"
 	"net"
 	"time"
 
-	"github.com/cenkalti/backoff/v4"
-
-	"agoratokens/agent/socket"
+	"agoratokens/agent/socketproto"
 )
 
 // EventKind says what happened.
@@ -19,12 +18,12 @@ type EventKind string
 const (
 	// EventToken: a token is current (at watch start and on reconnect:
 	// the token in force; afterwards: each renewal). Pass it to the SDK.
-	EventToken EventKind = EventKind(socket.EventToken)
+	EventToken EventKind = EventKind(socketproto.EventToken)
 	// EventWillExpire: the token expires soon; the agent is renewing it.
-	EventWillExpire EventKind = EventKind(socket.EventWillExpire)
+	EventWillExpire EventKind = EventKind(socketproto.EventWillExpire)
 	// EventExpired: the token expired before a new one came; the agent
 	// keeps trying.
-	EventExpired EventKind = EventKind(socket.EventExpired)
+	EventExpired EventKind = EventKind(socketproto.EventExpired)
 	// EventDisconnected: the connection to the agent broke (Err says
 	// why). The watch reconnects on its own and sends the current
 	// tokens again.
@@ -47,6 +46,21 @@ const (
 	reconnectFirst = 100 * time.Millisecond
 	reconnectMax   = 5 * time.Second
 )
+
+// reconnectDelay is the pause before reconnect attempt n (0: the first):
+// reconnectFirst doubling up to reconnectMax, then shortened by up to a
+// quarter (r is uniform in [0,1)) so that the media processes of one
+// agent do not all reconnect in the same instant after it restarts. (A page of code here
+// rather than a backoff library: this package links nothing beyond the
+// standard library.)
+func reconnectDelay(n int, r float64) time.Duration {
+	d := reconnectFirst
+	for i := 0; i < n && d < reconnectMax; i++ {
+		d *= 2
+	}
+	d = min(d, reconnectMax)
+	return time.Duration(float64(d) * (1 - r/4))
+}
 
 // Watch streams the events of the named tokens (none: all) until ctx
 // ends, then closes the channel. It returns an error if the first watch
@@ -72,7 +86,7 @@ func (c *Client) startWatch(ctx context.Context, names []string) (net.Conn, *buf
 		return nil, nil, err
 	}
 	sc := newScanner(conn)
-	m, err := roundTrip(ctx, conn, sc, socket.Request{Op: socket.OpWatch, ID: "watch", Names: names})
+	m, err := roundTrip(ctx, conn, sc, socketproto.Request{Op: socketproto.OpWatch, ID: "watch", Names: names})
 	if err == nil {
 		err = replyError(m)
 	}
@@ -85,8 +99,6 @@ func (c *Client) startWatch(ctx context.Context, names []string) (net.Conn, *buf
 
 func (c *Client) watchLoop(ctx context.Context, conn net.Conn, sc *bufio.Scanner, names []string, ch chan<- Event) {
 	defer close(ch)
-	b := backoff.NewExponentialBackOff()
-	b.InitialInterval, b.MaxInterval, b.MaxElapsedTime = reconnectFirst, reconnectMax, 0
 	for {
 		err := forward(ctx, conn, sc, ch)
 		conn.Close()
@@ -96,9 +108,8 @@ func (c *Client) watchLoop(ctx context.Context, conn net.Conn, sc *bufio.Scanner
 		if !emit(ctx, ch, Event{Kind: EventDisconnected, Err: err}) {
 			return
 		}
-		b.Reset()
-		for {
-			t := time.NewTimer(b.NextBackOff())
+		for attempt := 0; ; attempt++ {
+			t := time.NewTimer(reconnectDelay(attempt, rand.Float64()))
 			select {
 			case <-ctx.Done():
 				t.Stop()

@@ -13,6 +13,7 @@ import (
 
 	"agoratokens/agent/socket"
 	"agoratokens/agent/socket/sockettest"
+	"agoratokens/agent/socketproto"
 	"agoratokens/internal/testlog"
 )
 
@@ -44,7 +45,7 @@ func (c *conn) send(line string) {
 }
 
 // next reads one line and decodes it.
-func (c *conn) next() socket.Message {
+func (c *conn) next() socketproto.Message {
 	c.t.Helper()
 	m, err := c.read()
 	if err != nil {
@@ -53,21 +54,21 @@ func (c *conn) next() socket.Message {
 	return m
 }
 
-func (c *conn) read() (socket.Message, error) {
+func (c *conn) read() (socketproto.Message, error) {
 	c.c.SetReadDeadline(time.Now().Add(wait))
 	line, err := c.r.ReadBytes('\n')
 	if err != nil {
-		return socket.Message{}, err
+		return socketproto.Message{}, err
 	}
-	var m socket.Message
+	var m socketproto.Message
 	if err := json.Unmarshal(line, &m); err != nil {
-		return socket.Message{}, errors.New("bad line " + string(line) + ": " + err.Error())
+		return socketproto.Message{}, errors.New("bad line " + string(line) + ": " + err.Error())
 	}
 	return m, nil
 }
 
 // expect reads one line and checks its event (and code, for errors).
-func (c *conn) expect(event string, code ...string) socket.Message {
+func (c *conn) expect(event string, code ...string) socketproto.Message {
 	c.t.Helper()
 	m := c.next()
 	if m.Event != event || (len(code) > 0 && m.Code != code[0]) {

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"agoratokens/agent"
+	"agoratokens/agent/socketproto"
 )
 
 // resubscribeDelay spaces subscriptions when the engine keeps closing
@@ -133,11 +134,11 @@ func wantEvent(c *client, ev agent.Event) bool {
 
 // watch starts c's watch: a watching reply, then the current token of
 // each watched name, then (from deliver) every event.
-func (h *hub) watch(c *client, req Request) {
+func (h *hub) watch(c *client, req socketproto.Request) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if c.watching {
-		c.reply(errorMessage(req.ID, CodeBadRequest, "this connection is already watching; open another to watch other names"))
+		c.reply(errorMessage(req.ID, socketproto.CodeBadRequest, "this connection is already watching; open another to watch other names"))
 		return
 	}
 	now := h.s.cfg.Now()
@@ -151,14 +152,14 @@ func (h *hub) watch(c *client, req Request) {
 		}
 		for _, n := range req.Names {
 			if !known[n] {
-				c.reply(errorMessage(req.ID, CodeNotFound, fmt.Sprintf("the agent keeps no token named %q", n)))
+				c.reply(errorMessage(req.ID, socketproto.CodeNotFound, fmt.Sprintf("the agent keeps no token named %q", n)))
 				return
 			}
 			names[n] = true
 		}
 	}
 	c.watching, c.names = true, names
-	c.reply(Message{Event: EventWatching, ID: req.ID, Names: req.Names})
+	c.reply(socketproto.Message{Event: socketproto.EventWatching, ID: req.ID, Names: req.Names})
 	h.snapshot(c, st, now)
 }
 
@@ -200,9 +201,9 @@ func (h *hub) resync() {
 
 // renew asks the engine for a fresh token: a renewing reply now, the
 // token event when it arrives (to watchers of the name and to c).
-func (h *hub) renew(c *client, req Request) {
+func (h *hub) renew(c *client, req socketproto.Request) {
 	if req.Name == "" {
-		c.reply(errorMessage(req.ID, CodeBadRequest, `renew needs a "name"`))
+		c.reply(errorMessage(req.ID, socketproto.CodeBadRequest, `renew needs a "name"`))
 		return
 	}
 	h.mu.Lock()
@@ -222,12 +223,12 @@ func (h *hub) renew(c *client, req Request) {
 	if err := h.s.src.Renew(req.Name); err != nil {
 		delete(c.pending, req.Name)
 		if errors.Is(err, agent.ErrUnknownToken) {
-			c.reply(errorMessage(req.ID, CodeNotFound, fmt.Sprintf("the agent keeps no token named %q", req.Name)))
+			c.reply(errorMessage(req.ID, socketproto.CodeNotFound, fmt.Sprintf("the agent keeps no token named %q", req.Name)))
 			return
 		}
-		c.reply(errorMessage(req.ID, CodeUnavailable, fmt.Sprintf("cannot renew %q: %v", req.Name, err)))
+		c.reply(errorMessage(req.ID, socketproto.CodeUnavailable, fmt.Sprintf("cannot renew %q: %v", req.Name, err)))
 		return
 	}
 	c.log.Info("renewal requested over the socket", "name", req.Name)
-	c.reply(Message{Event: EventRenewing, ID: req.ID, Name: req.Name})
+	c.reply(socketproto.Message{Event: socketproto.EventRenewing, ID: req.ID, Name: req.Name})
 }

@@ -20,10 +20,11 @@ import (
 	"time"
 
 	"agoratokens/agent"
+	"agoratokens/agent/socketproto"
 )
 
 // DefaultPath is where the agent listens unless configured otherwise.
-const DefaultPath = "/run/agora-token-agent/agent.sock"
+const DefaultPath = socketproto.DefaultPath
 
 // Config configures a Server. Zero fields take the documented defaults.
 type Config struct {

@@ -13,6 +13,7 @@ import (
 	"agoratokens/agent"
 	"agoratokens/agent/socket"
 	"agoratokens/agent/socket/sockettest"
+	"agoratokens/agent/socketproto"
 )
 
 func TestGet(t *testing.T) {
@@ -34,9 +35,9 @@ func TestGet(t *testing.T) {
 	}
 
 	tests := []struct{ name, code, msg string }{
-		{"nope", socket.CodeNotFound, `no token named "nope"`},
-		{"signal", socket.CodeUnavailable, "still fetching"},
-		{"old", socket.CodeUnavailable, "expired"},
+		{"nope", socketproto.CodeNotFound, `no token named "nope"`},
+		{"signal", socketproto.CodeUnavailable, "still fetching"},
+		{"old", socketproto.CodeUnavailable, "expired"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -72,7 +73,7 @@ func TestStatus(t *testing.T) {
 	f.Src.SetBroker("disconnected")
 	c := dial(t, f.Srv.Path())
 	c.send(`{"op":"status","id":7}`) // a numeric id is a bad request
-	c.expect("error", socket.CodeBadRequest)
+	c.expect("error", socketproto.CodeBadRequest)
 	c.send(`{"op":"status","id":"s"}`)
 	m := c.expect("status")
 	if m.ID != "s" || m.Device != "cam-42" || m.Broker != "disconnected" || len(m.Tokens) != 2 {
@@ -92,13 +93,13 @@ func TestBadInput(t *testing.T) {
 	f.Set("video", "007video1")
 	c := dial(t, f.Srv.Path())
 	tests := []struct{ name, line, code, msg string }{
-		{"garbage", `{"op":`, socket.CodeBadRequest, "not a JSON object"},
-		{"not an object", `[1,2]`, socket.CodeBadRequest, "not a JSON object"},
-		{"binary", "\x00\x01\xff", socket.CodeBadRequest, "not a JSON object"},
-		{"no op", `{"name":"video"}`, socket.CodeBadRequest, `missing "op"`},
-		{"unknown op", `{"op":"delete","id":"x"}`, socket.CodeBadRequest, `unknown op "delete"`},
-		{"renew without name", `{"op":"renew"}`, socket.CodeBadRequest, `renew needs a "name"`},
-		{"names not a list", `{"op":"watch","names":"video"}`, socket.CodeBadRequest, "not a JSON object"},
+		{"garbage", `{"op":`, socketproto.CodeBadRequest, "not a JSON object"},
+		{"not an object", `[1,2]`, socketproto.CodeBadRequest, "not a JSON object"},
+		{"binary", "\x00\x01\xff", socketproto.CodeBadRequest, "not a JSON object"},
+		{"no op", `{"name":"video"}`, socketproto.CodeBadRequest, `missing "op"`},
+		{"unknown op", `{"op":"delete","id":"x"}`, socketproto.CodeBadRequest, `unknown op "delete"`},
+		{"renew without name", `{"op":"renew"}`, socketproto.CodeBadRequest, `renew needs a "name"`},
+		{"names not a list", `{"op":"watch","names":"video"}`, socketproto.CodeBadRequest, "not a JSON object"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -122,18 +123,18 @@ func TestLineLimit(t *testing.T) {
 	// A line of exactly MaxLine bytes is served.
 	c := dial(t, f.Srv.Path())
 	head := `{"op":"get","name":"video","pad":"`
-	c.send(head + strings.Repeat("x", socket.MaxLine-len(head)-2) + `"}`)
+	c.send(head + strings.Repeat("x", socketproto.MaxLine-len(head)-2) + `"}`)
 	c.expect("token")
 
 	// One byte more: an error, then the connection closes.
-	c.send(head + strings.Repeat("x", socket.MaxLine-len(head)-1) + `"}`)
-	c.expect("error", socket.CodeLineTooLong)
+	c.send(head + strings.Repeat("x", socketproto.MaxLine-len(head)-1) + `"}`)
+	c.expect("error", socketproto.CodeLineTooLong)
 	c.expectClosed()
 
 	// A megabyte without a newline: the same, and the agent is unaffected.
 	big := dial(t, f.Srv.Path())
 	go big.c.Write([]byte(strings.Repeat("y", 1<<20))) // the server stops reading; Write may fail
-	big.expect("error", socket.CodeLineTooLong)
+	big.expect("error", socketproto.CodeLineTooLong)
 	big.expectClosed()
 	other := dial(t, f.Srv.Path())
 	other.send(`{"op":"get","name":"video"}`)
@@ -200,14 +201,14 @@ func TestWatchNames(t *testing.T) {
 
 	c := dial(t, f.Srv.Path())
 	c.send(`{"op":"watch","names":["video","nope"]}`)
-	c.expect("error", socket.CodeNotFound)
+	c.expect("error", socketproto.CodeNotFound)
 	c.send(`{"op":"watch","names":["signal","chat"]}`)
 	if m := c.expect("watching"); len(m.Names) != 2 {
 		t.Fatalf("watching %+v", m)
 	}
 	c.expect("token") // signal; chat has no token yet
 	c.send(`{"op":"watch"}`)
-	c.expect("error", socket.CodeBadRequest)
+	c.expect("error", socketproto.CodeBadRequest)
 
 	f.Set("video", "007v1") // not watched
 	f.Set("chat", "007c1")
@@ -269,10 +270,10 @@ func TestRenew(t *testing.T) {
 	}
 
 	c.send(`{"op":"renew","name":"nope"}`)
-	c.expect("error", socket.CodeNotFound)
+	c.expect("error", socketproto.CodeNotFound)
 	f.Src.SetRenewError(errors.New("rate limited: next renewal in 5s"))
 	c.send(`{"op":"renew","name":"video"}`)
-	if m := c.expect("error", socket.CodeUnavailable); !strings.Contains(m.Message, "rate limited") {
+	if m := c.expect("error", socketproto.CodeUnavailable); !strings.Contains(m.Message, "rate limited") {
 		t.Errorf("renew error message %q", m.Message)
 	}
 }
@@ -314,7 +315,7 @@ func TestTooManyClients(t *testing.T) {
 	b.send(`{"op":"status"}`)
 	b.expect("status")
 	c := dial(t, f.Srv.Path())
-	if m := c.expect("error", socket.CodeTooManyClients); !strings.Contains(m.Message, "at most 2") {
+	if m := c.expect("error", socketproto.CodeTooManyClients); !strings.Contains(m.Message, "at most 2") {
 		t.Errorf("message %q", m.Message)
 	}
 	c.expectEOF()

@@ -7,7 +7,7 @@ import (
 	"io"
 
 	"agoratokens/agent/client"
-	"agoratokens/agent/socket"
+	"agoratokens/agent/socketproto"
 )
 
 // runWatch prints the agent's events as they come, one JSON object a
@@ -36,12 +36,12 @@ func runWatch(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 }
 
 // eventLine is ev as the protocol line it came from.
-func eventLine(ev client.Event) socket.Message {
+func eventLine(ev client.Event) socketproto.Message {
 	if ev.Kind == client.EventDisconnected {
-		return socket.Message{Event: string(ev.Kind), Message: fmt.Sprint(ev.Err)}
+		return socketproto.Message{Event: string(ev.Kind), Message: fmt.Sprint(ev.Err)}
 	}
 	t := ev.Token
-	m := socket.Message{Event: string(ev.Kind), Name: ev.Name, Service: t.Service, Channel: t.Channel,
+	m := socketproto.Message{Event: string(ev.Kind), Name: ev.Name, Service: t.Service, Channel: t.Channel,
 		User: t.User, UID: t.UID, Role: t.Role, Token: t.Token, KID: t.KID}
 	if !t.ExpiresAt.IsZero() {
 		m.ExpiresAt = t.ExpiresAt.Unix()

@@ -9,8 +9,8 @@ import (
 	"time"
 
 	"agoratokens/agent"
-	"agoratokens/agent/socket"
 	"agoratokens/agent/socket/sockettest"
+	"agoratokens/agent/socketproto"
 )
 
 func TestWatchCmd(t *testing.T) {
@@ -25,7 +25,7 @@ func TestWatchCmd(t *testing.T) {
 		done <- code
 	}()
 	lines := bufio.NewScanner(pr)
-	next := func() socket.Message {
+	next := func() socketproto.Message {
 		t.Helper()
 		got := make(chan bool, 1)
 		go func() { got <- lines.Scan() }()
@@ -37,7 +37,7 @@ func TestWatchCmd(t *testing.T) {
 		case <-time.After(10 * time.Second):
 			t.Fatal("no watch output within 10s")
 		}
-		var m socket.Message
+		var m socketproto.Message
 		if err := json.Unmarshal(lines.Bytes(), &m); err != nil {
 			t.Fatalf("watch printed %q: %v", lines.Text(), err)
 		}
