@@ -209,11 +209,12 @@ func (s *Server) handle(c *client, line []byte) {
 	case socketproto.OpGet:
 		c.reply(s.get(req))
 	case socketproto.OpStatus:
-		st := s.src.Status(s.cfg.Now())
+		now := s.cfg.Clock.Now()
+		st := s.src.Status(now)
 		if st.Device == "" {
 			st.Device = s.cfg.Device
 		}
-		m := statusMessage(st, s.cfg.Now())
+		m := statusMessage(st, now)
 		m.ID = req.ID
 		c.reply(m)
 	case socketproto.OpWatch:
@@ -229,7 +230,7 @@ func (s *Server) handle(c *client, line []byte) {
 
 // get answers a get: the named token, or all valid tokens.
 func (s *Server) get(req socketproto.Request) socketproto.Message {
-	now := s.cfg.Now()
+	now := s.cfg.Clock.Now()
 	if req.Name == "" {
 		m := socketproto.Message{Event: socketproto.EventTokens, ID: req.ID, Tokens: []socketproto.Message{}}
 		for _, ts := range s.src.Status(now).Tokens {

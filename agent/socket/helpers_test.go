@@ -2,6 +2,7 @@ package socket_test
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"errors"
 	"io"
@@ -126,6 +127,22 @@ func (f *fixture) watch(t *testing.T) *conn {
 	c.send(`{"op":"watch"}`)
 	c.expect("watching")
 	return c
+}
+
+// waitResubscribe waits until the server, its engine subscription
+// dropped, waits the resubscription delay (a second) on its clock, and
+// moves the clock past it.
+func (f *fixture) waitResubscribe(t *testing.T) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
+	defer cancel()
+	if err := f.Clock.WaitTimers(ctx, 1); err != nil {
+		t.Fatalf("the server armed no resubscription timer: %v", err)
+	}
+	if p := f.Clock.Pending(); len(p) != 1 || p[0] != time.Second {
+		t.Fatalf("timers armed for %v, want one resubscription after 1s", p)
+	}
+	f.Clock.Advance(time.Second)
 }
 
 func containsAll(s string, subs ...string) bool {

@@ -55,10 +55,12 @@ func (h *hub) run(ctx context.Context, events <-chan agent.Event, cancel func())
 			return
 		}
 		h.s.log.Warn("engine closed the socket server's event subscription; subscribing again")
+		t := h.s.cfg.Clock.NewTimer(resubscribeDelay)
 		select {
 		case <-ctx.Done():
+			t.Stop()
 			return
-		case <-time.After(resubscribeDelay):
+		case <-t.C():
 		}
 		// Subscribe, then catch up: an event in between is both in the
 		// snapshot and queued, and wantEvent sends it once. The other
@@ -85,7 +87,7 @@ func (h *hub) pump(ctx context.Context, events <-chan agent.Event) bool {
 
 // deliver offers one engine event to every client.
 func (h *hub) deliver(ev agent.Event) {
-	line := encode(eventMessage(ev, h.s.cfg.Now()))
+	line := encode(eventMessage(ev, h.s.cfg.Clock.Now()))
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	for c := range h.clients {
@@ -141,7 +143,7 @@ func (h *hub) watch(c *client, req socketproto.Request) {
 		c.reply(errorMessage(req.ID, socketproto.CodeBadRequest, "this connection is already watching; open another to watch other names"))
 		return
 	}
-	now := h.s.cfg.Now()
+	now := h.s.cfg.Clock.Now()
 	st := h.s.src.Status(now)
 	var names map[string]bool
 	if len(req.Names) > 0 {
@@ -190,7 +192,7 @@ func (h *hub) snapshot(c *client, st agent.Status, now time.Time) {
 func (h *hub) resync() {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	now := h.s.cfg.Now()
+	now := h.s.cfg.Clock.Now()
 	st := h.s.src.Status(now)
 	for c := range h.clients {
 		if c.watching {
@@ -208,7 +210,7 @@ func (h *hub) renew(c *client, req socketproto.Request) {
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	now := h.s.cfg.Now()
+	now := h.s.cfg.Clock.Now()
 	var cur held
 	if t, ok := h.s.src.Current(req.Name, now); ok {
 		cur = heldOf(t)

@@ -21,6 +21,7 @@ import (
 
 	"agoratokens/agent"
 	"agoratokens/agent/socketproto"
+	"agoratokens/clock"
 )
 
 // DefaultPath is where the agent listens unless configured otherwise.
@@ -48,8 +49,11 @@ type Config struct {
 	QueueLen int
 	// Device is reported by the status op when the Source leaves it empty.
 	Device string
-	// Now is the clock; default time.Now.
-	Now func() time.Time
+	// Clock stamps what the server reports (expires_in) and paces its
+	// resubscriptions; default clock.Real(). Its Now must carry a
+	// monotonic reading, like the engine's: tokens expire on it. (I/O
+	// deadlines on connections are the kernel's, on real time.)
+	Clock clock.Clock
 	// Logger; default slog.Default().
 	Logger *slog.Logger
 }
@@ -110,8 +114,8 @@ func New(cfg Config, src agent.Source) (*Server, error) {
 	case cfg.QueueLen < 0:
 		return nil, fmt.Errorf("socket: queue length %d: must be positive", cfg.QueueLen)
 	}
-	if cfg.Now == nil {
-		cfg.Now = time.Now
+	if cfg.Clock == nil {
+		cfg.Clock = clock.Real()
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()

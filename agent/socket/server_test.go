@@ -58,11 +58,11 @@ func TestGet(t *testing.T) {
 
 // expiredToken is a token for name that expired a second ago.
 func expiredToken(f *fixture, name string) agent.Token {
-	now := f.Clock.Now()
-	t := agent.Token{ReceivedAt: now.Add(-time.Hour - time.Second)}
+	wall := f.Clock.Wall().Unix()
+	t := agent.Token{ReceivedAt: f.Clock.Now().Add(-time.Hour - time.Second)}
 	t.Name, t.Service, t.Token, t.KID = name, "rtc", "007"+name+"-expired", "primary"
-	t.IssuedAt = now.Unix() - 3601
-	t.ExpiresAt = now.Unix() - 1
+	t.IssuedAt = wall - 3601
+	t.ExpiresAt = wall - 1
 	return t
 }
 
@@ -391,6 +391,7 @@ func TestResubscribe(t *testing.T) {
 	c.expect("token")
 	f.Src.DropSubscribers()
 	f.Set("video", "007v1") // nobody subscribed: this event is lost
+	f.waitResubscribe(t)
 	if m := c.expect("token"); m.Token != "007v1" {
 		t.Fatalf("after resubscribing: %+v", m)
 	}
@@ -414,6 +415,7 @@ func TestEventWhileResubscribing(t *testing.T) {
 	var once sync.Once
 	f.Src.SetSubscribeHook(func() { once.Do(func() { f.Set("video", "007v1") }) })
 	f.Src.DropSubscribers()
+	f.waitResubscribe(t)
 	if m := c.expect("token"); m.Token != "007v1" {
 		t.Fatalf("token set while resubscribing: got %+v", m)
 	}

@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"agoratokens/agent"
-	"agoratokens/agent/socket/sockettest"
 	"agoratokens/agent/socketproto"
 )
 
@@ -47,8 +46,8 @@ func TestWatchCmd(t *testing.T) {
 	if m := next(); m.Event != "token" || m.Token != "007video" || m.Name != "video" || m.ExpiresIn == nil || *m.ExpiresIn != 3600 {
 		t.Fatalf("first line %+v", m)
 	}
-	src.Set(sockettest.Token("signal", "007signal", time.Hour, sockettest.T0)) // not watched
-	src.Set(sockettest.Token("video", "007video2", time.Hour, sockettest.T0))
+	src.Issue("signal", "007signal", time.Hour) // not watched
+	src.Issue("video", "007video2", time.Hour)
 	src.Emit(agent.EventWillExpire, "video")
 	if m := next(); m.Event != "token" || m.Token != "007video2" {
 		t.Fatalf("second line %+v", m)

@@ -16,6 +16,7 @@ import (
 	"agoratokens/agent"
 	"agoratokens/agent/socket"
 	"agoratokens/agent/socket/sockettest"
+	"agoratokens/clock"
 	"agoratokens/internal/testlog"
 )
 
@@ -56,14 +57,12 @@ func TestExample(t *testing.T) {
 	bin := build(t, dir, "example", "../example.c", "../agora_token_client.c")
 	path := filepath.Join(dir, "agent.sock")
 
-	clock := sockettest.NewClock(time.Date(2026, 11, 22, 10, 0, 0, 0, time.UTC))
-	set := func(src *sockettest.Source, token string) {
-		src.Set(sockettest.Token("video", token, time.Hour, clock.Now()))
-	}
+	clk := clock.NewFake(sockettest.T0)
+	set := func(src *sockettest.Source, token string) { src.Issue("video", token, time.Hour) }
 	serve := func(token string) (*sockettest.Source, func() error) {
-		src := sockettest.NewSource("cam-42", clock.Now)
+		src := sockettest.NewSource("cam-42", clk)
 		set(src, token)
-		_, stop := sockettest.Serve(t, socket.Config{Path: path, Now: clock.Now}, src)
+		_, stop := sockettest.Serve(t, socket.Config{Path: path, Clock: clk}, src)
 		return src, stop
 	}
 	src, stop := serve("007eJxTYPgv0")
@@ -116,7 +115,7 @@ func TestExample(t *testing.T) {
 
 	// The token expires: the example asks the agent for a renewal on its
 	// watching connection, and renews with what comes back.
-	clock.Advance(time.Hour + time.Second)
+	clk.Advance(time.Hour + time.Second)
 	src.Emit(agent.EventExpired, "video")
 	select {
 	case name := <-src.Renews():
