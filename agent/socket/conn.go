@@ -200,9 +200,9 @@ func (s *Server) serve(ctx context.Context, conn *net.UnixConn) {
 
 // handle answers one request line.
 func (s *Server) handle(c *client, line []byte) {
-	var req socketproto.Request
-	if err := json.Unmarshal(line, &req); err != nil {
-		c.reply(errorMessage("", socketproto.CodeBadRequest, "request is not a JSON object with string fields op, id, name and a names list: "+err.Error()))
+	req, err := decodeRequest(line)
+	if err != nil {
+		c.reply(errorMessage(req.ID, socketproto.CodeBadRequest, err.Error()))
 		return
 	}
 	switch req.Op {
@@ -221,10 +221,6 @@ func (s *Server) handle(c *client, line []byte) {
 		s.hub.watch(c, req)
 	case socketproto.OpRenew:
 		s.hub.renew(c, req)
-	case "":
-		c.reply(errorMessage(req.ID, socketproto.CodeBadRequest, `missing "op" (one of get, watch, status, renew)`))
-	default:
-		c.reply(errorMessage(req.ID, socketproto.CodeBadRequest, fmt.Sprintf("unknown op %q (want get, watch, status or renew)", req.Op)))
 	}
 }
 
@@ -258,9 +254,9 @@ func (s *Server) missing(id, name string, now time.Time) socketproto.Message {
 			continue
 		}
 		if ts.State == agent.StateMissing {
-			return errorMessage(id, socketproto.CodeUnavailable, fmt.Sprintf("no token %q yet: the agent is still fetching it", name))
+			return errorMessage(id, socketproto.CodeUnavailable, fmt.Sprintf("no token %s yet: the agent is still fetching it", quote(name)))
 		}
-		return errorMessage(id, socketproto.CodeUnavailable, fmt.Sprintf("token %q has expired; the agent is renewing it", name))
+		return errorMessage(id, socketproto.CodeUnavailable, fmt.Sprintf("token %s has expired; the agent is renewing it", quote(name)))
 	}
-	return errorMessage(id, socketproto.CodeNotFound, fmt.Sprintf("the agent keeps no token named %q", name))
+	return errorMessage(id, socketproto.CodeNotFound, fmt.Sprintf("the agent keeps no token named %s", quote(name)))
 }

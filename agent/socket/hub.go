@@ -154,7 +154,7 @@ func (h *hub) watch(c *client, req socketproto.Request) {
 		}
 		for _, n := range req.Names {
 			if !known[n] {
-				c.reply(errorMessage(req.ID, socketproto.CodeNotFound, fmt.Sprintf("the agent keeps no token named %q", n)))
+				c.reply(errorMessage(req.ID, socketproto.CodeNotFound, fmt.Sprintf("the agent keeps no token named %s", quote(n))))
 				return
 			}
 			names[n] = true
@@ -225,10 +225,10 @@ func (h *hub) renew(c *client, req socketproto.Request) {
 	if err := h.s.src.Renew(req.Name); err != nil {
 		delete(c.pending, req.Name)
 		if errors.Is(err, agent.ErrUnknownToken) {
-			c.reply(errorMessage(req.ID, socketproto.CodeNotFound, fmt.Sprintf("the agent keeps no token named %q", req.Name)))
+			c.reply(errorMessage(req.ID, socketproto.CodeNotFound, fmt.Sprintf("the agent keeps no token named %s", quote(req.Name))))
 			return
 		}
-		c.reply(errorMessage(req.ID, socketproto.CodeUnavailable, fmt.Sprintf("cannot renew %q: %v", req.Name, err)))
+		c.reply(errorMessage(req.ID, socketproto.CodeUnavailable, fmt.Sprintf("cannot renew %s: %v", quote(req.Name), err)))
 		return
 	}
 	c.log.Info("renewal requested over the socket", "name", req.Name)

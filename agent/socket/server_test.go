@@ -38,13 +38,15 @@ func TestGet(t *testing.T) {
 		{"nope", socketproto.CodeNotFound, `no token named "nope"`},
 		{"signal", socketproto.CodeUnavailable, "still fetching"},
 		{"old", socketproto.CodeUnavailable, "expired"},
+		// The agent does not echo a client's kilobytes back.
+		{strings.Repeat("n", 4096), socketproto.CodeNotFound, `no token named "nnnn`},
 	}
 	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
+		t.Run(tt.name[:min(len(tt.name), 10)], func(t *testing.T) {
 			c.send(fmt.Sprintf(`{"op":"get","name":%q,"id":"e"}`, tt.name))
 			m := c.expect("error", tt.code)
-			if m.ID != "e" || !strings.Contains(m.Message, tt.msg) || m.Token != "" {
-				t.Errorf("get %s = %+v, want message containing %q", tt.name, m, tt.msg)
+			if m.ID != "e" || !strings.Contains(m.Message, tt.msg) || m.Token != "" || len(m.Message) > 200 {
+				t.Errorf("get %.10s = %+v, want a short message containing %q", tt.name, m, tt.msg)
 			}
 		})
 	}
