@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"path/filepath"
+	"slices"
 	"testing"
 	"time"
 
@@ -49,6 +50,15 @@ func expectToken(t *testing.T, ch <-chan client.Event, name, token string) clien
 		t.Fatalf("got %+v, want token %s=%s", ev, name, token)
 	}
 	return ev
+}
+
+// expectWatching reads the watch's confirmation, which names names.
+func expectWatching(t *testing.T, ch <-chan client.Event, names ...string) {
+	t.Helper()
+	ev := next(t, ch)
+	if ev.Kind != client.EventWatching || !slices.Equal(ev.Names, names) {
+		t.Fatalf("got %+v, want watching %q", ev, names)
+	}
 }
 
 func TestGetStatusRenew(t *testing.T) {
@@ -129,6 +139,7 @@ func TestWatch(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	expectWatching(t, ch, "video")
 	expectToken(t, ch, "video", "007v0")
 	f.Set("signal", "007s1") // not watched
 	for i := 1; i <= 5; i++ {
@@ -161,6 +172,7 @@ func TestWatchReconnects(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	expectWatching(t, ch)
 	expectToken(t, ch, "video", "007v0")
 	if _, err := c.Get(ctx(t), "video"); err != nil {
 		t.Fatal(err)
@@ -178,6 +190,7 @@ func TestWatchReconnects(t *testing.T) {
 
 	b := serve(t, path) // the agent is back, with what it persisted and a renewal
 	b.Set("video", "007v0")
+	expectWatching(t, ch)
 	expectToken(t, ch, "video", "007v0")
 	b.Set("video", "007v1")
 	expectToken(t, ch, "video", "007v1")

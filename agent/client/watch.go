@@ -13,9 +13,13 @@ import (
 // EventKind says what happened.
 type EventKind string
 
-// Event kinds. Token, WillExpire and Expired come from the agent;
-// Disconnected is the client's own.
+// Event kinds. Watching, Token, WillExpire and Expired come from the
+// agent; Disconnected is the client's own.
 const (
+	// EventWatching: the agent confirmed the watch, first and after each
+	// reconnect; the current tokens follow. Names are the names watched
+	// (nil: all).
+	EventWatching EventKind = EventKind(socketproto.EventWatching)
 	// EventToken: a token is current (at watch start and on reconnect:
 	// the token in force; afterwards: each renewal). Pass it to the SDK.
 	EventToken EventKind = EventKind(socketproto.EventToken)
@@ -37,6 +41,8 @@ type Event struct {
 	// Token is the new token for EventToken; for EventWillExpire and
 	// EventExpired only Name, KID, ExpiresAt, ExpiresIn and Deadline.
 	Token Token
+	// Names are the names watched, for EventWatching (nil: all).
+	Names []string
 	// Err is why the connection broke, for EventDisconnected.
 	Err error
 }
@@ -69,21 +75,21 @@ func reconnectDelay(n int, r float64) time.Duration {
 // promptly: the agent drops a watcher that falls far behind (the watch
 // then reconnects and resends the current token).
 func (c *Client) Watch(ctx context.Context, names ...string) (<-chan Event, error) {
-	conn, sc, err := c.startWatch(ctx, names)
+	conn, sc, watching, err := c.startWatch(ctx, names)
 	if err != nil {
 		return nil, err
 	}
 	ch := make(chan Event, 16)
-	go c.watchLoop(ctx, conn, sc, names, ch)
+	go c.watchLoop(ctx, conn, sc, watching, names, ch)
 	return ch, nil
 }
 
 // startWatch connects and sends the watch; it returns once the agent
-// confirmed it.
-func (c *Client) startWatch(ctx context.Context, names []string) (net.Conn, *bufio.Scanner, error) {
+// confirmed it, with the confirmation as an event.
+func (c *Client) startWatch(ctx context.Context, names []string) (net.Conn, *bufio.Scanner, Event, error) {
 	conn, err := c.dial(ctx)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, Event{}, err
 	}
 	sc := newScanner(conn)
 	m, err := roundTrip(ctx, conn, sc, socketproto.Request{Op: socketproto.OpWatch, ID: "watch", Names: names})
@@ -92,14 +98,18 @@ func (c *Client) startWatch(ctx context.Context, names []string) (net.Conn, *buf
 	}
 	if err != nil {
 		conn.Close()
-		return nil, nil, err
+		return nil, nil, Event{}, err
 	}
-	return conn, sc, nil
+	return conn, sc, Event{Kind: EventWatching, Names: m.Names}, nil
 }
 
-func (c *Client) watchLoop(ctx context.Context, conn net.Conn, sc *bufio.Scanner, names []string, ch chan<- Event) {
+func (c *Client) watchLoop(ctx context.Context, conn net.Conn, sc *bufio.Scanner, watching Event, names []string, ch chan<- Event) {
 	defer close(ch)
 	for {
+		if !emit(ctx, ch, watching) {
+			conn.Close()
+			return
+		}
 		err := forward(ctx, conn, sc, ch)
 		conn.Close()
 		if ctx.Err() != nil {
@@ -116,7 +126,7 @@ func (c *Client) watchLoop(ctx context.Context, conn net.Conn, sc *bufio.Scanner
 				return
 			case <-t.C:
 			}
-			if conn, sc, err = c.startWatch(ctx, names); err == nil {
+			if conn, sc, watching, err = c.startWatch(ctx, names); err == nil {
 				break
 			}
 		}

@@ -11,12 +11,15 @@ import (
 )
 
 // runWatch prints the agent's events as they come, one JSON object a
-// line (the protocol's own lines), until interrupted. Losing the agent
-// prints a "disconnected" line; the watch reconnects by itself.
+// line (the protocol's own lines), until interrupted: first "watching"
+// (so a script knows the watch is live even before any token exists),
+// then the current tokens and every event. Losing the agent prints a
+// "disconnected" line; the watch reconnects by itself and prints
+// "watching" and the current tokens again.
 func runWatch(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	cmd := newAgentCommand("watch", stderr,
 		"Usage: agora-token-agent watch [NAME...] [--config FILE | --socket PATH]",
-		"Prints token, will_expire and expired events (of NAMEs, or all) until interrupted.")
+		"Prints watching, then token, will_expire and expired events (of NAMEs, or all) until interrupted.")
 	c, names, code := cmd.dial(args, nil)
 	if c == nil {
 		return code
@@ -37,8 +40,11 @@ func runWatch(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 
 // eventLine is ev as the protocol line it came from.
 func eventLine(ev client.Event) socketproto.Message {
-	if ev.Kind == client.EventDisconnected {
+	switch ev.Kind {
+	case client.EventDisconnected:
 		return socketproto.Message{Event: string(ev.Kind), Message: fmt.Sprint(ev.Err)}
+	case client.EventWatching:
+		return socketproto.Message{Event: string(ev.Kind), Names: ev.Names}
 	}
 	t := ev.Token
 	m := socketproto.Message{Event: string(ev.Kind), Name: ev.Name, Service: t.Service, Channel: t.Channel,
