@@ -29,6 +29,8 @@ const (
 	logDisconnected = "socket client disconnected"
 	logTooMany      = "socket client refused: too many clients"
 	logDropped      = "dropping socket client"
+	logAcceptFailed = "socket cannot accept connections; retrying"
+	logAcceptAgain  = "socket accepts connections again"
 )
 
 // The load test's shape.

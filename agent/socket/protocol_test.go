@@ -2,6 +2,7 @@ package socket
 
 import (
 	"testing"
+	"time"
 
 	"agoratokens/agent"
 	"agoratokens/agent/socketproto"
@@ -17,6 +18,17 @@ func TestEventNames(t *testing.T) {
 	} {
 		if string(kind) != want {
 			t.Errorf("engine event %q goes on the wire as the protocol's %q", kind, want)
+		}
+	}
+}
+
+func TestAcceptDelay(t *testing.T) {
+	for _, tt := range []struct {
+		n    int
+		want time.Duration
+	}{{1, 5 * time.Millisecond}, {2, 10 * time.Millisecond}, {8, 640 * time.Millisecond}, {9, time.Second}, {1000, time.Second}} {
+		if got := acceptDelay(tt.n); got != tt.want {
+			t.Errorf("acceptDelay(%d) = %v, want %v", tt.n, got, tt.want)
 		}
 	}
 }

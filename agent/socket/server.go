@@ -17,6 +17,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"sync"
+	"syscall"
 	"time"
 
 	"agoratokens/agent"
@@ -169,21 +170,73 @@ func (s *Server) Run(ctx context.Context) error {
 	})
 	close(s.ready)
 
-	var acceptErr error
-	for {
-		c, err := ln.AcceptUnix()
-		if err != nil {
-			if ctx.Err() == nil {
-				acceptErr = fmt.Errorf("socket: accept: %w", err)
-				cancel()
-			}
-			break
-		}
-		wg.Go(func() { s.serve(ctx, c) })
+	acceptErr := s.accept(ctx, ln, &wg)
+	if acceptErr != nil {
+		cancel()
 	}
 	wg.Wait()
 	s.log.Info("socket closed", "path", s.cfg.Path)
 	return acceptErr
+}
+
+// accept serves each connection ln accepts until ctx ends (nil) or
+// accepting fails for good. Running out of descriptors or kernel memory
+// passes (a client hangs up, a flood ends): the server waits, longer each
+// time up to a second, and tries again rather than stop the agent; the
+// waiting connections stay queued meanwhile.
+func (s *Server) accept(ctx context.Context, ln *net.UnixListener, wg *sync.WaitGroup) error {
+	failures := 0
+	for {
+		c, err := ln.AcceptUnix()
+		if ctx.Err() != nil {
+			if c != nil {
+				c.Close()
+			}
+			return nil
+		}
+		if err != nil {
+			if !transientAccept(err) {
+				return fmt.Errorf("socket: accept: %w", err)
+			}
+			if failures++; failures == 1 {
+				s.log.Warn("socket cannot accept connections; retrying", "err", err)
+			}
+			t := s.cfg.Clock.NewTimer(acceptDelay(failures))
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return nil
+			case <-t.C():
+			}
+			continue
+		}
+		if failures > 0 {
+			s.log.Info("socket accepts connections again", "failed_accepts", failures)
+			failures = 0
+		}
+		wg.Go(func() { s.serve(ctx, c) })
+	}
+}
+
+// transientAccept reports whether an accept error passes by itself: out
+// of descriptors (process or system) or of kernel memory.
+func transientAccept(err error) bool {
+	for _, errno := range []syscall.Errno{syscall.EMFILE, syscall.ENFILE, syscall.ENOBUFS, syscall.ENOMEM} {
+		if errors.Is(err, errno) {
+			return true
+		}
+	}
+	return false
+}
+
+// acceptDelay is the pause after the n-th accept failure in a row: 5 ms,
+// doubling, at most a second.
+func acceptDelay(n int) time.Duration {
+	d := 5 * time.Millisecond
+	for i := 1; i < n && d < time.Second; i++ {
+		d *= 2
+	}
+	return min(d, time.Second)
 }
 
 // listen creates the socket file: a stale socket left by a dead agent is
