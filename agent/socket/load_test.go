@@ -49,30 +49,31 @@ const (
 // gets every renewal; one more is told too_many_clients; then a thousand
 // connect/disconnect cycles run while ten watchers get every renewal.
 // Afterwards the process's descriptors and goroutines are back at their
-// level before the first client, and a second round of the same leaves
-// resident memory where the first did: a leak of one descriptor or one
+// level before the first client, and (outside the race detector) a
+// second round of the same leaves resident memory where the first did: a leak of one descriptor or one
 // goroutine per connection would show as thousands, a leak of a client's
 // buffers as megabytes.
 func TestThousandClients(t *testing.T) {
 	logs := newLogCounter()
 	f := sockettest.NewFixture(t, socket.Config{MaxClients: loadClients, Logger: slog.New(logs)})
-	before := measure(t)
-	loadRound(t, f, logs, 1)
-	mid := measure(t)
-	loadRound(t, f, logs, 2)
-	after := measure(t)
-	t.Logf("before: %v; after %d connections: %v; after %d more: %v", before, loadConns, mid, loadConns, after)
+	levels := []usage{measure(t)} // before, then after each round
+	for r := 1; r <= loadRounds; r++ {
+		loadRound(t, f, logs, r)
+		levels = append(levels, measure(t))
+		t.Logf("after round %d of %d connections: %v (before: %v)", r, loadConns, levels[r], levels[0])
+	}
 
 	if n := logs.count(logDropped); n != 0 {
 		t.Errorf("%d clients dropped as too slow", n)
 	}
-	if n := logs.count(logTooMany); n != 2 {
-		t.Errorf("%d clients refused as too many, want the 1 past the limit in each round", n)
+	if n := logs.count(logTooMany); n != loadRounds {
+		t.Errorf("%d clients refused as too many, want the 1 past the limit in each of %d rounds", n, loadRounds)
 	}
 	// Noise allowed: a descriptor or goroutine of the runtime or the test
 	// framework coming and going, and the last connections' goroutines
 	// returning after their final log line.
-	for _, u := range []usage{mid, after} {
+	before := levels[0]
+	for _, u := range levels[1:] {
 		if u.fds > before.fds+5 {
 			t.Errorf("open descriptors %d, were %d: connections leak descriptors", u.fds, before.fds)
 		}
@@ -80,7 +81,7 @@ func TestThousandClients(t *testing.T) {
 			t.Errorf("goroutines %d, were %d: connections leak goroutines", u.goroutines, before.goroutines)
 		}
 	}
-	checkRSS(t, before, mid, after)
+	checkRSS(t, levels)
 }
 
 // loadRound runs the load test's two phases once; r tells the rounds'

@@ -15,10 +15,14 @@ const (
 	rssRoundKiB  = 4 << 10
 )
 
-// checkRSS checks the resident memory before the load test, after its
-// first round and after its second.
-func checkRSS(t *testing.T, before, mid, after usage) {
+// loadRounds: two, so that the second shows whether a round leaks.
+const loadRounds = 2
+
+// checkRSS checks the resident memory before the load test (levels[0]),
+// after its first round and after its second.
+func checkRSS(t *testing.T, levels []usage) {
 	t.Helper()
+	before, mid, after := levels[0], levels[1], levels[2]
 	if mid.rssKiB > before.rssKiB+rssWarmupKiB {
 		t.Errorf("resident memory %d KiB after the first round, was %d KiB: more than %d KiB of growth",
 			mid.rssKiB, before.rssKiB, rssWarmupKiB)
