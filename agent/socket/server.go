@@ -51,7 +51,8 @@ type Config struct {
 	// Device is reported by the status op when the Source leaves it empty.
 	Device string
 	// Clock stamps what the server reports (expires_in) and paces its
-	// resubscriptions; default clock.Real(). Its Now must carry a
+	// retries (subscribing to the engine again, accepting again after
+	// running out of descriptors); default clock.Real(). Its Now must carry a
 	// monotonic reading, like the engine's: tokens expire on it. (I/O
 	// deadlines on connections are the kernel's, on real time.)
 	Clock clock.Clock

@@ -283,7 +283,7 @@ func Serve(t testing.TB, cfg socket.Config, src agent.Source) (srv *socket.Serve
 	return srv, stop
 }
 
-// T0 is where a Fixture's clock starts.
+// T0 is where a Fixture's wall clock starts.
 var T0 = time.Date(2026, 11, 22, 10, 0, 0, 0, time.UTC)
 
 // Fixture is a socket server over a Source for device cam-42, on a fake
