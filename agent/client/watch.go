@@ -71,9 +71,13 @@ func reconnectDelay(n int, r float64) time.Duration {
 // Watch streams the events of the named tokens (none: all) until ctx
 // ends, then closes the channel. It returns an error if the first watch
 // cannot start (agent down, unknown name, forbidden); after that it
-// reconnects by itself whenever the agent goes away. Read the channel
-// promptly: the agent drops a watcher that falls far behind (the watch
-// then reconnects and resends the current token).
+// reconnects by itself whenever the agent goes away. Only a refusal ends
+// it early: if the agent comes back with a config that no longer allows
+// this process, the last event is an EventDisconnected whose Err is the
+// forbidden *Error, and the channel closes (retrying cannot help until
+// the agent's config changes). Read the channel promptly: the agent
+// drops a watcher that falls far behind (the watch then reconnects and
+// resends the current token).
 func (c *Client) Watch(ctx context.Context, names ...string) (<-chan Event, error) {
 	conn, sc, watching, err := c.startWatch(ctx, names)
 	if err != nil {
@@ -128,6 +132,10 @@ func (c *Client) watchLoop(ctx context.Context, conn net.Conn, sc *bufio.Scanner
 			}
 			if conn, sc, watching, err = c.startWatch(ctx, names); err == nil {
 				break
+			}
+			if IsCode(err, socketproto.CodeForbidden) {
+				emit(ctx, ch, Event{Kind: EventDisconnected, Err: err})
+				return
 			}
 		}
 	}

@@ -15,7 +15,8 @@ import (
 // (so a script knows the watch is live even before any token exists),
 // then the current tokens and every event. Losing the agent prints a
 // "disconnected" line; the watch reconnects by itself and prints
-// "watching" and the current tokens again.
+// "watching" and the current tokens again, unless the agent then refuses
+// this user (forbidden): that ends the watch with exit status 1.
 func runWatch(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	cmd := newAgentCommand("watch", stderr,
 		"Usage: agora-token-agent watch [NAME...] [--config FILE | --socket PATH]",
@@ -30,10 +31,17 @@ func runWatch(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		return cmd.fail(err)
 	}
 	enc := json.NewEncoder(stdout)
+	var lost error // why the agent connection last broke
 	for ev := range events {
+		if ev.Kind == client.EventDisconnected {
+			lost = ev.Err
+		}
 		if err := enc.Encode(eventLine(ev)); err != nil {
 			return cmd.fail(err)
 		}
+	}
+	if ctx.Err() == nil { // the watch ended by itself: the agent refuses us
+		return cmd.fail(lost)
 	}
 	return 0
 }
