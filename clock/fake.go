@@ -1,6 +1,7 @@
 package clock
 
 import (
+	"context"
 	"sort"
 	"sync"
 	"time"
@@ -10,12 +11,14 @@ import (
 // monotonic part (they derive from a time.Now taken at creation), and its
 // wall clock can be stepped apart from them with JumpWall, as NTP steps a
 // board's clock after an RTC-less boot. Timers fire, in deadline order,
-// during Advance.
+// during Advance. WaitTimers lets a test wait until the code under test
+// is waiting on the clock before it moves it.
 type Fake struct {
 	mu      sync.Mutex
 	now     time.Time // monotonic
 	wallOff time.Duration
 	timers  []*fakeTimer
+	armed   chan struct{} // closed when a timer is armed; made by a waiter
 }
 
 // NewFake returns a fake clock whose wall clock reads wall.
@@ -74,6 +77,43 @@ func (f *Fake) Timers() int {
 	return len(f.timers)
 }
 
+// Pending returns how long after Now each armed timer fires, soonest
+// first.
+func (f *Fake) Pending() []time.Duration {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	out := make([]time.Duration, 0, len(f.timers))
+	for _, t := range f.timers {
+		out = append(out, t.at.Sub(f.now))
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i] < out[j] })
+	return out
+}
+
+// WaitTimers waits until at least n timers are armed, so that a test
+// moves time only once the code under test waits on the clock. It
+// returns ctx's error if ctx ends first (give it a deadline as a guard
+// against a test that would otherwise hang).
+func (f *Fake) WaitTimers(ctx context.Context, n int) error {
+	for {
+		f.mu.Lock()
+		if len(f.timers) >= n {
+			f.mu.Unlock()
+			return nil
+		}
+		if f.armed == nil {
+			f.armed = make(chan struct{})
+		}
+		armed := f.armed
+		f.mu.Unlock()
+		select {
+		case <-armed:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
 // NewTimer returns a timer that fires when Advance reaches now+d (at
 // once if d ≤ 0).
 func (f *Fake) NewTimer(d time.Duration) Timer {
@@ -121,6 +161,10 @@ func (t *fakeTimer) Reset(d time.Duration) bool {
 	t.at = now.Add(d)
 	if d > 0 {
 		t.f.timers = append(t.f.timers, t)
+		if t.f.armed != nil {
+			close(t.f.armed)
+			t.f.armed = nil
+		}
 		t.f.mu.Unlock()
 		return was
 	}

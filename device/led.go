@@ -7,6 +7,8 @@ import (
 	"log/slog"
 	"sync"
 	"time"
+
+	"agoratokens/clock"
 )
 
 // LEDState is what the status LED shows. Each state has its own pattern,
@@ -76,16 +78,6 @@ func PatternFor(s LEDState) Pattern {
 	return Pattern{}
 }
 
-// Clock is the time source the blink patterns run on. Tests pass a clock
-// they move by hand.
-type Clock interface {
-	After(d time.Duration) <-chan time.Time
-}
-
-type realClock struct{}
-
-func (realClock) After(d time.Duration) <-chan time.Time { return time.After(d) }
-
 // ledSink drives one physical LED.
 type ledSink interface {
 	set(on bool) error
@@ -97,8 +89,8 @@ type ledSink interface {
 // goroutine; Run drives the pattern. An LED without hardware (none
 // configured, or the configured one absent) accepts Set and does nothing.
 type LED struct {
-	sink   ledSink // nil: no LED
-	clock  Clock
+	sink   ledSink     // nil: no LED
+	clock  clock.Clock // the blink patterns' time source
 	log    *slog.Logger
 	change chan struct{}
 
@@ -110,14 +102,14 @@ type LED struct {
 // or one this board does not have, gives an LED that does nothing (and a
 // log line); only a configuration that cannot be right is an error. A nil
 // clock is the real clock; a nil logger discards.
-func NewLED(cfg LEDConfig, clock Clock, logger *slog.Logger) (*LED, error) {
+func NewLED(cfg LEDConfig, clk clock.Clock, logger *slog.Logger) (*LED, error) {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	if clock == nil {
-		clock = realClock{}
+	if clk == nil {
+		clk = clock.Real()
 	}
-	l := &LED{clock: clock, log: logger, change: make(chan struct{}, 1)}
+	l := &LED{clock: clk, log: logger, change: make(chan struct{}, 1)}
 	sink, err := cfg.open(logger)
 	if err != nil {
 		return nil, err
@@ -182,27 +174,36 @@ func (l *LED) Run(ctx context.Context) error {
 // (true) or ctx ends (false).
 func (l *LED) blink(ctx context.Context, w *ledWriter, st LEDState) bool {
 	p := PatternFor(st)
+	if len(p.Steps) == 0 {
+		w.set(p.On)
+		return l.hold(ctx, st, nil)
+	}
 	for i := 0; ; i++ {
-		var next <-chan time.Time // nil for a steady LED: wait for a change
-		if len(p.Steps) == 0 {
-			w.set(p.On)
-		} else {
-			step := i % len(p.Steps)
-			w.set(step%2 == 0)
-			next = l.clock.After(p.Steps[step])
+		step := i % len(p.Steps)
+		w.set(step%2 == 0)
+		t := l.clock.NewTimer(p.Steps[step])
+		changed := l.hold(ctx, st, t.C())
+		t.Stop()
+		if changed || ctx.Err() != nil {
+			return changed
 		}
-	wait:
-		for {
-			select {
-			case <-ctx.Done():
-				return false
-			case <-l.change:
-				if l.State() != st {
-					return true
-				}
-			case <-next:
-				break wait
+	}
+}
+
+// hold keeps the LED as it is until next delivers (false), the state
+// changes from st (true) or ctx ends (false). A nil next never delivers:
+// a steady LED waits for a change.
+func (l *LED) hold(ctx context.Context, st LEDState, next <-chan time.Time) bool {
+	for {
+		select {
+		case <-ctx.Done():
+			return false
+		case <-l.change:
+			if l.State() != st {
+				return true
 			}
+		case <-next:
+			return false
 		}
 	}
 }

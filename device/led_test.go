@@ -11,50 +11,39 @@ import (
 	"testing"
 	"time"
 
+	"agoratokens/clock"
 	"agoratokens/internal/testlog"
 
 	"periph.io/x/conn/v3/gpio"
 	"periph.io/x/conn/v3/gpio/gpiotest"
 )
 
-// fakeClock hands every timer Run asks for to the test, which checks its
-// duration and fires it: time moves only when the test says so.
-type fakeClock struct{ timers chan fakeTimer }
+// fakeClock is the clock package's fake, moved by the test: the LED's
+// timers fire only when the test says so.
+type fakeClock struct{ *clock.Fake }
 
-type fakeTimer struct {
-	d  time.Duration
-	ch chan time.Time
-}
+func newFakeClock() *fakeClock { return &fakeClock{clock.NewFake(time.Unix(1_700_000_000, 0))} }
 
-func newFakeClock() *fakeClock { return &fakeClock{timers: make(chan fakeTimer, 16)} }
-
-func (c *fakeClock) After(d time.Duration) <-chan time.Time {
-	ch := make(chan time.Time, 1)
-	c.timers <- fakeTimer{d, ch}
-	return ch
-}
-
-// take waits for Run's next timer and checks its duration. Run asks for
-// a timer only after it wrote the LED, so once take returns the write for
+// take waits for Run's next timer and checks its duration. Run arms a
+// timer only after it wrote the LED, so once take returns the write for
 // this step is done.
-func (c *fakeClock) take(t *testing.T, want time.Duration) fakeTimer {
+func (c *fakeClock) take(t *testing.T, want time.Duration) {
 	t.Helper()
-	select {
-	case tm := <-c.timers:
-		if tm.d != want {
-			t.Fatalf("timer for %v, want %v", tm.d, want)
-		}
-		return tm
-	case <-time.After(5 * time.Second):
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := c.WaitTimers(ctx, 1); err != nil {
 		t.Fatalf("no timer for %v within 5s", want)
 	}
-	return fakeTimer{}
+	if p := c.Pending(); len(p) != 1 || p[0] != want {
+		t.Fatalf("timers armed for %v, want one for %v", p, want)
+	}
 }
 
-// expire takes Run's next timer and fires it.
+// expire waits for Run's next timer and fires it.
 func (c *fakeClock) expire(t *testing.T, want time.Duration) {
 	t.Helper()
-	c.take(t, want).ch <- time.Time{}
+	c.take(t, want)
+	c.Advance(want)
 }
 
 // recPin is periph's test pin that also reports each write.
@@ -154,8 +143,8 @@ func TestGPIOLEDPatterns(t *testing.T) {
 				on, off = off, on
 			}
 			pin := &recPin{Pin: &gpiotest.Pin{N: "GPIO17", Num: 17}, outs: make(chan gpio.Level, 16)}
-			clock := newFakeClock()
-			l, err := NewLED(LEDConfig{Pin: pin, ActiveLow: activeLow}, clock, nil)
+			clk := newFakeClock()
+			l, err := NewLED(LEDConfig{Pin: pin, ActiveLow: activeLow}, clk, nil)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -170,27 +159,27 @@ func TestGPIOLEDPatterns(t *testing.T) {
 
 			l.Set(LEDRenewing)
 			pin.expect(t, on)
-			clock.expire(t, 500*time.Millisecond)
+			clk.expire(t, 500*time.Millisecond)
 			pin.expect(t, off)
-			clock.expire(t, 500*time.Millisecond)
+			clk.expire(t, 500*time.Millisecond)
 			pin.expect(t, on)
-			clock.take(t, 500*time.Millisecond) // cut short by the next Set
+			clk.take(t, 500*time.Millisecond) // cut short by the next Set
 
 			l.Set(LEDFailing)
 			pin.expect(t, on)
-			clock.expire(t, 100*time.Millisecond)
+			clk.expire(t, 100*time.Millisecond)
 			pin.expect(t, off)
-			clock.expire(t, 200*time.Millisecond)
+			clk.expire(t, 200*time.Millisecond)
 			pin.expect(t, on)
-			clock.expire(t, 100*time.Millisecond)
+			clk.expire(t, 100*time.Millisecond)
 			pin.expect(t, off)
-			clock.expire(t, 1600*time.Millisecond)
+			clk.expire(t, 1600*time.Millisecond)
 			pin.expect(t, on)
-			clock.take(t, 100*time.Millisecond)
+			clk.take(t, 100*time.Millisecond)
 
 			l.Set(LEDExpired)
 			pin.expect(t, on)
-			clock.expire(t, 100*time.Millisecond)
+			clk.expire(t, 100*time.Millisecond)
 			pin.expect(t, off)
 
 			if got := l.State(); got != LEDExpired {
@@ -225,8 +214,8 @@ func TestSysfsLED(t *testing.T) {
 	write("max_brightness", "255\n")
 	write("trigger", "none rc-feedback [mmc0] timer heartbeat\n")
 
-	clock := newFakeClock()
-	l, err := NewLED(LEDConfig{Sysfs: dir}, clock, nil)
+	clk := newFakeClock()
+	l, err := NewLED(LEDConfig{Sysfs: dir}, clk, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -235,17 +224,17 @@ func TestSysfsLED(t *testing.T) {
 	}
 	stop := startLED(t, l)
 	l.Set(LEDRenewing)
-	on := clock.take(t, 500*time.Millisecond)
+	clk.take(t, 500*time.Millisecond)
 	if got := read("brightness"); got != "255" {
 		t.Errorf("brightness = %q in the on phase, want max_brightness 255", got)
 	}
-	on.ch <- time.Time{}
-	off := clock.take(t, 500*time.Millisecond)
+	clk.Advance(500 * time.Millisecond)
+	clk.take(t, 500*time.Millisecond)
 	if got := read("brightness"); got != "0" {
 		t.Errorf("brightness = %q in the off phase, want 0", got)
 	}
-	off.ch <- time.Time{}
-	clock.take(t, 500*time.Millisecond)
+	clk.Advance(500 * time.Millisecond)
+	clk.take(t, 500*time.Millisecond)
 	if got := read("brightness"); got != "255" {
 		t.Errorf("brightness = %q in the second on phase, want 255", got)
 	}
@@ -316,9 +305,9 @@ func TestFailingWritesLoggedOnce(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, "brightness"), []byte("0"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	clock := newFakeClock()
+	clk := newFakeClock()
 	var logs testlog.Buffer
-	l, err := NewLED(LEDConfig{Sysfs: dir}, clock, slog.New(slog.NewTextHandler(&logs, nil)))
+	l, err := NewLED(LEDConfig{Sysfs: dir}, clk, slog.New(slog.NewTextHandler(&logs, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -332,9 +321,9 @@ func TestFailingWritesLoggedOnce(t *testing.T) {
 	startLED(t, l)
 	l.Set(LEDExpired)
 	for i := 0; i < 6; i++ {
-		clock.expire(t, 100*time.Millisecond)
+		clk.expire(t, 100*time.Millisecond)
 	}
-	<-clock.timers // Run wrote again before asking for this one
+	clk.take(t, 100*time.Millisecond) // Run wrote again before arming this one
 	if n := strings.Count(logs.String(), "set status LED failed"); n != 1 {
 		t.Errorf("%d failure log lines, want 1:\n%s", n, logs.String())
 	}

@@ -15,17 +15,17 @@ import (
 	"sync"
 	"time"
 
-	"agoratokens/agent/socket"
+	"agoratokens/agent/socketproto"
 )
 
 // DefaultPath is where the agent listens unless configured otherwise.
-const DefaultPath = socket.DefaultPath
+const DefaultPath = socketproto.DefaultPath
 
 // maxReply bounds a line read from the agent.
 const maxReply = 1 << 20
 
-// Error is an error reply from the agent. Code is one of the socket
-// package's Code constants (not_found, unavailable, forbidden, …).
+// Error is an error reply from the agent. Code is one of socketproto's
+// Code constants (not_found, unavailable, forbidden, …).
 type Error struct {
 	Code    string
 	Message string
@@ -97,9 +97,15 @@ func (c *Client) Close() error {
 	return err
 }
 
+// dial connects to the agent. Connecting to a Unix socket never waits
+// (a full listen queue fails at once), so only a context that has ended
+// already stops it; net.DialUnix rather than a net.Dialer keeps the name
+// resolver, which a socket path never needs, out of the binary.
 func (c *Client) dial(ctx context.Context) (net.Conn, error) {
-	var d net.Dialer
-	conn, err := d.DialContext(ctx, "unix", c.path)
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	conn, err := net.DialUnix("unix", nil, &net.UnixAddr{Name: c.path, Net: "unix"})
 	if err != nil {
 		return nil, fmt.Errorf("connect to the agent: %w", err)
 	}
@@ -121,18 +127,18 @@ func newScanner(conn net.Conn) *bufio.Scanner {
 // connection if the old one broke (the agent restarted). It is the
 // building block of the other methods, for callers that want the raw
 // protocol message.
-func (c *Client) Do(ctx context.Context, req socket.Request) (socket.Message, error) {
-	if req.Op == socket.OpWatch {
-		return socket.Message{}, errors.New("use Watch to watch")
+func (c *Client) Do(ctx context.Context, req socketproto.Request) (socketproto.Message, error) {
+	if req.Op == socketproto.OpWatch {
+		return socketproto.Message{}, errors.New("use Watch to watch")
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	retry := req.Op == socket.OpGet || req.Op == socket.OpStatus
+	retry := req.Op == socketproto.OpGet || req.Op == socketproto.OpStatus
 	for attempt := 0; ; attempt++ {
 		if c.conn == nil {
 			conn, err := c.dial(ctx)
 			if err != nil {
-				return socket.Message{}, err
+				return socketproto.Message{}, err
 			}
 			c.setConn(conn)
 		}
@@ -145,14 +151,14 @@ func (c *Client) Do(ctx context.Context, req socket.Request) (socket.Message, er
 		c.conn.Close()
 		c.conn, c.sc = nil, nil
 		if !retry || attempt > 0 || ctx.Err() != nil {
-			return socket.Message{}, err
+			return socketproto.Message{}, err
 		}
 	}
 }
 
 // replyError turns an error reply into an *Error.
-func replyError(m socket.Message) error {
-	if m.Event != socket.EventError {
+func replyError(m socketproto.Message) error {
+	if m.Event != socketproto.EventError {
 		return nil
 	}
 	return &Error{Code: m.Code, Message: m.Message}
@@ -160,24 +166,24 @@ func replyError(m socket.Message) error {
 
 // roundTrip writes req and reads lines until its reply (same id) or a
 // connection-level error (no id: forbidden, too_many_clients) arrives.
-func roundTrip(ctx context.Context, conn net.Conn, sc *bufio.Scanner, req socket.Request) (socket.Message, error) {
+func roundTrip(ctx context.Context, conn net.Conn, sc *bufio.Scanner, req socketproto.Request) (socketproto.Message, error) {
 	conn.SetDeadline(time.Time{}) // a cancelled earlier call may have left one
 	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Unix(1, 0)) })
 	defer stop()
 	if err := send(conn, req); err != nil {
 		// A refused caller's connection is closed at once: the reason
 		// may be waiting to be read.
-		if m, rerr := readMessage(sc); rerr == nil && m.ID == "" && m.Event == socket.EventError {
+		if m, rerr := readMessage(sc); rerr == nil && m.ID == "" && m.Event == socketproto.EventError {
 			return m, nil
 		}
-		return socket.Message{}, ctxErr(ctx, err)
+		return socketproto.Message{}, ctxErr(ctx, err)
 	}
 	for {
 		m, err := readMessage(sc)
 		if err != nil {
-			return socket.Message{}, ctxErr(ctx, err)
+			return socketproto.Message{}, ctxErr(ctx, err)
 		}
-		if m.ID == req.ID || (m.ID == "" && m.Event == socket.EventError) {
+		if m.ID == req.ID || (m.ID == "" && m.Event == socketproto.EventError) {
 			return m, nil
 		}
 	}
@@ -191,7 +197,7 @@ func ctxErr(ctx context.Context, err error) error {
 	return err
 }
 
-func send(conn net.Conn, req socket.Request) error {
+func send(conn net.Conn, req socketproto.Request) error {
 	b, err := json.Marshal(req)
 	if err != nil {
 		return fmt.Errorf("encode request: %w", err)
@@ -203,22 +209,22 @@ func send(conn net.Conn, req socket.Request) error {
 }
 
 // readMessage reads and decodes one line.
-func readMessage(sc *bufio.Scanner) (socket.Message, error) {
+func readMessage(sc *bufio.Scanner) (socketproto.Message, error) {
 	if !sc.Scan() {
 		if err := sc.Err(); err != nil {
-			return socket.Message{}, fmt.Errorf("read from the agent: %w", err)
+			return socketproto.Message{}, fmt.Errorf("read from the agent: %w", err)
 		}
-		return socket.Message{}, errors.New("read from the agent: connection closed")
+		return socketproto.Message{}, errors.New("read from the agent: connection closed")
 	}
-	var m socket.Message
+	var m socketproto.Message
 	if err := json.Unmarshal(sc.Bytes(), &m); err != nil {
-		return socket.Message{}, fmt.Errorf("agent sent a bad line: %w", err)
+		return socketproto.Message{}, fmt.Errorf("agent sent a bad line: %w", err)
 	}
 	return m, nil
 }
 
 // tokenOf converts a token line read at now.
-func tokenOf(m socket.Message, now time.Time) Token {
+func tokenOf(m socketproto.Message, now time.Time) Token {
 	t := Token{Name: m.Name, Service: m.Service, Channel: m.Channel, User: m.User, UID: m.UID,
 		Role: m.Role, Token: m.Token, KID: m.KID}
 	if m.ExpiresAt != 0 {
@@ -238,7 +244,7 @@ func (c *Client) Get(ctx context.Context, name string) (Token, error) {
 	if name == "" {
 		return Token{}, errors.New("get: empty token name")
 	}
-	m, err := c.Do(ctx, socket.Request{Op: socket.OpGet, Name: name})
+	m, err := c.Do(ctx, socketproto.Request{Op: socketproto.OpGet, Name: name})
 	if err != nil {
 		return Token{}, err
 	}
@@ -247,7 +253,7 @@ func (c *Client) Get(ctx context.Context, name string) (Token, error) {
 
 // GetAll returns every token the agent holds a valid one for.
 func (c *Client) GetAll(ctx context.Context) ([]Token, error) {
-	m, err := c.Do(ctx, socket.Request{Op: socket.OpGet})
+	m, err := c.Do(ctx, socketproto.Request{Op: socketproto.OpGet})
 	if err != nil {
 		return nil, err
 	}
@@ -278,7 +284,7 @@ type TokenStatus struct {
 
 // Status returns the agent's state.
 func (c *Client) Status(ctx context.Context) (Status, error) {
-	m, err := c.Do(ctx, socket.Request{Op: socket.OpStatus})
+	m, err := c.Do(ctx, socketproto.Request{Op: socketproto.OpStatus})
 	if err != nil {
 		return Status{}, err
 	}
@@ -311,7 +317,7 @@ func (c *Client) Renew(ctx context.Context, name string) (Token, error) {
 	stop := context.AfterFunc(ctx, func() { conn.Close() })
 	defer stop()
 	sc := newScanner(conn)
-	m, err := roundTrip(ctx, conn, sc, socket.Request{Op: socket.OpRenew, ID: "renew", Name: name})
+	m, err := roundTrip(ctx, conn, sc, socketproto.Request{Op: socketproto.OpRenew, ID: "renew", Name: name})
 	if err != nil {
 		return Token{}, err
 	}
@@ -323,7 +329,7 @@ func (c *Client) Renew(ctx context.Context, name string) (Token, error) {
 		if err != nil {
 			return Token{}, ctxErr(ctx, err)
 		}
-		if m.Event == socket.EventToken && m.Name == name {
+		if m.Event == socketproto.EventToken && m.Name == name {
 			return tokenOf(m, time.Now()), nil
 		}
 	}

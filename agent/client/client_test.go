@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"path/filepath"
+	"slices"
 	"testing"
 	"time"
 
@@ -11,6 +12,7 @@ import (
 	"agoratokens/agent/client"
 	"agoratokens/agent/socket"
 	"agoratokens/agent/socket/sockettest"
+	"agoratokens/agent/socketproto"
 )
 
 const wait = 10 * time.Second
@@ -50,6 +52,15 @@ func expectToken(t *testing.T, ch <-chan client.Event, name, token string) clien
 	return ev
 }
 
+// expectWatching reads the watch's confirmation, which names names.
+func expectWatching(t *testing.T, ch <-chan client.Event, names ...string) {
+	t.Helper()
+	ev := next(t, ch)
+	if ev.Kind != client.EventWatching || !slices.Equal(ev.Names, names) {
+		t.Fatalf("got %+v, want watching %q", ev, names)
+	}
+}
+
 func TestGetStatusRenew(t *testing.T) {
 	f := serve(t, "")
 	f.Set("video", "007v0")
@@ -70,10 +81,10 @@ func TestGetStatusRenew(t *testing.T) {
 		tok.Deadline.Before(before.Add(time.Hour)) || tok.Deadline.After(time.Now().Add(time.Hour)) {
 		t.Errorf("Get = %+v", tok)
 	}
-	if _, err := c.Get(ctx(t), "signal"); !client.IsCode(err, socket.CodeUnavailable) {
+	if _, err := c.Get(ctx(t), "signal"); !client.IsCode(err, socketproto.CodeUnavailable) {
 		t.Errorf("Get missing token: %v, want unavailable", err)
 	}
-	if _, err := c.Get(ctx(t), "nope"); !client.IsCode(err, socket.CodeNotFound) {
+	if _, err := c.Get(ctx(t), "nope"); !client.IsCode(err, socketproto.CodeNotFound) {
 		t.Errorf("Get unknown token: %v, want not_found", err)
 	}
 	all, err := c.GetAll(ctx(t))
@@ -101,7 +112,7 @@ func TestGetStatusRenew(t *testing.T) {
 	if err := <-got; err != nil {
 		t.Fatalf("Renew: %v", err)
 	}
-	if _, err := c.Renew(ctx(t), "nope"); !client.IsCode(err, socket.CodeNotFound) {
+	if _, err := c.Renew(ctx(t), "nope"); !client.IsCode(err, socketproto.CodeNotFound) {
 		t.Errorf("Renew unknown: %v, want not_found", err)
 	}
 	short, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
@@ -120,7 +131,7 @@ func TestWatch(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	if _, err := c.Watch(ctx(t), "nope"); !client.IsCode(err, socket.CodeNotFound) {
+	if _, err := c.Watch(ctx(t), "nope"); !client.IsCode(err, socketproto.CodeNotFound) {
 		t.Fatalf("Watch unknown name: %v, want not_found", err)
 	}
 	wctx, cancel := context.WithCancel(ctx(t))
@@ -128,6 +139,7 @@ func TestWatch(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	expectWatching(t, ch, "video")
 	expectToken(t, ch, "video", "007v0")
 	f.Set("signal", "007s1") // not watched
 	for i := 1; i <= 5; i++ {
@@ -160,6 +172,7 @@ func TestWatchReconnects(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	expectWatching(t, ch)
 	expectToken(t, ch, "video", "007v0")
 	if _, err := c.Get(ctx(t), "video"); err != nil {
 		t.Fatal(err)
@@ -177,6 +190,7 @@ func TestWatchReconnects(t *testing.T) {
 
 	b := serve(t, path) // the agent is back, with what it persisted and a renewal
 	b.Set("video", "007v0")
+	expectWatching(t, ch)
 	expectToken(t, ch, "video", "007v0")
 	b.Set("video", "007v1")
 	expectToken(t, ch, "video", "007v1")
@@ -210,10 +224,10 @@ func TestRefused(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	if _, err := c.Status(ctx(t)); !client.IsCode(err, socket.CodeTooManyClients) {
+	if _, err := c.Status(ctx(t)); !client.IsCode(err, socketproto.CodeTooManyClients) {
 		t.Fatalf("Status past max clients: %v, want too_many_clients", err)
 	}
-	if _, err := c.Watch(ctx(t)); !client.IsCode(err, socket.CodeTooManyClients) {
+	if _, err := c.Watch(ctx(t)); !client.IsCode(err, socketproto.CodeTooManyClients) {
 		t.Fatalf("Watch past max clients: %v, want too_many_clients", err)
 	}
 }

@@ -17,7 +17,7 @@ import (
 // BenchmarkGet: one get round trip on a kept-open connection.
 func BenchmarkGet(b *testing.B) {
 	src := sockettest.NewSource("cam-42", nil)
-	src.Set(sockettest.Token("video", "007eJxTYPgv0", time.Hour, time.Now()))
+	src.Issue("video", "007eJxTYPgv0", time.Hour)
 	srv, _ := sockettest.Serve(b, socket.Config{Logger: slog.New(slog.DiscardHandler)}, src)
 	c, err := net.Dial("unix", srv.Path())
 	if err != nil {
@@ -42,7 +42,7 @@ func BenchmarkFanOut(b *testing.B) {
 	for _, n := range []int{1, 32} {
 		b.Run(fmt.Sprintf("watchers=%d", n), func(b *testing.B) {
 			src := sockettest.NewSource("cam-42", nil)
-			src.Set(sockettest.Token("video", "007eJxTYPgv0", time.Hour, time.Now()))
+			src.Issue("video", "007eJxTYPgv0", time.Hour)
 			srv, _ := sockettest.Serve(b, socket.Config{MaxClients: n, QueueLen: 1024}, src)
 			readers := make([]*bufio.Reader, n)
 			for i := range readers {
@@ -60,7 +60,7 @@ func BenchmarkFanOut(b *testing.B) {
 			i := 0
 			for b.Loop() {
 				i++
-				src.Set(sockettest.Token("video", fmt.Sprintf("007eJxTYPgv%d", i), time.Hour, time.Now()))
+				src.Issue("video", fmt.Sprintf("007eJxTYPgv%d", i), time.Hour)
 				var wg sync.WaitGroup
 				for _, r := range readers {
 					wg.Go(func() {

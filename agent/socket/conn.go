@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"agoratokens/agent"
+	"agoratokens/agent/socketproto"
 )
 
 // flushTimeout bounds how long a closing connection may take to flush the
@@ -78,7 +79,7 @@ func (c *client) send(line []byte) {
 }
 
 // reply queues a message.
-func (c *client) reply(m Message) { c.send(encode(m)) }
+func (c *client) reply(m socketproto.Message) { c.send(encode(m)) }
 
 // drop closes the connection at once, discarding what is queued.
 func (c *client) drop(reason string) {
@@ -127,9 +128,9 @@ func (c *client) write() {
 }
 
 // encode renders one protocol line.
-func encode(m Message) []byte {
+func encode(m socketproto.Message) []byte {
 	b, err := json.Marshal(m)
-	if err != nil { // cannot happen: Message holds only strings and numbers
+	if err != nil { // cannot happen: socketproto.Message holds only strings and numbers
 		panic(fmt.Sprintf("socket: encode %s message: %v", m.Event, err))
 	}
 	return append(b, '\n')
@@ -148,19 +149,19 @@ func (s *Server) serve(ctx context.Context, conn *net.UnixConn) {
 	peer, err := peerOf(conn)
 	if err != nil {
 		s.log.Warn("socket client refused", "err", err)
-		refuse(conn, CodeForbidden, "cannot read the caller's credentials")
+		refuse(conn, socketproto.CodeForbidden, "cannot read the caller's credentials")
 		return
 	}
 	log := s.log.With("pid", peer.PID, "uid", peer.UID)
 	if err := authorize(peer, s.cfg.AllowUIDs, s.cfg.AllowGIDs); err != nil {
 		log.Warn("socket client refused", "gid", peer.GID, "err", err)
-		refuse(conn, CodeForbidden, err.Error())
+		refuse(conn, socketproto.CodeForbidden, err.Error())
 		return
 	}
 	c := newClient(conn, peer, s.cfg.QueueLen, log)
 	if !s.hub.add(c) {
 		log.Warn("socket client refused: too many clients", "max", s.cfg.MaxClients)
-		refuse(conn, CodeTooManyClients, fmt.Sprintf("the agent serves at most %d clients at once", s.cfg.MaxClients))
+		refuse(conn, socketproto.CodeTooManyClients, fmt.Sprintf("the agent serves at most %d clients at once", s.cfg.MaxClients))
 		return
 	}
 	log.Debug("socket client connected")
@@ -173,7 +174,7 @@ func (s *Server) serve(ctx context.Context, conn *net.UnixConn) {
 	})
 
 	sc := bufio.NewScanner(conn)
-	sc.Buffer(make([]byte, 4096), MaxLine+1)
+	sc.Buffer(make([]byte, 4096), socketproto.MaxLine+1)
 	for sc.Scan() {
 		line := sc.Bytes()
 		if n := len(line); n > 0 && line[n-1] == '\r' {
@@ -185,8 +186,8 @@ func (s *Server) serve(ctx context.Context, conn *net.UnixConn) {
 		s.handle(c, line)
 	}
 	if errors.Is(sc.Err(), bufio.ErrTooLong) {
-		log.Warn("socket client sent a line too long", "max", MaxLine)
-		c.reply(errorMessage("", CodeLineTooLong, fmt.Sprintf("a request line may be at most %d bytes", MaxLine)))
+		log.Warn("socket client sent a line too long", "max", socketproto.MaxLine)
+		c.reply(errorMessage("", socketproto.CodeLineTooLong, fmt.Sprintf("a request line may be at most %d bytes", socketproto.MaxLine)))
 	}
 	stopRead()
 	s.hub.remove(c)
@@ -199,38 +200,35 @@ func (s *Server) serve(ctx context.Context, conn *net.UnixConn) {
 
 // handle answers one request line.
 func (s *Server) handle(c *client, line []byte) {
-	var req Request
-	if err := json.Unmarshal(line, &req); err != nil {
-		c.reply(errorMessage("", CodeBadRequest, "request is not a JSON object with string fields op, id, name and a names list: "+err.Error()))
+	req, err := decodeRequest(line)
+	if err != nil {
+		c.reply(errorMessage(req.ID, socketproto.CodeBadRequest, err.Error()))
 		return
 	}
 	switch req.Op {
-	case OpGet:
+	case socketproto.OpGet:
 		c.reply(s.get(req))
-	case OpStatus:
-		st := s.src.Status(s.cfg.Now())
+	case socketproto.OpStatus:
+		now := s.cfg.Clock.Now()
+		st := s.src.Status(now)
 		if st.Device == "" {
 			st.Device = s.cfg.Device
 		}
-		m := statusMessage(st, s.cfg.Now())
+		m := statusMessage(st, now)
 		m.ID = req.ID
 		c.reply(m)
-	case OpWatch:
+	case socketproto.OpWatch:
 		s.hub.watch(c, req)
-	case OpRenew:
+	case socketproto.OpRenew:
 		s.hub.renew(c, req)
-	case "":
-		c.reply(errorMessage(req.ID, CodeBadRequest, `missing "op" (one of get, watch, status, renew)`))
-	default:
-		c.reply(errorMessage(req.ID, CodeBadRequest, fmt.Sprintf("unknown op %q (want get, watch, status or renew)", req.Op)))
 	}
 }
 
 // get answers a get: the named token, or all valid tokens.
-func (s *Server) get(req Request) Message {
-	now := s.cfg.Now()
+func (s *Server) get(req socketproto.Request) socketproto.Message {
+	now := s.cfg.Clock.Now()
 	if req.Name == "" {
-		m := Message{Event: EventTokens, ID: req.ID, Tokens: []Message{}}
+		m := socketproto.Message{Event: socketproto.EventTokens, ID: req.ID, Tokens: []socketproto.Message{}}
 		for _, ts := range s.src.Status(now).Tokens {
 			if t, ok := s.src.Current(ts.Name, now); ok {
 				tm := tokenMessage(t, now)
@@ -250,15 +248,15 @@ func (s *Server) get(req Request) Message {
 
 // missing is the error for a name without a valid token: unavailable if
 // the agent keeps that name, not_found otherwise.
-func (s *Server) missing(id, name string, now time.Time) Message {
+func (s *Server) missing(id, name string, now time.Time) socketproto.Message {
 	for _, ts := range s.src.Status(now).Tokens {
 		if ts.Name != name {
 			continue
 		}
 		if ts.State == agent.StateMissing {
-			return errorMessage(id, CodeUnavailable, fmt.Sprintf("no token %q yet: the agent is still fetching it", name))
+			return errorMessage(id, socketproto.CodeUnavailable, fmt.Sprintf("no token %s yet: the agent is still fetching it", quote(name)))
 		}
-		return errorMessage(id, CodeUnavailable, fmt.Sprintf("token %q has expired; the agent is renewing it", name))
+		return errorMessage(id, socketproto.CodeUnavailable, fmt.Sprintf("token %s has expired; the agent is renewing it", quote(name)))
 	}
-	return errorMessage(id, CodeNotFound, fmt.Sprintf("the agent keeps no token named %q", name))
+	return errorMessage(id, socketproto.CodeNotFound, fmt.Sprintf("the agent keeps no token named %s", quote(name)))
 }

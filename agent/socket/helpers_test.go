@@ -2,6 +2,7 @@ package socket_test
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"errors"
 	"io"
@@ -13,6 +14,7 @@ import (
 
 	"agoratokens/agent/socket"
 	"agoratokens/agent/socket/sockettest"
+	"agoratokens/agent/socketproto"
 	"agoratokens/internal/testlog"
 )
 
@@ -44,7 +46,7 @@ func (c *conn) send(line string) {
 }
 
 // next reads one line and decodes it.
-func (c *conn) next() socket.Message {
+func (c *conn) next() socketproto.Message {
 	c.t.Helper()
 	m, err := c.read()
 	if err != nil {
@@ -53,21 +55,21 @@ func (c *conn) next() socket.Message {
 	return m
 }
 
-func (c *conn) read() (socket.Message, error) {
+func (c *conn) read() (socketproto.Message, error) {
 	c.c.SetReadDeadline(time.Now().Add(wait))
 	line, err := c.r.ReadBytes('\n')
 	if err != nil {
-		return socket.Message{}, err
+		return socketproto.Message{}, err
 	}
-	var m socket.Message
+	var m socketproto.Message
 	if err := json.Unmarshal(line, &m); err != nil {
-		return socket.Message{}, errors.New("bad line " + string(line) + ": " + err.Error())
+		return socketproto.Message{}, errors.New("bad line " + string(line) + ": " + err.Error())
 	}
 	return m, nil
 }
 
 // expect reads one line and checks its event (and code, for errors).
-func (c *conn) expect(event string, code ...string) socket.Message {
+func (c *conn) expect(event string, code ...string) socketproto.Message {
 	c.t.Helper()
 	m := c.next()
 	if m.Event != event || (len(code) > 0 && m.Code != code[0]) {
@@ -125,6 +127,22 @@ func (f *fixture) watch(t *testing.T) *conn {
 	c.send(`{"op":"watch"}`)
 	c.expect("watching")
 	return c
+}
+
+// waitResubscribe waits until the server, its engine subscription
+// dropped, waits the resubscription delay (a second) on its clock, and
+// moves the clock past it.
+func (f *fixture) waitResubscribe(t *testing.T) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
+	defer cancel()
+	if err := f.Clock.WaitTimers(ctx, 1); err != nil {
+		t.Fatalf("the server armed no resubscription timer: %v", err)
+	}
+	if p := f.Clock.Pending(); len(p) != 1 || p[0] != time.Second {
+		t.Fatalf("timers armed for %v, want one resubscription after 1s", p)
+	}
+	f.Clock.Advance(time.Second)
 }
 
 func containsAll(s string, subs ...string) bool {

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"agoratokens/agent"
+	"agoratokens/agent/socketproto"
 )
 
 // resubscribeDelay spaces subscriptions when the engine keeps closing
@@ -54,10 +55,12 @@ func (h *hub) run(ctx context.Context, events <-chan agent.Event, cancel func())
 			return
 		}
 		h.s.log.Warn("engine closed the socket server's event subscription; subscribing again")
+		t := h.s.cfg.Clock.NewTimer(resubscribeDelay)
 		select {
 		case <-ctx.Done():
+			t.Stop()
 			return
-		case <-time.After(resubscribeDelay):
+		case <-t.C():
 		}
 		// Subscribe, then catch up: an event in between is both in the
 		// snapshot and queued, and wantEvent sends it once. The other
@@ -84,7 +87,7 @@ func (h *hub) pump(ctx context.Context, events <-chan agent.Event) bool {
 
 // deliver offers one engine event to every client.
 func (h *hub) deliver(ev agent.Event) {
-	line := encode(eventMessage(ev, h.s.cfg.Now()))
+	line := encode(eventMessage(ev, h.s.cfg.Clock.Now()))
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	for c := range h.clients {
@@ -133,14 +136,14 @@ func wantEvent(c *client, ev agent.Event) bool {
 
 // watch starts c's watch: a watching reply, then the current token of
 // each watched name, then (from deliver) every event.
-func (h *hub) watch(c *client, req Request) {
+func (h *hub) watch(c *client, req socketproto.Request) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if c.watching {
-		c.reply(errorMessage(req.ID, CodeBadRequest, "this connection is already watching; open another to watch other names"))
+		c.reply(errorMessage(req.ID, socketproto.CodeBadRequest, "this connection is already watching; open another to watch other names"))
 		return
 	}
-	now := h.s.cfg.Now()
+	now := h.s.cfg.Clock.Now()
 	st := h.s.src.Status(now)
 	var names map[string]bool
 	if len(req.Names) > 0 {
@@ -151,14 +154,14 @@ func (h *hub) watch(c *client, req Request) {
 		}
 		for _, n := range req.Names {
 			if !known[n] {
-				c.reply(errorMessage(req.ID, CodeNotFound, fmt.Sprintf("the agent keeps no token named %q", n)))
+				c.reply(errorMessage(req.ID, socketproto.CodeNotFound, fmt.Sprintf("the agent keeps no token named %s", quote(n))))
 				return
 			}
 			names[n] = true
 		}
 	}
 	c.watching, c.names = true, names
-	c.reply(Message{Event: EventWatching, ID: req.ID, Names: req.Names})
+	c.reply(socketproto.Message{Event: socketproto.EventWatching, ID: req.ID, Names: req.Names})
 	h.snapshot(c, st, now)
 }
 
@@ -189,7 +192,7 @@ func (h *hub) snapshot(c *client, st agent.Status, now time.Time) {
 func (h *hub) resync() {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	now := h.s.cfg.Now()
+	now := h.s.cfg.Clock.Now()
 	st := h.s.src.Status(now)
 	for c := range h.clients {
 		if c.watching {
@@ -200,14 +203,14 @@ func (h *hub) resync() {
 
 // renew asks the engine for a fresh token: a renewing reply now, the
 // token event when it arrives (to watchers of the name and to c).
-func (h *hub) renew(c *client, req Request) {
+func (h *hub) renew(c *client, req socketproto.Request) {
 	if req.Name == "" {
-		c.reply(errorMessage(req.ID, CodeBadRequest, `renew needs a "name"`))
+		c.reply(errorMessage(req.ID, socketproto.CodeBadRequest, `renew needs a "name"`))
 		return
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	now := h.s.cfg.Now()
+	now := h.s.cfg.Clock.Now()
 	var cur held
 	if t, ok := h.s.src.Current(req.Name, now); ok {
 		cur = heldOf(t)
@@ -222,12 +225,12 @@ func (h *hub) renew(c *client, req Request) {
 	if err := h.s.src.Renew(req.Name); err != nil {
 		delete(c.pending, req.Name)
 		if errors.Is(err, agent.ErrUnknownToken) {
-			c.reply(errorMessage(req.ID, CodeNotFound, fmt.Sprintf("the agent keeps no token named %q", req.Name)))
+			c.reply(errorMessage(req.ID, socketproto.CodeNotFound, fmt.Sprintf("the agent keeps no token named %s", quote(req.Name))))
 			return
 		}
-		c.reply(errorMessage(req.ID, CodeUnavailable, fmt.Sprintf("cannot renew %q: %v", req.Name, err)))
+		c.reply(errorMessage(req.ID, socketproto.CodeUnavailable, fmt.Sprintf("cannot renew %s: %v", quote(req.Name), err)))
 		return
 	}
 	c.log.Info("renewal requested over the socket", "name", req.Name)
-	c.reply(Message{Event: EventRenewing, ID: req.ID, Name: req.Name})
+	c.reply(socketproto.Message{Event: socketproto.EventRenewing, ID: req.ID, Name: req.Name})
 }

@@ -17,13 +17,16 @@ import (
 	"path/filepath"
 	"strconv"
 	"sync"
+	"syscall"
 	"time"
 
 	"agoratokens/agent"
+	"agoratokens/agent/socketproto"
+	"agoratokens/clock"
 )
 
 // DefaultPath is where the agent listens unless configured otherwise.
-const DefaultPath = "/run/agora-token-agent/agent.sock"
+const DefaultPath = socketproto.DefaultPath
 
 // Config configures a Server. Zero fields take the documented defaults.
 type Config struct {
@@ -47,8 +50,12 @@ type Config struct {
 	QueueLen int
 	// Device is reported by the status op when the Source leaves it empty.
 	Device string
-	// Now is the clock; default time.Now.
-	Now func() time.Time
+	// Clock stamps what the server reports (expires_in) and paces its
+	// retries (subscribing to the engine again, accepting again after
+	// running out of descriptors); default clock.Real(). Its Now must carry a
+	// monotonic reading, like the engine's: tokens expire on it. (I/O
+	// deadlines on connections are the kernel's, on real time.)
+	Clock clock.Clock
 	// Logger; default slog.Default().
 	Logger *slog.Logger
 }
@@ -109,8 +116,8 @@ func New(cfg Config, src agent.Source) (*Server, error) {
 	case cfg.QueueLen < 0:
 		return nil, fmt.Errorf("socket: queue length %d: must be positive", cfg.QueueLen)
 	}
-	if cfg.Now == nil {
-		cfg.Now = time.Now
+	if cfg.Clock == nil {
+		cfg.Clock = clock.Real()
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -164,21 +171,73 @@ func (s *Server) Run(ctx context.Context) error {
 	})
 	close(s.ready)
 
-	var acceptErr error
-	for {
-		c, err := ln.AcceptUnix()
-		if err != nil {
-			if ctx.Err() == nil {
-				acceptErr = fmt.Errorf("socket: accept: %w", err)
-				cancel()
-			}
-			break
-		}
-		wg.Go(func() { s.serve(ctx, c) })
+	acceptErr := s.accept(ctx, ln, &wg)
+	if acceptErr != nil {
+		cancel()
 	}
 	wg.Wait()
 	s.log.Info("socket closed", "path", s.cfg.Path)
 	return acceptErr
+}
+
+// accept serves each connection ln accepts until ctx ends (nil) or
+// accepting fails for good. Running out of descriptors or kernel memory
+// passes (a client hangs up, a flood ends): the server waits, longer each
+// time up to a second, and tries again rather than stop the agent; the
+// waiting connections stay queued meanwhile.
+func (s *Server) accept(ctx context.Context, ln *net.UnixListener, wg *sync.WaitGroup) error {
+	failures := 0
+	for {
+		c, err := ln.AcceptUnix()
+		if ctx.Err() != nil {
+			if c != nil {
+				c.Close()
+			}
+			return nil
+		}
+		if err != nil {
+			if !transientAccept(err) {
+				return fmt.Errorf("socket: accept: %w", err)
+			}
+			if failures++; failures == 1 {
+				s.log.Warn("socket cannot accept connections; retrying", "err", err)
+			}
+			t := s.cfg.Clock.NewTimer(acceptDelay(failures))
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return nil
+			case <-t.C():
+			}
+			continue
+		}
+		if failures > 0 {
+			s.log.Info("socket accepts connections again", "failed_accepts", failures)
+			failures = 0
+		}
+		wg.Go(func() { s.serve(ctx, c) })
+	}
+}
+
+// transientAccept reports whether an accept error passes by itself: out
+// of descriptors (process or system) or of kernel memory.
+func transientAccept(err error) bool {
+	for _, errno := range []syscall.Errno{syscall.EMFILE, syscall.ENFILE, syscall.ENOBUFS, syscall.ENOMEM} {
+		if errors.Is(err, errno) {
+			return true
+		}
+	}
+	return false
+}
+
+// acceptDelay is the pause after the n-th accept failure in a row: 5 ms,
+// doubling, at most a second.
+func acceptDelay(n int) time.Duration {
+	d := 5 * time.Millisecond
+	for i := 1; i < n && d < time.Second; i++ {
+		d *= 2
+	}
+	return min(d, time.Second)
 }
 
 // listen creates the socket file: a stale socket left by a dead agent is

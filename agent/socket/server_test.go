@@ -13,6 +13,7 @@ import (
 	"agoratokens/agent"
 	"agoratokens/agent/socket"
 	"agoratokens/agent/socket/sockettest"
+	"agoratokens/agent/socketproto"
 )
 
 func TestGet(t *testing.T) {
@@ -34,16 +35,18 @@ func TestGet(t *testing.T) {
 	}
 
 	tests := []struct{ name, code, msg string }{
-		{"nope", socket.CodeNotFound, `no token named "nope"`},
-		{"signal", socket.CodeUnavailable, "still fetching"},
-		{"old", socket.CodeUnavailable, "expired"},
+		{"nope", socketproto.CodeNotFound, `no token named "nope"`},
+		{"signal", socketproto.CodeUnavailable, "still fetching"},
+		{"old", socketproto.CodeUnavailable, "expired"},
+		// The agent does not echo a client's kilobytes back.
+		{strings.Repeat("n", 4096), socketproto.CodeNotFound, `no token named "nnnn`},
 	}
 	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
+		t.Run(tt.name[:min(len(tt.name), 10)], func(t *testing.T) {
 			c.send(fmt.Sprintf(`{"op":"get","name":%q,"id":"e"}`, tt.name))
 			m := c.expect("error", tt.code)
-			if m.ID != "e" || !strings.Contains(m.Message, tt.msg) || m.Token != "" {
-				t.Errorf("get %s = %+v, want message containing %q", tt.name, m, tt.msg)
+			if m.ID != "e" || !strings.Contains(m.Message, tt.msg) || m.Token != "" || len(m.Message) > 200 {
+				t.Errorf("get %.10s = %+v, want a short message containing %q", tt.name, m, tt.msg)
 			}
 		})
 	}
@@ -57,11 +60,11 @@ func TestGet(t *testing.T) {
 
 // expiredToken is a token for name that expired a second ago.
 func expiredToken(f *fixture, name string) agent.Token {
-	now := f.Clock.Now()
-	t := agent.Token{ReceivedAt: now.Add(-time.Hour - time.Second)}
+	wall := f.Clock.Wall().Unix()
+	t := agent.Token{ReceivedAt: f.Clock.Now().Add(-time.Hour - time.Second)}
 	t.Name, t.Service, t.Token, t.KID = name, "rtc", "007"+name+"-expired", "primary"
-	t.IssuedAt = now.Unix() - 3601
-	t.ExpiresAt = now.Unix() - 1
+	t.IssuedAt = wall - 3601
+	t.ExpiresAt = wall - 1
 	return t
 }
 
@@ -72,7 +75,7 @@ func TestStatus(t *testing.T) {
 	f.Src.SetBroker("disconnected")
 	c := dial(t, f.Srv.Path())
 	c.send(`{"op":"status","id":7}`) // a numeric id is a bad request
-	c.expect("error", socket.CodeBadRequest)
+	c.expect("error", socketproto.CodeBadRequest)
 	c.send(`{"op":"status","id":"s"}`)
 	m := c.expect("status")
 	if m.ID != "s" || m.Device != "cam-42" || m.Broker != "disconnected" || len(m.Tokens) != 2 {
@@ -92,13 +95,13 @@ func TestBadInput(t *testing.T) {
 	f.Set("video", "007video1")
 	c := dial(t, f.Srv.Path())
 	tests := []struct{ name, line, code, msg string }{
-		{"garbage", `{"op":`, socket.CodeBadRequest, "not a JSON object"},
-		{"not an object", `[1,2]`, socket.CodeBadRequest, "not a JSON object"},
-		{"binary", "\x00\x01\xff", socket.CodeBadRequest, "not a JSON object"},
-		{"no op", `{"name":"video"}`, socket.CodeBadRequest, `missing "op"`},
-		{"unknown op", `{"op":"delete","id":"x"}`, socket.CodeBadRequest, `unknown op "delete"`},
-		{"renew without name", `{"op":"renew"}`, socket.CodeBadRequest, `renew needs a "name"`},
-		{"names not a list", `{"op":"watch","names":"video"}`, socket.CodeBadRequest, "not a JSON object"},
+		{"garbage", `{"op":`, socketproto.CodeBadRequest, "not a JSON object"},
+		{"not an object", `[1,2]`, socketproto.CodeBadRequest, "not a JSON object"},
+		{"binary", "\x00\x01\xff", socketproto.CodeBadRequest, "not a JSON object"},
+		{"no op", `{"name":"video"}`, socketproto.CodeBadRequest, `missing "op"`},
+		{"unknown op", `{"op":"delete","id":"x"}`, socketproto.CodeBadRequest, `unknown op "delete"`},
+		{"renew without name", `{"op":"renew"}`, socketproto.CodeBadRequest, `renew needs a "name"`},
+		{"names not a list", `{"op":"watch","names":"video"}`, socketproto.CodeBadRequest, "not a JSON object"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -122,18 +125,18 @@ func TestLineLimit(t *testing.T) {
 	// A line of exactly MaxLine bytes is served.
 	c := dial(t, f.Srv.Path())
 	head := `{"op":"get","name":"video","pad":"`
-	c.send(head + strings.Repeat("x", socket.MaxLine-len(head)-2) + `"}`)
+	c.send(head + strings.Repeat("x", socketproto.MaxLine-len(head)-2) + `"}`)
 	c.expect("token")
 
 	// One byte more: an error, then the connection closes.
-	c.send(head + strings.Repeat("x", socket.MaxLine-len(head)-1) + `"}`)
-	c.expect("error", socket.CodeLineTooLong)
+	c.send(head + strings.Repeat("x", socketproto.MaxLine-len(head)-1) + `"}`)
+	c.expect("error", socketproto.CodeLineTooLong)
 	c.expectClosed()
 
 	// A megabyte without a newline: the same, and the agent is unaffected.
 	big := dial(t, f.Srv.Path())
 	go big.c.Write([]byte(strings.Repeat("y", 1<<20))) // the server stops reading; Write may fail
-	big.expect("error", socket.CodeLineTooLong)
+	big.expect("error", socketproto.CodeLineTooLong)
 	big.expectClosed()
 	other := dial(t, f.Srv.Path())
 	other.send(`{"op":"get","name":"video"}`)
@@ -200,14 +203,14 @@ func TestWatchNames(t *testing.T) {
 
 	c := dial(t, f.Srv.Path())
 	c.send(`{"op":"watch","names":["video","nope"]}`)
-	c.expect("error", socket.CodeNotFound)
+	c.expect("error", socketproto.CodeNotFound)
 	c.send(`{"op":"watch","names":["signal","chat"]}`)
 	if m := c.expect("watching"); len(m.Names) != 2 {
 		t.Fatalf("watching %+v", m)
 	}
 	c.expect("token") // signal; chat has no token yet
 	c.send(`{"op":"watch"}`)
-	c.expect("error", socket.CodeBadRequest)
+	c.expect("error", socketproto.CodeBadRequest)
 
 	f.Set("video", "007v1") // not watched
 	f.Set("chat", "007c1")
@@ -269,10 +272,10 @@ func TestRenew(t *testing.T) {
 	}
 
 	c.send(`{"op":"renew","name":"nope"}`)
-	c.expect("error", socket.CodeNotFound)
+	c.expect("error", socketproto.CodeNotFound)
 	f.Src.SetRenewError(errors.New("rate limited: next renewal in 5s"))
 	c.send(`{"op":"renew","name":"video"}`)
-	if m := c.expect("error", socket.CodeUnavailable); !strings.Contains(m.Message, "rate limited") {
+	if m := c.expect("error", socketproto.CodeUnavailable); !strings.Contains(m.Message, "rate limited") {
 		t.Errorf("renew error message %q", m.Message)
 	}
 }
@@ -314,7 +317,7 @@ func TestTooManyClients(t *testing.T) {
 	b.send(`{"op":"status"}`)
 	b.expect("status")
 	c := dial(t, f.Srv.Path())
-	if m := c.expect("error", socket.CodeTooManyClients); !strings.Contains(m.Message, "at most 2") {
+	if m := c.expect("error", socketproto.CodeTooManyClients); !strings.Contains(m.Message, "at most 2") {
 		t.Errorf("message %q", m.Message)
 	}
 	c.expectEOF()
@@ -390,6 +393,7 @@ func TestResubscribe(t *testing.T) {
 	c.expect("token")
 	f.Src.DropSubscribers()
 	f.Set("video", "007v1") // nobody subscribed: this event is lost
+	f.waitResubscribe(t)
 	if m := c.expect("token"); m.Token != "007v1" {
 		t.Fatalf("after resubscribing: %+v", m)
 	}
@@ -413,6 +417,7 @@ func TestEventWhileResubscribing(t *testing.T) {
 	var once sync.Once
 	f.Src.SetSubscribeHook(func() { once.Do(func() { f.Set("video", "007v1") }) })
 	f.Src.DropSubscribers()
+	f.waitResubscribe(t)
 	if m := c.expect("token"); m.Token != "007v1" {
 		t.Fatalf("token set while resubscribing: got %+v", m)
 	}

@@ -16,16 +16,20 @@ import (
 	"agoratokens/agent/socket"
 	"agoratokens/agent/socket/sockettest"
 	"agoratokens/internal/testlog"
+
+	"go.uber.org/goleak"
 )
 
 // helperEnv makes the test binary act as a socket client (see TestMain).
 const helperEnv = "AGORA_SOCKET_TEST_CLIENT"
 
+// TestMain runs the helper client when asked to, and otherwise the
+// tests, failing them if any goroutine outlives them.
 func TestMain(m *testing.M) {
 	if path := os.Getenv(helperEnv); path != "" {
 		os.Exit(helperClient(path))
 	}
-	os.Exit(m.Run())
+	goleak.VerifyTestMain(m)
 }
 
 // helperClient asks for the status and prints the reply line.

@@ -464,8 +464,21 @@ static int request(atc_conn *c, const char *op, const char *extra, atc_event *ev
     n = snprintf(req, sizeof req, "{\"op\":\"%s\",\"id\":\"%s\"%s}\n", op, id, extra);
     if (n < 0 || (size_t)n >= sizeof req)
         return fail(c, ATC_ERR_ARG, "request too long");
-    if ((rc = send_all(c, req, (size_t)n)) != ATC_OK)
+    if ((rc = send_all(c, req, (size_t)n)) != ATC_OK) {
+        /* A refused caller's connection is closed at once: the reason
+         * (forbidden, too_many_clients) may be waiting to be read. */
+        char saved[sizeof c->err];
+        snprintf(saved, sizeof saved, "%s", c->err);
+        if (read_line(c) == ATC_OK && atc_json_field(c->line, "id", got, sizeof got) < 0 &&
+            decode(c, ev) == ATC_OK && ev->kind == ATC_EV_ERROR) {
+            snprintf(c->code, sizeof c->code, "%s", ev->code);
+            snprintf(c->err, sizeof c->err, "%s", ev->message);
+            return ATC_ERR_AGENT;
+        }
+        c->code[0] = '\0';
+        snprintf(c->err, sizeof c->err, "%s", saved);
         return rc;
+    }
     for (;;) {
         int idlen;
         char ev_name[16];

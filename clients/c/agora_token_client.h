@@ -45,7 +45,9 @@ enum {
     ATC_ERR_IO = -1,     /* a system call failed (see errno) */
     ATC_ERR_CLOSED = -2, /* the agent closed the connection */
     ATC_ERR_PROTO = -3,  /* the agent sent something unexpected */
-    ATC_ERR_AGENT = -4,  /* an error reply: see atc_error_code/atc_last_error */
+    ATC_ERR_AGENT = -4,  /* an error reply: see atc_error_code/atc_last_error;
+                          * also a refused connection: "forbidden" (final:
+                          * stop) or "too_many_clients" (retry later) */
     ATC_ERR_SPACE = -5,  /* the caller's buffer is too small */
     ATC_ERR_ARG = -6     /* a bad argument (NULL, empty or too long name) */
 };

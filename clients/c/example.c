@@ -9,6 +9,7 @@
  *
  * -n: exit after COUNT renewals (for tests); default: run until killed.
  * Output: one line per token put to use, on stdout; notes on stderr.
+ * Exit status 1 if the agent refuses this process (forbidden).
  */
 #define _POSIX_C_SOURCE 200809L
 
@@ -37,8 +38,23 @@ static int use_token(const char *token)
     return renewal;
 }
 
+/* Whether the agent refused this process for good: forbidden does not
+ * change until the agent's config or this process's groups do, so it is
+ * reported once and the example stops (a retry every second would only
+ * fill the journal). too_many_clients and the rest are worth a retry. */
+static int refused(const atc_conn *c, int rc, const char *what)
+{
+    if (rc != ATC_ERR_AGENT || strcmp(atc_error_code(c), "forbidden") != 0)
+        return 0;
+    fprintf(stderr, "example: %s: the agent refuses this process (forbidden): %s; "
+                    "allow its uid or a group of it in the agent's socket config\n",
+            what, atc_last_error(c));
+    return 1;
+}
+
 /* One session: connect, get, watch until the connection breaks. Returns
- * -1 once count renewals were made, 0 to reconnect. */
+ * -1 once count renewals were made, 1 if the agent refused us for good,
+ * 0 to reconnect. */
 static int session(const char *path, const char *name, long *renewals, long count)
 {
     const char *names[2];
@@ -58,17 +74,22 @@ static int session(const char *path, const char *name, long *renewals, long coun
         }
     } else if (rc == ATC_ERR_AGENT && strcmp(atc_error_code(c), "unavailable") == 0)
         fprintf(stderr, "example: no token yet (%s); waiting for one\n", atc_last_error(c));
-    else {
+    else if (refused(c, rc, "get")) {
+        atc_close(c);
+        return 1;
+    } else {
         fprintf(stderr, "example: get %s: %s\n", name, atc_last_error(c));
         atc_close(c);
         return 0;
     }
     names[0] = name;
     names[1] = NULL;
-    if (atc_watch(c, names) != ATC_OK) {
-        fprintf(stderr, "example: watch %s: %s\n", name, atc_last_error(c));
+    if ((rc = atc_watch(c, names)) != ATC_OK) {
+        int fatal = refused(c, rc, "watch");
+        if (!fatal)
+            fprintf(stderr, "example: watch %s: %s\n", name, atc_last_error(c));
         atc_close(c);
-        return 0;
+        return fatal;
     }
     while ((rc = atc_next_event(c, &ev)) == ATC_OK) {
         switch (ev.kind) {
@@ -120,8 +141,11 @@ int main(int argc, char **argv)
     setvbuf(stdout, NULL, _IOLBF, 0);
     for (;;) {
         struct timespec pause = {1, 0};
-        if (session(path, argv[optind], &renewals, count) < 0)
+        int rc = session(path, argv[optind], &renewals, count);
+        if (rc < 0)
             return 0;
+        if (rc > 0)
+            return 1;
         nanosleep(&pause, NULL); /* the agent restarts: try again */
     }
 }

@@ -5,7 +5,7 @@ import (
 	"testing"
 
 	"agoratokens/agent"
-	"agoratokens/agent/socket"
+	"agoratokens/agent/socketproto"
 	"agoratokens/device"
 )
 
@@ -34,9 +34,9 @@ func TestLEDState(t *testing.T) {
 
 func TestPrintStatusShowsStorageAndRefusals(t *testing.T) {
 	var b strings.Builder
-	printStatus(&b, socket.Message{Device: "cam-42", Broker: "connected",
+	printStatus(&b, socketproto.Message{Device: "cam-42", Broker: "connected",
 		Storage: "memory only: persist token \"video\": no space left on device",
-		Refused: []socket.Message{{Name: "vidoe", Code: "forbidden", Message: `device "cam-42" may not hold token "vidoe"`}}})
+		Refused: []socketproto.Message{{Name: "vidoe", Code: "forbidden", Message: `device "cam-42" may not hold token "vidoe"`}}})
 	out := squeeze(b.String())
 	for _, want := range []string{"state: memory only: persist token \"video\": no space left on device",
 		"refused: vidoe: forbidden: device \"cam-42\" may not hold token \"vidoe\""} {
@@ -45,7 +45,7 @@ func TestPrintStatusShowsStorageAndRefusals(t *testing.T) {
 		}
 	}
 	b.Reset()
-	printStatus(&b, socket.Message{Device: "cam-42", Broker: "connected"})
+	printStatus(&b, socketproto.Message{Device: "cam-42", Broker: "connected"})
 	if out := squeeze(b.String()); !strings.Contains(out, "state: persisted") || strings.Contains(out, "refused") {
 		t.Errorf("healthy status output:\n%s", out)
 	}

@@ -8,7 +8,7 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"agoratokens/agent/socket"
+	"agoratokens/agent/socketproto"
 )
 
 // runStatus prints the agent's state as a table, or the protocol's
@@ -24,7 +24,7 @@ func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	defer c.Close()
 	ctx, cancel := context.WithTimeout(ctx, requestTimeout)
 	defer cancel()
-	m, err := c.Do(ctx, socket.Request{Op: socket.OpStatus})
+	m, err := c.Do(ctx, socketproto.Request{Op: socketproto.OpStatus})
 	if err != nil {
 		return cmd.fail(err)
 	}
@@ -39,7 +39,7 @@ func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) int
 }
 
 // printStatus renders a status reply for people.
-func printStatus(w io.Writer, m socket.Message) {
+func printStatus(w io.Writer, m socketproto.Message) {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintf(tw, "device:\t%s\n", m.Device)
 	fmt.Fprintf(tw, "broker:\t%s\n", m.Broker)

@@ -12,7 +12,7 @@ import (
 	"time"
 
 	"agoratokens/accesstoken"
-	"agoratokens/agent/socket"
+	"agoratokens/agent/socketproto"
 	"agoratokens/internal/testlog"
 	"agoratokens/sdnotify/sdnotifytest"
 	"agoratokens/wire"
@@ -76,7 +76,7 @@ func TestRunStatusShowsMemoryOnlyAndRefusal(t *testing.T) {
 		}
 	}
 	code, out, _ = sockRun(t, runStatus, "--json", "--socket", a.sock)
-	var m socket.Message
+	var m socketproto.Message
 	if err := json.Unmarshal([]byte(out), &m); err != nil || code != 0 {
 		t.Fatalf("status --json = %d %q: %v", code, out, err)
 	}

@@ -6,7 +6,7 @@ import (
 	"strings"
 	"testing"
 
-	"agoratokens/agent/socket"
+	"agoratokens/agent/socketproto"
 )
 
 func TestStatusCmd(t *testing.T) {
@@ -28,7 +28,7 @@ func TestStatusCmd(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("status --json = %d, %q", code, errs)
 	}
-	var m socket.Message
+	var m socketproto.Message
 	if err := json.Unmarshal([]byte(out), &m); err != nil || m.Event != "status" || m.ID != "" ||
 		len(m.Tokens) != 2 || m.Tokens[0].State != "valid" || m.Tokens[1].State != "missing" || strings.Count(out, "\n") != 1 {
 		t.Errorf("status --json printed %q (%v)", out, err)

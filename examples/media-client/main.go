@@ -47,6 +47,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	current := map[string]string{}
+	var lost error // why the agent connection last broke
 	for ev := range events {
 		switch ev.Kind {
 		case client.EventToken:
@@ -65,7 +66,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 			fmt.Fprintf(stdout, "EXPIRED %s\n", ev.Name)
 		case client.EventDisconnected:
 			fmt.Fprintf(stdout, "DISCONNECTED %v\n", ev.Err)
+			lost = ev.Err
 		}
+	}
+	if ctx.Err() == nil { // the watch ended by itself: the agent refuses us
+		fmt.Fprintf(stderr, "agora-media-sample: %v\n", lost)
+		return 1
 	}
 	return 0
 }

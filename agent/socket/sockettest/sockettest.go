@@ -13,6 +13,7 @@ import (
 
 	"agoratokens/agent"
 	"agoratokens/agent/socket"
+	"agoratokens/clock"
 	"agoratokens/wire"
 )
 
@@ -30,7 +31,7 @@ type Source struct {
 	// RenewErr, when set, is what Renew returns for a known name.
 	renewErr error
 	renews   chan string
-	now      func() time.Time
+	clk      clock.Clock
 	// onSubscribe runs in Subscribe before the new subscription is
 	// registered (SetSubscribeHook).
 	onSubscribe func()
@@ -44,25 +45,33 @@ type entry struct {
 // SubscriberBuffer is the event buffer of each subscription.
 const SubscriberBuffer = 4096
 
-// NewSource returns a source for device whose events are stamped by now
-// (nil: time.Now).
-func NewSource(device string, now func() time.Time) *Source {
-	if now == nil {
-		now = time.Now
+// NewSource returns a source for device on clk (nil: the real clock),
+// which stamps its events and issues its tokens.
+func NewSource(device string, clk clock.Clock) *Source {
+	if clk == nil {
+		clk = clock.Real()
 	}
 	return &Source{device: device, broker: "connected", tokens: map[string]entry{},
-		subs: map[chan agent.Event]struct{}{}, renews: make(chan string, 64), now: now}
+		subs: map[chan agent.Event]struct{}{}, renews: make(chan string, 64), clk: clk}
 }
 
-// Token builds a token as the engine would hold it: issued now, valid for
-// lifetime, received at now on the local clock.
-func Token(name, token string, lifetime time.Duration, now time.Time) agent.Token {
+// Token builds a token as the engine would hold it: issued now on clk's
+// wall clock (standing in for the issuer's), valid for lifetime, received
+// now on clk's monotonic clock.
+func Token(name, token string, lifetime time.Duration, clk clock.Clock) agent.Token {
+	issued := clk.Wall().Unix()
 	return agent.Token{
 		Grant: wire.Grant{Name: name, Service: "rtc", Channel: "cam-42", UID: "2882341273",
-			Role: "publisher", Token: token, IssuedAt: now.Unix(),
-			ExpiresAt: now.Unix() + int64(lifetime/time.Second), TTL: int64(lifetime / time.Second), KID: "primary"},
-		ReceivedAt: now,
+			Role: "publisher", Token: token, IssuedAt: issued,
+			ExpiresAt: issued + int64(lifetime/time.Second), TTL: int64(lifetime / time.Second), KID: "primary"},
+		ReceivedAt: clk.Now(),
 	}
+}
+
+// Issue makes token, issued now and valid for lifetime, the current one
+// for name, as if it had just arrived from the issuer.
+func (s *Source) Issue(name, token string, lifetime time.Duration) {
+	s.Set(Token(name, token, lifetime, s.clk))
 }
 
 // Want makes the source keep name without a token yet (state missing).
@@ -85,7 +94,7 @@ func (s *Source) Set(t agent.Token) {
 	defer s.mu.Unlock()
 	s.keep(t.Name)
 	s.tokens[t.Name] = entry{tok: t, state: agent.StateValid}
-	s.emit(agent.Event{Kind: agent.EventToken, Name: t.Name, Token: t, At: s.now()})
+	s.emit(agent.Event{Kind: agent.EventToken, Name: t.Name, Token: t, At: s.clk.Now()})
 }
 
 // Emit emits a will_expire or expired event about name's current token.
@@ -97,7 +106,7 @@ func (s *Source) Emit(kind agent.EventKind, name string) {
 		e.state = agent.StateRenewing
 		s.tokens[name] = e
 	}
-	s.emit(agent.Event{Kind: kind, Name: name, Token: e.tok, At: s.now()})
+	s.emit(agent.Event{Kind: kind, Name: name, Token: e.tok, At: s.clk.Now()})
 }
 
 func (s *Source) emit(ev agent.Event) {
@@ -274,49 +283,27 @@ func Serve(t testing.TB, cfg socket.Config, src agent.Source) (srv *socket.Serve
 	return srv, stop
 }
 
-// Clock is a settable clock for Config.Now and NewSource.
-type Clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-// NewClock returns a clock reading t.
-func NewClock(t time.Time) *Clock { return &Clock{t: t} }
-
-// Now reads the clock.
-func (c *Clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-// Advance moves the clock forward by d.
-func (c *Clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
-
-// T0 is where a Fixture's clock starts.
+// T0 is where a Fixture's wall clock starts.
 var T0 = time.Date(2026, 11, 22, 10, 0, 0, 0, time.UTC)
 
-// Fixture is a socket server over a Source for device cam-42, on a
-// Clock that starts at T0 and moves only when the test says.
+// Fixture is a socket server over a Source for device cam-42, on a fake
+// clock whose wall clock starts at T0 and which moves only when the test
+// says.
 type Fixture struct {
-	Clock *Clock
+	Clock *clock.Fake
 	Src   *Source
 	Srv   *socket.Server
 	// Stop shuts the server down and returns Run's error (see Serve).
 	Stop func() error
 }
 
-// NewFixture serves cfg, its Now replaced by the fixture's clock, until
-// the test ends.
+// NewFixture serves cfg, its Clock replaced by the fixture's, until the
+// test ends.
 func NewFixture(t testing.TB, cfg socket.Config) *Fixture {
 	t.Helper()
-	f := &Fixture{Clock: NewClock(T0)}
-	f.Src = NewSource("cam-42", f.Clock.Now)
-	cfg.Now = f.Clock.Now
+	f := &Fixture{Clock: clock.NewFake(T0)}
+	f.Src = NewSource("cam-42", f.Clock)
+	cfg.Clock = f.Clock
 	f.Srv, f.Stop = Serve(t, cfg, f.Src)
 	return f
 }
@@ -324,5 +311,5 @@ func NewFixture(t testing.TB, cfg socket.Config) *Fixture {
 // Set makes token the current one for name, valid for an hour from the
 // clock's now.
 func (f *Fixture) Set(name, token string) {
-	f.Src.Set(Token(name, token, time.Hour, f.Clock.Now()))
+	f.Src.Issue(name, token, time.Hour)
 }

@@ -8,14 +8,19 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"errors"
+	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
+	"syscall"
 	"testing"
 	"time"
 
 	"agoratokens/agent"
 	"agoratokens/agent/socket"
 	"agoratokens/agent/socket/sockettest"
+	"agoratokens/clock"
 	"agoratokens/internal/testlog"
 )
 
@@ -56,14 +61,12 @@ func TestExample(t *testing.T) {
 	bin := build(t, dir, "example", "../example.c", "../agora_token_client.c")
 	path := filepath.Join(dir, "agent.sock")
 
-	clock := sockettest.NewClock(time.Date(2026, 11, 22, 10, 0, 0, 0, time.UTC))
-	set := func(src *sockettest.Source, token string) {
-		src.Set(sockettest.Token("video", token, time.Hour, clock.Now()))
-	}
+	clk := clock.NewFake(sockettest.T0)
+	set := func(src *sockettest.Source, token string) { src.Issue("video", token, time.Hour) }
 	serve := func(token string) (*sockettest.Source, func() error) {
-		src := sockettest.NewSource("cam-42", clock.Now)
+		src := sockettest.NewSource("cam-42", clk)
 		set(src, token)
-		_, stop := sockettest.Serve(t, socket.Config{Path: path, Now: clock.Now}, src)
+		_, stop := sockettest.Serve(t, socket.Config{Path: path, Clock: clk}, src)
 		return src, stop
 	}
 	src, stop := serve("007eJxTYPgv0")
@@ -116,7 +119,7 @@ func TestExample(t *testing.T) {
 
 	// The token expires: the example asks the agent for a renewal on its
 	// watching connection, and renews with what comes back.
-	clock.Advance(time.Hour + time.Second)
+	clk.Advance(time.Hour + time.Second)
 	src.Emit(agent.EventExpired, "video")
 	select {
 	case name := <-src.Renews():
@@ -131,5 +134,92 @@ func TestExample(t *testing.T) {
 
 	if err := cmd.Wait(); err != nil {
 		t.Fatalf("example: %v\nstderr:\n%s", err, stderr)
+	}
+}
+
+// TestExampleForbidden: a process the agent refuses (here uid 65534,
+// not allowed by the default config) is told forbidden once and stops:
+// retrying cannot help until the agent's config or the process's groups
+// change, so a loop printing the refusal every second would only fill
+// the journal.
+func TestExampleForbidden(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Fatal("this test runs the example as uid 65534 and must run as root (make test does)")
+	}
+	// Not t.TempDir: uid 65534 must be able to reach the binary and the socket.
+	dir, err := os.MkdirTemp("", "c-forbidden-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	bin := build(t, dir, "example", "../example.c", "../agora_token_client.c")
+	path := filepath.Join(dir, "agent.sock")
+	logs := &testlog.Buffer{}
+	src := sockettest.NewSource("cam-42", nil)
+	src.Issue("video", "007eJxTYPgv0", time.Hour)
+	sockettest.Serve(t, socket.Config{Path: path, Mode: 0o666, Logger: logs.Logger()}, src)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bin, "-s", path, "video")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err = cmd.Run()
+	if ctx.Err() != nil {
+		t.Fatalf("the refused example kept running; it printed:\n%s", stderr.String())
+	}
+	var exit *exec.ExitError
+	if !errors.As(err, &exit) || exit.ExitCode() != 1 {
+		t.Fatalf("refused example: %v, want exit status 1\nstderr:\n%s", err, stderr.String())
+	}
+	if n := strings.Count(stderr.String(), "forbidden"); n != 1 || stdout.Len() != 0 {
+		t.Errorf("refused example printed %q on stdout and, with forbidden %d times, on stderr:\n%s",
+			stdout.String(), n, stderr.String())
+	}
+	if n := strings.Count(logs.String(), "socket client refused"); n != 1 {
+		t.Errorf("the agent refused %d connections, want 1 (no retry):\n%s", n, logs)
+	}
+}
+
+// TestMakefileCompiler: make -C clients/c builds with gcc unless told
+// otherwise (make's own default CC=cc must not win), and with the
+// compiler named on the command line or in the environment.
+func TestMakefileCompiler(t *testing.T) {
+	makeTool, err := exec.LookPath("make")
+	if err != nil {
+		t.Fatal("make not found: this test runs clients/c's Makefile (apt-get install make)")
+	}
+	var env []string
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "CC=") && !strings.HasPrefix(kv, "MAKEFLAGS=") {
+			env = append(env, kv)
+		}
+	}
+	tests := []struct {
+		name string
+		args []string
+		env  []string
+		want string
+	}{
+		{"default", nil, nil, "gcc "},
+		{"command line", []string{"CC=clang"}, nil, "clang "},
+		{"environment", nil, []string{"CC=tcc"}, "tcc "},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cmd := exec.Command(makeTool, append([]string{"-s", "-n", "-B", "-C", "..", "example"}, tt.args...)...)
+			cmd.Env = append(append([]string{}, env...), tt.env...)
+			out, err := cmd.CombinedOutput()
+			if err != nil {
+				t.Fatalf("make -n: %v\n%s", err, out)
+			}
+			if !strings.HasPrefix(string(out), tt.want) {
+				t.Errorf("make would run %q, want a command starting %q", out, tt.want)
+			}
+		})
 	}
 }
