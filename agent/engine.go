@@ -45,6 +45,11 @@ type TransportHooks struct {
 	Unsolicited  func(*wire.Reply)
 }
 
+// RequestWaiter is a Transport that wants to hear when a request waits
+// for its connection, and when the token it would renew expires (zero:
+// none valid), so as to connect at once and in time (MQTT).
+type RequestWaiter interface{ RequestHeld(expires time.Time) }
+
 // Deps are the engine's collaborators; zero fields get the real ones.
 type Deps struct {
 	Logger *slog.Logger
@@ -470,6 +475,12 @@ func (e *Engine) step(ctx context.Context) time.Time {
 	if held && !e.held {
 		e.log.Debug("requests wait for the broker connection", "tokens", len(batch))
 	}
+	notify, expires := held && !e.held, time.Time{}
+	for _, s := range batch {
+		if s.tok != nil && s.tok.Valid(now) && (expires.IsZero() || s.tok.Deadline().Before(expires)) {
+			expires = s.tok.Deadline()
+		}
+	}
 	e.held = held
 	if len(batch) > 0 && !held {
 		e.send(ctx, batch, all, now)
@@ -493,6 +504,9 @@ func (e *Engine) step(ctx context.Context) time.Time {
 	}
 	if dirty {
 		e.tr.Report(st)
+	}
+	if w, ok := e.tr.(RequestWaiter); ok && notify {
+		w.RequestHeld(expires)
 	}
 	if hChanged && e.health != nil {
 		e.health(h)

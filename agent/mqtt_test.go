@@ -429,8 +429,8 @@ func (c *refusingClient) Subscribe(string, byte, mqtt.MessageHandler) mqtt.Token
 
 // TestMQTTRefusedSubscriptionRetried: a refused token-topic subscription
 // is logged and retried with backoff on the live connection (paho would
-// not retry it, and dropping the connection would stop paho for good),
-// and the engine hears of the connection only once subscribed.
+// not retry it), and the engine hears of the connection only once
+// subscribed.
 func TestMQTTRefusedSubscriptionRetried(t *testing.T) {
 	cfg := mqttConfig(t, "tcp://127.0.0.1:1", t.TempDir())
 	var logs testlog.Buffer
@@ -440,7 +440,7 @@ func TestMQTTRefusedSubscriptionRetried(t *testing.T) {
 	}
 	fake := &refusingClient{}
 	fake.refusals.Store(2)
-	m.client = fake
+	m.newClient = func(*mqtt.ClientOptions) mqtt.Client { return fake }
 	connected := make(chan struct{})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -448,7 +448,6 @@ func TestMQTTRefusedSubscriptionRetried(t *testing.T) {
 		done <- m.Run(ctx, TransportHooks{Connected: func() { close(connected) }})
 	}()
 	defer func() { cancel(); <-done }()
-	m.onConnect(fake) // what paho does once connected
 	select {
 	case <-connected:
 	case <-time.After(10 * time.Second):
