@@ -275,14 +275,17 @@ func (m *mqttSource) nextWait(bo *backoff.ExponentialBackOff) time.Duration {
 // pause waits d before the next dial, less if a request comes to wait
 // for the connection; false when ctx ended.
 func (m *mqttSource) pause(ctx context.Context, d time.Duration) bool {
-	if m.waited != nil {
-		m.waited(d)
-	}
 	if d <= 0 {
+		if m.waited != nil {
+			m.waited(d)
+		}
 		return ctx.Err() == nil
 	}
 	t := m.clk.NewTimer(d)
 	defer t.Stop()
+	if m.waited != nil {
+		m.waited(d) // the timer is armed: a test may move the clock
+	}
 	select {
 	case <-ctx.Done():
 		return false
@@ -381,6 +384,10 @@ func (m *mqttSource) subscribe(c mqtt.Client) int {
 	m.held = false
 	st := m.status
 	m.mu.Unlock()
+	select {
+	case <-m.wake: // a request that waited goes out now: no dial to hurry
+	default:
+	}
 	m.connected.Store(true)
 	m.log.Info("connected to the broker", "broker", redactURL(m.cfg.Broker.URL))
 	if st == nil {

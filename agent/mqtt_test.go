@@ -77,17 +77,24 @@ type fakeIssuer struct {
 	mu      sync.Mutex
 	reqs    []wire.Request
 	seen    chan wire.Request
+	// subscribed hears of each (re)subscription to the requests.
+	subscribed chan struct{}
 }
 
 func startIssuer(t testing.TB, url string, ttl int64) *fakeIssuer {
 	t.Helper()
-	f := &fakeIssuer{t: t, topics: wire.NewTopics(""), seen: make(chan wire.Request, 64)}
+	f := &fakeIssuer{t: t, topics: wire.NewTopics(""), seen: make(chan wire.Request, 64),
+		subscribed: make(chan struct{}, 64)}
 	f.ttl.Store(ttl)
 	opts := testbroker.Options(url, testbroker.ClientOptions{Username: "issuer", Password: issuerPassword}).
 		SetAutoReconnect(true).SetMaxReconnectInterval(200 * time.Millisecond).
 		SetOrderMatters(false). // handlers publish; they must not hold up the client
 		SetOnConnectHandler(func(c mqtt.Client) {
 			c.Subscribe(f.topics.AllReqs(), 1, f.handle).Wait()
+			select {
+			case f.subscribed <- struct{}{}:
+			default:
+			}
 		})
 	f.c = mqtt.NewClient(opts)
 	if tok := f.c.Connect(); !tok.WaitTimeout(waitLimit) || tok.Error() != nil {
@@ -95,6 +102,17 @@ func startIssuer(t testing.TB, url string, ttl int64) *fakeIssuer {
 	}
 	t.Cleanup(func() { f.c.Disconnect(0) })
 	return f
+}
+
+// resubscribed waits until the issuer has subscribed again (after a
+// broker restart).
+func (f *fakeIssuer) resubscribed(t testing.TB) {
+	t.Helper()
+	select {
+	case <-f.subscribed:
+	case <-time.After(waitLimit):
+		t.Fatal("the fake issuer did not subscribe again")
+	}
 }
 
 func (f *fakeIssuer) grant(name string) wire.Grant {

@@ -1,0 +1,77 @@
+package agent
+
+import (
+	"testing"
+	"time"
+
+	"github.com/cenkalti/backoff/v4"
+
+	"agoratokens/clock"
+)
+
+func TestKeepAliveFitsRenewBefore(t *testing.T) {
+	for _, c := range []struct {
+		name                 string
+		keepAlive, renew, rt time.Duration
+		want, wantPing       time.Duration
+	}{
+		{"defaults: a third of renew_before", 60 * time.Second, 30 * time.Second, 10 * time.Second, 10 * time.Second, 10 * time.Second},
+		{"long renew_before: the configured one", 60 * time.Second, 3 * time.Minute, 10 * time.Second, time.Minute, 10 * time.Second},
+		{"shorter configured one kept", 5 * time.Second, 30 * time.Second, 10 * time.Second, 5 * time.Second, 5 * time.Second},
+		{"whole seconds", 60 * time.Second, 10 * time.Second, time.Second, 3 * time.Second, time.Second},
+		{"at least 1 s", 60 * time.Second, 2 * time.Second, time.Second, time.Second, time.Second},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			cfg := &Config{Broker: &BrokerConfig{KeepAlive: c.keepAlive}, RenewBefore: c.renew, RequestTimeout: c.rt}
+			ka := keepAliveFor(cfg)
+			if ka != c.want {
+				t.Fatalf("keepalive %v, want %v", ka, c.want)
+			}
+			if p := pingTimeoutFor(cfg, ka); p != c.wantPing {
+				t.Fatalf("ping timeout %v, want %v", p, c.wantPing)
+			}
+			// Noticed within about 2.5 keepalives: under renew_before
+			// whenever the cap applies.
+			if c.renew < 3*c.keepAlive && ka+ka/2+pingTimeoutFor(cfg, ka) > c.renew && ka > time.Second {
+				t.Fatalf("a dead link may go unnoticed past renew_before %v", c.renew)
+			}
+		})
+	}
+}
+
+func TestNextWaitCappedByHeldToken(t *testing.T) {
+	clk := clock.NewFake(time.Unix(1_763_800_000, 0))
+	cfg := &Config{Backoff: BackoffConfig{Initial: time.Second, Max: time.Minute, Multiplier: 2}}
+	m := &mqttSource{cfg: cfg, clk: clk, wake: make(chan struct{}, 1)}
+	grown := func() *backoff.ExponentialBackOff {
+		bo := &backoff.ExponentialBackOff{InitialInterval: time.Second, Multiplier: 2, MaxInterval: time.Minute,
+			Stop: backoff.Stop, Clock: clk}
+		bo.Reset()
+		for range 4 {
+			bo.NextBackOff() // 1, 2, 4, 8: the next is 16 s
+		}
+		return bo
+	}
+	for _, c := range []struct {
+		name string
+		held bool
+		left time.Duration // token's time left; 0: none valid
+		want time.Duration
+	}{
+		{"nothing waits: the backoff", false, 0, 16 * time.Second},
+		{"a request waits, no valid token: the backoff", true, 0, 16 * time.Second},
+		{"a quarter of what the token has left", true, 20 * time.Second, 5 * time.Second},
+		{"never under backoff.initial", true, 2 * time.Second, time.Second},
+		{"the backoff when it is shorter", true, 10 * time.Minute, 16 * time.Second},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			m.held, m.heldBy = c.held, time.Time{}
+			if c.left > 0 {
+				m.heldBy = clk.Now().Add(c.left)
+			}
+			if got := m.nextWait(grown()); got != c.want {
+				t.Fatalf("wait %v, want %v", got, c.want)
+			}
+		})
+	}
+}
