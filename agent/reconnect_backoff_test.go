@@ -74,52 +74,77 @@ func TestReconnectDelayDoesNotGrowAcrossOutages(t *testing.T) {
 	}
 }
 
+// restartable is a test broker the agent and the fake issuer log in to.
+type restartable struct {
+	url, password string
+	stop, restart func()
+}
+
+func capBrokers(t *testing.T) map[string]func() restartable {
+	return map[string]func() restartable{
+		"mosquitto": func() restartable {
+			b := startBroker(t)
+			return restartable{b.URL, devPassword, b.Stop, b.Restart}
+		},
+		"mochi": func() restartable { // restarted as after a crash: no session kept
+			b := mochiBroker(t)
+			return restartable{b.URL, b.Secret("dev-1"), b.Stop, b.Restart}
+		},
+	}
+}
+
 // TestReconnectCappedByTokenDeadline: a broker down longer than the token
 // can afford. The backoff has grown to 16 s when the renewal falls due;
 // the agent dials at once, then waits no more than a quarter of what the
 // token has left, so once the broker is back it reconnects and renews
-// well before expiry (paho's growing backoff left it disconnected until
-// after expiry). On the fake clock: every wait is read and fired exactly.
+// well before expiry (paho's growing backoff left it disconnected past
+// expiry: 15 s after mosquitto was back, 11 s after a 5 s restart of the
+// embedded broker). On the fake clock: every wait is read and fired
+// exactly.
 func TestReconnectCappedByTokenDeadline(t *testing.T) {
-	b := startBroker(t)
-	iss := startIssuer(t, b.URL, 40) // renewal 20 s after receipt (half the lifetime)
-	iss.resubscribed(t)
-	clk := clock.NewFake(time.Unix(1_763_800_000, 0))
-	cfg := netConfig(t, netOptions{url: b.URL, backoff: "{initial: 1s, max: 60s, jitter: 0}"})
-	n := startNetAgent(t, cfg, clk)
-	n.connected(t)
-	tok := n.next(t, EventToken, waitLimit).Token
-	b.Stop()
-	n.lost(t, waitLimit)
-	elapsed := time.Duration(0)
-	for _, want := range []time.Duration{time.Second, 2 * time.Second, 4 * time.Second, 8 * time.Second} {
-		d := n.wait(t)
-		if d != want {
-			t.Fatalf("wait %v during the outage, want %v", d, want)
-		}
-		clk.Advance(d)
-		elapsed += d
+	for name, start := range capBrokers(t) {
+		t.Run(name, func(t *testing.T) {
+			b := start()
+			iss := startIssuer(t, b.url, 40) // renewal 20 s after receipt (half the lifetime)
+			iss.resubscribed(t)
+			clk := clock.NewFake(time.Unix(1_763_800_000, 0))
+			cfg := netConfig(t, netOptions{url: b.url, password: b.password, backoff: "{initial: 1s, max: 60s, jitter: 0}"})
+			n := startNetAgent(t, cfg, clk)
+			n.connected(t)
+			tok := n.next(t, EventToken, waitLimit).Token
+			b.stop()
+			n.lost(t, waitLimit)
+			elapsed := time.Duration(0)
+			for _, want := range []time.Duration{time.Second, 2 * time.Second, 4 * time.Second, 8 * time.Second} {
+				d := n.wait(t)
+				if d != want {
+					t.Fatalf("wait %v during the outage, want %v", d, want)
+				}
+				clk.Advance(d)
+				elapsed += d
+			}
+			if d := n.wait(t); d != 16*time.Second {
+				t.Fatalf("wait %v, want 16s", d)
+			}
+			// 15 s into the outage; the renewal falls due at 20 s, mid-wait.
+			clk.Advance(20*time.Second - elapsed)
+			n.next(t, EventWillExpire, waitLimit)
+			// The engine's held renewal wakes the loop: a dial at once
+			// (the broker is still down), then a wait the token affords.
+			d := n.wait(t)
+			left := tok.ExpiresIn(clk.Now())
+			if d > left/4 || d < cfg.Backoff.Initial {
+				t.Fatalf("wait %v with the token %v from expiry, want at most a quarter of it", d, left)
+			}
+			b.restart()
+			iss.resubscribed(t) // so that the request finds it
+			clk.Advance(d)
+			n.connected(t)
+			ev := n.next(t, EventToken, waitLimit) // fails on an expired event
+			if !tok.Valid(ev.At) {
+				t.Fatal("renewed after the token expired")
+			}
+			t.Logf("reconnected and renewed %v before expiry (fake clock)", tok.ExpiresIn(ev.At))
+		})
 	}
-	if d := n.wait(t); d != 16*time.Second {
-		t.Fatalf("wait %v, want 16s", d)
-	}
-	// 15 s into the outage; the renewal falls due at 20 s, mid-wait.
-	clk.Advance(20*time.Second - elapsed)
-	n.next(t, EventWillExpire, waitLimit)
-	// The engine's held renewal wakes the loop: a dial at once (the
-	// broker is still down), then a wait the token affords.
-	d := n.wait(t)
-	left := tok.ExpiresIn(clk.Now())
-	if d > left/4 || d < cfg.Backoff.Initial {
-		t.Fatalf("wait %v with the token %v from expiry, want at most a quarter of it", d, left)
-	}
-	b.Restart()
-	iss.resubscribed(t) // so that the request finds it
-	clk.Advance(d)
-	n.connected(t)
-	ev := n.next(t, EventToken, waitLimit) // fails on an expired event
-	if !tok.Valid(ev.At) {
-		t.Fatal("renewed after the token expired")
-	}
-	t.Logf("reconnected and renewed %v before expiry (fake clock)", tok.ExpiresIn(ev.At))
 }
