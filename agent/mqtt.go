@@ -209,7 +209,8 @@ func (m *mqttSource) Run(ctx context.Context, h TransportHooks) error {
 // serve runs one connection: it subscribes (retrying a refusal with
 // backoff), then waits until the connection is lost, must be redialed,
 // or ctx ends. It resets the backoff once the subscription is granted,
-// and reports whether Run should dial again at once.
+// and reports whether Run should dial again at once: when a connection
+// that worked stopped acknowledging requests.
 func (m *mqttSource) serve(ctx context.Context, c mqtt.Client, bo *backoff.ExponentialBackOff) (redial bool) {
 	retry := m.clk.NewTimer(time.Hour)
 	retry.Stop()
@@ -227,9 +228,12 @@ func (m *mqttSource) serve(ctx context.Context, c mqtt.Client, bo *backoff.Expon
 		}
 		return true
 	}
+	// A subscription the broker does not answer: dropped, and dialed
+	// again after the backoff (not at once: this connection never
+	// worked, and the next may fare no better).
 	if !attempt() {
 		m.drop(c, "the broker did not answer the subscription within request_timeout")
-		return true
+		return false
 	}
 	for {
 		select {
@@ -250,7 +254,7 @@ func (m *mqttSource) serve(ctx context.Context, c mqtt.Client, bo *backoff.Expon
 			}
 			if !attempt() {
 				m.drop(c, "the broker did not answer the subscription within request_timeout")
-				return true
+				return false
 			}
 		}
 	}
@@ -260,14 +264,16 @@ func (m *mqttSource) serve(ctx context.Context, c mqtt.Client, bo *backoff.Expon
 // but while a renewal waits for the connection no more than a quarter of
 // the time its token has left (and no less than backoff.initial), so
 // that a broker back in time leaves three quarters of the rest for the
-// connection and the request.
+// connection and the request. Once the token has expired the backoff
+// alone rules again: a fleet whose tokens ran out during a long outage
+// must not dial a broker that is down every backoff.initial.
 func (m *mqttSource) nextWait(bo *backoff.ExponentialBackOff) time.Duration {
 	w := bo.NextBackOff()
 	m.mu.Lock()
 	held, by := m.held, m.heldBy
 	m.mu.Unlock()
-	if held && !by.IsZero() {
-		w = min(w, max(m.cfg.Backoff.Initial, by.Sub(m.clk.Now())/4))
+	if left := by.Sub(m.clk.Now()); held && left > 0 {
+		w = min(w, max(m.cfg.Backoff.Initial, left/4))
 	}
 	return w
 }

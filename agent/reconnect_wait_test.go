@@ -1,10 +1,13 @@
 package agent
 
 import (
+	"context"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
+	mqtt "github.com/eclipse/paho.mqtt.golang"
 
 	"agoratokens/clock"
 )
@@ -55,7 +58,7 @@ func TestNextWaitCappedByHeldToken(t *testing.T) {
 	for _, c := range []struct {
 		name string
 		held bool
-		left time.Duration // token's time left; 0: none valid
+		left time.Duration // token's time left; 0: none valid, < 0: expired
 		want time.Duration
 	}{
 		{"nothing waits: the backoff", false, 0, 16 * time.Second},
@@ -63,15 +66,78 @@ func TestNextWaitCappedByHeldToken(t *testing.T) {
 		{"a quarter of what the token has left", true, 20 * time.Second, 5 * time.Second},
 		{"never under backoff.initial", true, 2 * time.Second, time.Second},
 		{"the backoff when it is shorter", true, 10 * time.Minute, 16 * time.Second},
+		{"the token expired: the backoff again", true, -time.Second, 16 * time.Second},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			m.held, m.heldBy = c.held, time.Time{}
-			if c.left > 0 {
+			if c.left != 0 {
 				m.heldBy = clk.Now().Add(c.left)
 			}
 			if got := m.nextWait(grown()); got != c.want {
 				t.Fatalf("wait %v, want %v", got, c.want)
 			}
 		})
+	}
+}
+
+// unansweredClient is a broker that takes the connection but never
+// answers the subscription (only what the source calls is implemented).
+type unansweredClient struct {
+	mqtt.Client
+	disconnects *atomic.Int32
+}
+
+type pendingToken struct{ doneToken }
+
+func (pendingToken) WaitTimeout(time.Duration) bool { return false }
+func (pendingToken) Done() <-chan struct{}          { return make(chan struct{}) }
+
+func (c unansweredClient) Connect() mqtt.Token    { return doneToken{} }
+func (c unansweredClient) IsConnectionOpen() bool { return true }
+func (c unansweredClient) Disconnect(uint)        { c.disconnects.Add(1) }
+func (c unansweredClient) Publish(string, byte, bool, any) mqtt.Token {
+	return doneToken{}
+}
+func (c unansweredClient) Subscribe(string, byte, mqtt.MessageHandler) mqtt.Token {
+	return pendingToken{}
+}
+
+// TestUnansweredSubscriptionRedialedWithBackoff: a connection whose
+// subscription gets no answer is dropped and dialed again, after the
+// backoff (growing: it never worked), not at once in a loop.
+func TestUnansweredSubscriptionRedialedWithBackoff(t *testing.T) {
+	clk := clock.NewFake(time.Unix(1_763_800_000, 0))
+	cfg := mqttConfig(t, "tcp://127.0.0.1:1", t.TempDir())
+	cfg.Backoff.Jitter = 0
+	m, err := newMQTT(&cfg, "dev-1", clk, testLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var dials, disconnects atomic.Int32
+	m.newClient = func(*mqtt.ClientOptions) mqtt.Client {
+		dials.Add(1)
+		return unansweredClient{disconnects: &disconnects}
+	}
+	waits := make(chan time.Duration, 8)
+	m.waited = func(d time.Duration) { waits <- d }
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- m.Run(ctx, TransportHooks{Connected: func() { t.Error("reported connected without a subscription") }})
+	}()
+	defer func() { cancel(); <-done }()
+	for i, want := range []time.Duration{cfg.Backoff.Initial, 2 * cfg.Backoff.Initial} {
+		select {
+		case d := <-waits:
+			if d != want {
+				t.Fatalf("wait %d: %v, want %v", i, d, want)
+			}
+			if n, m := dials.Load(), disconnects.Load(); n != int32(i+1) || m != n {
+				t.Fatalf("after wait %d: %d dials, %d disconnects; want %d of each", i, n, m, i+1)
+			}
+			clk.Advance(d)
+		case <-time.After(waitLimit):
+			t.Fatal("no wait chosen")
+		}
 	}
 }
