@@ -4,6 +4,12 @@
 // directions, the sockets kept open, as a Wi-Fi link that went away
 // without a RST looks), delay or throttle what it forwards, reset every
 // connection, refuse new ones, and go back to plain forwarding.
+//
+//	p, err := faultproxy.New(broker.Addr) // the client dials p.Addr()
+//	...
+//	p.Blackhole() // the link dies; the sockets stay open
+//	p.Restore()   // new connections get through; the old stay dead
+//	p.Close()     // in t.Cleanup: waits for every goroutine
 package faultproxy
 
 import (
@@ -78,7 +84,9 @@ func (p *Proxy) Blackhole() {
 	}
 }
 
-// Delay forwards each chunk d after it was read (0: at once).
+// Delay forwards each chunk d after it was read (0: at once). Each
+// direction forwards one chunk at a time, so a stream is slowed too, as
+// on a long, narrow link.
 func (p *Proxy) Delay(d time.Duration) {
 	p.mu.Lock()
 	p.delay = d
