@@ -302,14 +302,26 @@ func (m *mqttSource) pause(ctx context.Context, d time.Duration) bool {
 	return true
 }
 
-// RequestHeld is told by the engine that a request waits for the
-// connection, to renew a token that expires at by (zero: none valid):
-// Run dials at once and waits no longer than that token affords.
+// RequestHeld is told by the engine that requests wait for the
+// connection, to renew a token that expires at by (zero: none valid).
+// News (the first held request, or an earlier deadline than the one
+// known) makes Run dial at once; every wait then stays within what the
+// earliest token affords. The engine repeats itself at each step, so
+// anything else is no news.
 func (m *mqttSource) RequestHeld(by time.Time) {
+	if m.connected.Load() {
+		return // a step that ran before the engine heard of the connection
+	}
 	m.mu.Lock()
-	m.held, m.heldBy = true, by
+	known := m.heldBy.After(m.clk.Now()) // a deadline still ahead
+	news := !m.held || !by.IsZero() && (!known || by.Before(m.heldBy))
+	if news {
+		m.held, m.heldBy = true, by
+	}
 	m.mu.Unlock()
-	m.poke()
+	if news {
+		m.poke()
+	}
 }
 
 func (m *mqttSource) poke() {

@@ -141,3 +141,45 @@ func TestUnansweredSubscriptionRedialedWithBackoff(t *testing.T) {
 		}
 	}
 }
+
+// TestRequestHeldWakesOnNews: the engine repeats RequestHeld at every
+// step while requests wait; only news (the first, an earlier deadline, a
+// deadline after the known one expired) cuts the reconnect wait short.
+func TestRequestHeldWakesOnNews(t *testing.T) {
+	clk := clock.NewFake(time.Unix(1_763_800_000, 0))
+	m := &mqttSource{cfg: &Config{}, clk: clk, wake: make(chan struct{}, 1)}
+	at := func(d time.Duration) time.Time { return clk.Now().Add(d) }
+	for _, c := range []struct {
+		name    string
+		by      time.Time
+		advance time.Duration
+		wake    bool
+		heldBy  time.Time
+	}{
+		{"first held request, no valid token", time.Time{}, 0, true, time.Time{}},
+		{"the same again", time.Time{}, 0, false, time.Time{}},
+		{"a token's deadline", at(20 * time.Second), 0, true, at(20 * time.Second)},
+		{"a later one: no news", at(40 * time.Second), 0, false, at(20 * time.Second)},
+		{"no valid token: no news", time.Time{}, 0, false, at(20 * time.Second)},
+		{"an earlier one", at(10 * time.Second), 0, true, at(10 * time.Second)},
+		{"the known one expired: a later one is news", at(40 * time.Second), 15 * time.Second, true, at(40 * time.Second)},
+	} {
+		clk.Advance(c.advance)
+		m.RequestHeld(c.by)
+		woke := false
+		select {
+		case <-m.wake:
+			woke = true
+		default:
+		}
+		if woke != c.wake || !m.heldBy.Equal(c.heldBy) {
+			t.Fatalf("%s: woke %v, held by %v; want %v, %v", c.name, woke, m.heldBy, c.wake, c.heldBy)
+		}
+	}
+	m.connected.Store(true)
+	m.held = false
+	m.RequestHeld(at(5 * time.Second))
+	if m.held || len(m.wake) != 0 {
+		t.Fatal("a held request counted while connected")
+	}
+}
