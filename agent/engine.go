@@ -46,6 +46,12 @@ type TransportHooks struct {
 	Unsolicited  func(*wire.Reply)
 }
 
+// RequestWaiter is a Transport that wants to hear, at each step while
+// requests wait for its connection, when the earliest token they would
+// renew expires (zero: none valid), so as to connect at once and in time
+// (MQTT).
+type RequestWaiter interface{ RequestHeld(expires time.Time) }
+
 // Deps are the engine's collaborators; zero fields get the real ones.
 type Deps struct {
 	Logger *slog.Logger
@@ -594,6 +600,12 @@ func (e *Engine) step(ctx context.Context) time.Time {
 	if held && !e.held {
 		e.log.Debug("requests wait for the broker connection", "tokens", due)
 	}
+	var expires time.Time // the earliest expiry a held request is to beat
+	for _, s := range batch {
+		if s.tok != nil && s.tok.Valid(now) && (expires.IsZero() || s.tok.Deadline().Before(expires)) {
+			expires = s.tok.Deadline()
+		}
+	}
 	e.held = held
 	if due > 0 && !held {
 		if len(batch) > 0 {
@@ -620,6 +632,9 @@ func (e *Engine) step(ctx context.Context) time.Time {
 	}
 	if dirty {
 		e.tr.Report(st)
+	}
+	if w, ok := e.tr.(RequestWaiter); ok && held {
+		w.RequestHeld(expires)
 	}
 	if hChanged && e.health != nil {
 		e.health(h)

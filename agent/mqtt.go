@@ -28,34 +28,81 @@ var errNotConnected = errors.New("not connected to the broker")
 // mqttSource is the Transport over an MQTT broker: a persistent session
 // (clean session off, client id = device id), a QoS 1 subscription to the
 // device's token topic, and a retained status with an offline last will.
+//
+// It owns its reconnection: paho's own (AutoReconnect, ConnectRetry) is
+// off, because paho never resets its backoff after a good connection and
+// cannot hear that a token is about to expire. Run dials a fresh paho
+// client for each connection, waits the agent's backoff between failed
+// dials (reset once a connection has worked, capped by what the tokens
+// waiting for a renewal can afford), dials at once when a renewal waits
+// for the connection, and drops and redials a connection on which a
+// request got no acknowledgement within request_timeout.
 type mqttSource struct {
 	cfg    *Config
 	device string
 	topics wire.Topics
 	clk    clock.Clock
 	log    *slog.Logger
-	client mqtt.Client
-	hooks  TransportHooks
+	opts   *mqtt.ClientOptions
+	// newClient makes the client of one connection: mqtt.NewClient
+	// (tests put a fake in its place).
+	newClient func(*mqtt.ClientOptions) mqtt.Client
+	hooks     TransportHooks
+	// waited, when set, hears each wait Run chooses before dialing
+	// again (tests check the backoff with it).
+	waited func(time.Duration)
 
 	connected atomic.Bool
-	// resubscribe asks Run to try the token-topic subscription again,
-	// after a backoff, when the broker refused or did not answer it.
-	resubscribe chan struct{}
-	mu          sync.Mutex
-	pending     map[string]chan *wire.Reply
-	status      *wire.DeviceStatus
+	// lost carries the client whose connection paho reported lost.
+	lost chan mqtt.Client
+	// redial carries the client on which a request got no PUBACK in
+	// time: Run drops that connection and dials again at once.
+	redial chan mqtt.Client
+	// wake cuts Run's wait short: a request waits for the connection.
+	wake chan struct{}
+
+	mu     sync.Mutex
+	client mqtt.Client // the current connection's; nil before the first dial
+	// held: a request waits for the connection, to renew a token that
+	// expires at heldBy (zero: no valid token is at stake).
+	held    bool
+	heldBy  time.Time
+	pending map[string]chan *wire.Reply
+	status  *wire.DeviceStatus
+}
+
+// keepAliveFor is the MQTT keepalive the agent uses: broker.keepalive,
+// but at most a third of renew_before (and at least the 1 s MQTT can
+// express). paho pings after a keepalive of silence and drops the
+// connection when no answer came within the ping timeout (checking a
+// quarter keepalive apart), so a link that died without a RST is
+// noticed within about 2.5 keepalives: under renew_before, before the
+// renewal that needs it.
+func keepAliveFor(cfg *Config) time.Duration {
+	k := cfg.Broker.KeepAlive
+	if k <= 0 || k > cfg.RenewBefore/3 {
+		k = cfg.RenewBefore / 3
+	}
+	return max(k.Truncate(time.Second), time.Second)
+}
+
+// pingTimeoutFor is how long paho waits for a PINGRESP: request_timeout,
+// but no more than the keepalive.
+func pingTimeoutFor(cfg *Config, keepAlive time.Duration) time.Duration {
+	return min(cfg.RequestTimeout, keepAlive)
 }
 
 func newMQTT(cfg *Config, device string, clk clock.Clock, log *slog.Logger) (*mqttSource, error) {
 	m := &mqttSource{cfg: cfg, device: device, topics: wire.NewTopics(cfg.TopicRoot), clk: clk,
-		log: log, pending: map[string]chan *wire.Reply{}, resubscribe: make(chan struct{}, 1)}
+		log: log, pending: map[string]chan *wire.Reply{}, newClient: mqtt.NewClient,
+		lost: make(chan mqtt.Client, 4), redial: make(chan mqtt.Client, 4), wake: make(chan struct{}, 1)}
 	b := cfg.Broker
+	ka := keepAliveFor(cfg)
 	opts := mqtt.NewClientOptions().AddBroker(b.URL).SetClientID(device).
-		SetCleanSession(false).SetKeepAlive(b.KeepAlive).
-		SetAutoReconnect(true).SetMaxReconnectInterval(cfg.Backoff.Max).
+		SetCleanSession(false).SetKeepAlive(ka).SetPingTimeout(pingTimeoutFor(cfg, ka)).
+		SetAutoReconnect(false).SetConnectRetry(false).
 		SetConnectTimeout(cfg.RequestTimeout).SetWriteTimeout(cfg.RequestTimeout).
 		SetOrderMatters(false).
-		SetOnConnectHandler(m.onConnect).
 		SetConnectionLostHandler(m.onLost).
 		SetDefaultPublishHandler(m.onMessage)
 	user := b.Username
@@ -78,7 +125,7 @@ func newMQTT(cfg *Config, device string, clk clock.Clock, log *slog.Logger) (*mq
 		}
 		opts.SetTLSConfig(tc)
 	}
-	m.client = mqtt.NewClient(opts)
+	m.opts = opts
 	return m, nil
 }
 
@@ -108,8 +155,9 @@ func tlsConfig(b *BrokerConfig) (*tls.Config, error) {
 	return tc, nil
 }
 
-// Run connects (retrying with backoff), lets paho reconnect after a loss,
-// and on shutdown publishes the offline status and disconnects.
+// Run keeps a connection to the broker until ctx ends, then publishes the
+// offline status and disconnects. Each loss or failed dial is followed by
+// a wait (see nextWait) and a new dial.
 func (m *mqttSource) Run(ctx context.Context, h TransportHooks) error {
 	m.hooks = h
 	bo := &backoff.ExponentialBackOff{
@@ -118,91 +166,226 @@ func (m *mqttSource) Run(ctx context.Context, h TransportHooks) error {
 		Stop: backoff.Stop, Clock: m.clk,
 	}
 	bo.Reset()
-	for failures := 1; ; failures++ {
-		tok := m.client.Connect()
-		err := waitToken(ctx, tok)
-		if err == nil {
-			break
-		}
-		if ctx.Err() != nil {
-			m.client.Disconnect(0)
-			return nil
-		}
-		wait := bo.NextBackOff()
-		if failures&(failures-1) == 0 {
-			m.log.Warn("cannot connect to the broker; retrying", "broker", redactURL(m.cfg.Broker.URL),
-				"failures", failures, "retry_in", wait.Round(time.Millisecond), "err", err)
-		}
-		t := m.clk.NewTimer(wait)
+	for failures := 0; ; {
+		c := m.newClient(m.opts)
+		m.mu.Lock()
+		m.client = c
+		m.mu.Unlock()
+		tok := c.Connect()
 		select {
+		case <-tok.Done():
 		case <-ctx.Done():
-			t.Stop()
+			// paho gives up by itself within the connect timeout; wait
+			// for it so that no dial outlives Run.
+			tok.Wait()
+			c.Disconnect(0)
 			return nil
-		case <-t.C():
 		}
-	}
-	// Connected: paho reconnects by itself after a loss; a refused
-	// subscription is retried here, with the same backoff.
-	for {
-		select {
-		case <-ctx.Done():
-			m.shutdown()
+		var wait time.Duration
+		if err := tok.Error(); err != nil {
+			failures++
+			wait = m.nextWait(bo)
+			if failures&(failures-1) == 0 {
+				m.log.Warn("cannot connect to the broker; retrying", "broker", redactURL(m.cfg.Broker.URL),
+					"failures", failures, "retry_in", wait.Round(time.Millisecond), "err", err)
+			}
+		} else {
+			failures = 0
+			redial := m.serve(ctx, c, bo)
+			if ctx.Err() != nil {
+				m.shutdown(c)
+				return nil
+			}
+			if !redial {
+				wait = m.nextWait(bo)
+			}
+		}
+		if !m.pause(ctx, wait) {
 			return nil
-		case <-m.resubscribe:
-		}
-		t := m.clk.NewTimer(bo.NextBackOff())
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			m.shutdown()
-			return nil
-		case <-t.C():
-		}
-		if m.client.IsConnectionOpen() && m.subscribe(m.client) {
-			bo.Reset()
 		}
 	}
 }
 
-func (m *mqttSource) shutdown() {
-	if m.client.IsConnectionOpen() {
+// serve runs one connection: it subscribes (retrying a refusal with
+// backoff), then waits until the connection is lost, must be redialed,
+// or ctx ends. It resets the backoff once the subscription is granted,
+// and reports whether Run should dial again at once: when a connection
+// that worked stopped acknowledging requests.
+func (m *mqttSource) serve(ctx context.Context, c mqtt.Client, bo *backoff.ExponentialBackOff) (redial bool) {
+	retry := m.clk.NewTimer(time.Hour)
+	retry.Stop()
+	defer retry.Stop()
+	attempt := func() bool {
+		switch m.subscribe(c) {
+		case subscribed:
+			// A connection that worked: the next loss starts the
+			// backoff over, however many dials this one took.
+			bo.Reset()
+		case subscribeRefused:
+			retry.Reset(bo.NextBackOff())
+		case subscribeUnanswered:
+			return false
+		}
+		return true
+	}
+	// A subscription the broker does not answer: dropped, and dialed
+	// again after the backoff (not at once: this connection never
+	// worked, and the next may fare no better).
+	if !attempt() {
+		m.drop(c, "the broker did not answer the subscription within request_timeout")
+		return false
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return false
+		case lc := <-m.lost:
+			if lc == c {
+				return false
+			}
+		case rc := <-m.redial:
+			if rc == c {
+				m.drop(c, "a request got no acknowledgement from the broker within request_timeout")
+				return true
+			}
+		case <-retry.C():
+			if !c.IsConnectionOpen() {
+				continue // its loss is on its way
+			}
+			if !attempt() {
+				m.drop(c, "the broker did not answer the subscription within request_timeout")
+				return false
+			}
+		}
+	}
+}
+
+// nextWait is the wait before the next dial: the backoff's next delay,
+// but while a renewal waits for the connection no more than a quarter of
+// the time its token has left (and no less than backoff.initial), so
+// that a broker back in time leaves three quarters of the rest for the
+// connection and the request. Once the token has expired the backoff
+// alone rules again: a fleet whose tokens ran out during a long outage
+// must not dial a broker that is down every backoff.initial.
+func (m *mqttSource) nextWait(bo *backoff.ExponentialBackOff) time.Duration {
+	w := bo.NextBackOff()
+	m.mu.Lock()
+	held, by := m.held, m.heldBy
+	m.mu.Unlock()
+	if left := by.Sub(m.clk.Now()); held && left > 0 {
+		w = min(w, max(m.cfg.Backoff.Initial, left/4))
+	}
+	return w
+}
+
+// pause waits d before the next dial, less if a request comes to wait
+// for the connection; false when ctx ended.
+func (m *mqttSource) pause(ctx context.Context, d time.Duration) bool {
+	if d <= 0 {
+		if m.waited != nil {
+			m.waited(d)
+		}
+		return ctx.Err() == nil
+	}
+	t := m.clk.NewTimer(d)
+	defer t.Stop()
+	if m.waited != nil {
+		m.waited(d) // the timer is armed: a test may move the clock
+	}
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C():
+	case <-m.wake:
+		m.log.Debug("a request waits for the broker; dialing now")
+	}
+	return true
+}
+
+// RequestHeld is told by the engine that requests wait for the
+// connection, to renew a token that expires at by (zero: none valid).
+// News (the first held request, or an earlier deadline than the one
+// known) makes Run dial at once; every wait then stays within what the
+// earliest token affords. The engine repeats itself at each step, so
+// anything else is no news.
+func (m *mqttSource) RequestHeld(by time.Time) {
+	if m.connected.Load() {
+		return // a step that ran before the engine heard of the connection
+	}
+	m.mu.Lock()
+	known := m.heldBy.After(m.clk.Now()) // a deadline still ahead
+	news := !m.held || !by.IsZero() && (!known || by.Before(m.heldBy))
+	if news {
+		m.held, m.heldBy = true, by
+	}
+	m.mu.Unlock()
+	if news {
+		m.poke()
+	}
+}
+
+func (m *mqttSource) poke() {
+	select {
+	case m.wake <- struct{}{}:
+	default:
+	}
+}
+
+// down marks c's connection down, once, and tells the engine.
+func (m *mqttSource) down(c mqtt.Client) {
+	m.mu.Lock()
+	current := m.client == c
+	m.mu.Unlock()
+	if current && m.connected.CompareAndSwap(true, false) && m.hooks.Disconnected != nil {
+		m.hooks.Disconnected()
+	}
+}
+
+// drop ends a connection that stopped answering (a dead link: no RST,
+// no keepalive failure yet) so that Run can dial a new one.
+func (m *mqttSource) drop(c mqtt.Client, why string) {
+	m.log.Warn("dropping the broker connection; redialing", "why", why)
+	m.down(c)
+	// The old connection may not even take a DISCONNECT packet; its
+	// socket is closed without waiting.
+	c.Disconnect(0)
+}
+
+func (m *mqttSource) shutdown(c mqtt.Client) {
+	if c.IsConnectionOpen() {
 		if p, err := wire.Encode(offlineStatus()); err == nil {
-			tok := m.client.Publish(m.topics.Status(m.device), 1, true, p)
+			tok := c.Publish(m.topics.Status(m.device), 1, true, p)
 			if !tok.WaitTimeout(2*time.Second) || tok.Error() != nil {
 				m.log.Warn("could not publish the offline status", "err", tok.Error())
 			}
 		}
 	}
 	m.connected.Store(false)
-	m.client.Disconnect(250)
+	c.Disconnect(250)
 	m.log.Info("disconnected from the broker")
 }
 
-func waitToken(ctx context.Context, tok mqtt.Token) error {
-	select {
-	case <-tok.Done():
-		return tok.Error()
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-}
-
-func (m *mqttSource) onConnect(c mqtt.Client) {
-	m.subscribe(c)
-}
+// Outcomes of a subscription attempt.
+const (
+	subscribed = iota
+	subscribeRefused
+	subscribeUnanswered
+)
 
 // subscribe subscribes to the device's token topic and, once the broker
-// granted it, reports the connection up. A refused or unanswered
-// subscription (a broker whose ACL does not match, a broker too busy) is
-// logged and retried by Run with backoff; paho would not do it, and
-// disconnecting instead would stop paho's reconnection for good.
-func (m *mqttSource) subscribe(c mqtt.Client) bool {
+// granted it, reports the connection up. A refused subscription (a
+// broker whose ACL does not match) is logged and retried by serve with
+// backoff on the same connection; one the broker does not answer at all
+// is taken for a dead link, and the connection is redialed.
+func (m *mqttSource) subscribe(c mqtt.Client) int {
 	topic := m.topics.Token(m.device)
 	tok := c.Subscribe(topic, 1, m.onMessage)
-	var err error
 	if !tok.WaitTimeout(m.cfg.RequestTimeout) {
-		err = errors.New("no answer from the broker")
-	} else if err = tok.Error(); err == nil {
+		m.log.Error("cannot subscribe to the token topic", "topic", topic, "err", "no answer from the broker")
+		return subscribeUnanswered
+	}
+	err := tok.Error()
+	if err == nil {
 		if st, ok := tok.(*mqtt.SubscribeToken); ok {
 			for _, q := range st.Result() {
 				if q == 0x80 {
@@ -213,32 +396,40 @@ func (m *mqttSource) subscribe(c mqtt.Client) bool {
 	}
 	if err != nil {
 		m.log.Error("cannot subscribe to the token topic; retrying", "topic", topic, "err", err)
-		select {
-		case m.resubscribe <- struct{}{}:
-		default:
-		}
-		return false
+		return subscribeRefused
+	}
+	m.mu.Lock()
+	m.held = false
+	st := m.status
+	m.mu.Unlock()
+	select {
+	case <-m.wake: // a request that waited goes out now: no dial to hurry
+	default:
 	}
 	m.connected.Store(true)
 	m.log.Info("connected to the broker", "broker", redactURL(m.cfg.Broker.URL))
-	m.mu.Lock()
-	st := m.status
-	m.mu.Unlock()
 	if st == nil {
 		st = &wire.DeviceStatus{V: wire.SchemaVersion, State: wire.StateOnline, Agent: buildinfo.Version}
 	}
-	m.publishStatus(*st)
+	m.publishStatus(c, *st)
 	if m.hooks.Connected != nil {
 		m.hooks.Connected()
 	}
-	return true
+	return subscribed
 }
 
-func (m *mqttSource) onLost(_ mqtt.Client, err error) {
-	m.connected.Store(false)
+func (m *mqttSource) onLost(c mqtt.Client, err error) {
+	m.mu.Lock()
+	current := m.client == c
+	m.mu.Unlock()
+	if !current {
+		return // a connection Run already dropped
+	}
 	m.log.Warn("lost the broker; reconnecting", "err", err)
-	if m.hooks.Disconnected != nil {
-		m.hooks.Disconnected()
+	m.down(c)
+	select {
+	case m.lost <- c:
+	default: // full of stale losses only: Run is past them
 	}
 }
 
@@ -265,10 +456,24 @@ func (m *mqttSource) onMessage(_ mqtt.Client, msg mqtt.Message) {
 	}
 }
 
+// live returns the client of the current connection, if it is up.
+func (m *mqttSource) live() (mqtt.Client, bool) {
+	m.mu.Lock()
+	c := m.client
+	m.mu.Unlock()
+	return c, c != nil && m.connected.Load()
+}
+
 // Fetch publishes a request on the device's request topic and waits for
-// the reply with the same id on its token topic.
+// the reply with the same id on its token topic. A request the broker
+// did not acknowledge before ctx ended (the engine's request_timeout)
+// means a dead connection: Run drops it and dials again. One that was
+// acknowledged but not answered is the issuer's silence, and the
+// connection stays.
 func (m *mqttSource) Fetch(ctx context.Context, req wire.Request) (*wire.Reply, error) {
-	if !m.connected.Load() {
+	c, ok := m.live()
+	if !ok {
+		m.poke()
 		return nil, errNotConnected
 	}
 	p, err := wire.Encode(req)
@@ -284,8 +489,20 @@ func (m *mqttSource) Fetch(ctx context.Context, req wire.Request) (*wire.Reply, 
 		delete(m.pending, req.ID)
 		m.mu.Unlock()
 	}()
-	if err := waitToken(ctx, m.client.Publish(m.topics.Req(m.device), 1, false, p)); err != nil {
-		return nil, fmt.Errorf("publish request: %w", err)
+	pub := c.Publish(m.topics.Req(m.device), 1, false, p)
+	select {
+	case <-pub.Done():
+		if err := pub.Error(); err != nil {
+			return nil, fmt.Errorf("publish request: %w", err)
+		}
+	case rep := <-ch: // the reply overtook the PUBACK
+		return rep, nil
+	case <-ctx.Done():
+		select {
+		case m.redial <- c:
+		default:
+		}
+		return nil, fmt.Errorf("publish request: no acknowledgement from the broker: %w", ctx.Err())
 	}
 	select {
 	case rep := <-ch:
@@ -297,7 +514,7 @@ func (m *mqttSource) Fetch(ctx context.Context, req wire.Request) (*wire.Reply, 
 
 // State is "connected" or "disconnected".
 func (m *mqttSource) State() string {
-	if m.connected.Load() && m.client.IsConnectionOpen() {
+	if c, ok := m.live(); ok && c.IsConnectionOpen() {
 		return "connected"
 	}
 	return "disconnected"
@@ -309,18 +526,18 @@ func (m *mqttSource) Report(st wire.DeviceStatus) {
 	m.mu.Lock()
 	m.status = &st
 	m.mu.Unlock()
-	if m.connected.Load() {
-		m.publishStatus(st)
+	if c, ok := m.live(); ok {
+		m.publishStatus(c, st)
 	}
 }
 
-func (m *mqttSource) publishStatus(st wire.DeviceStatus) {
+func (m *mqttSource) publishStatus(c mqtt.Client, st wire.DeviceStatus) {
 	p, err := wire.Encode(st)
 	if err != nil {
 		m.log.Error("cannot encode status", "err", err)
 		return
 	}
-	tok := m.client.Publish(m.topics.Status(m.device), 1, true, p)
+	tok := c.Publish(m.topics.Status(m.device), 1, true, p)
 	go func() {
 		if tok.WaitTimeout(m.cfg.RequestTimeout) && tok.Error() != nil {
 			m.log.Warn("cannot publish status", "err", tok.Error())

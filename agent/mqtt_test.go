@@ -77,17 +77,24 @@ type fakeIssuer struct {
 	mu      sync.Mutex
 	reqs    []wire.Request
 	seen    chan wire.Request
+	// subscribed hears of each (re)subscription to the requests.
+	subscribed chan struct{}
 }
 
 func startIssuer(t testing.TB, url string, ttl int64) *fakeIssuer {
 	t.Helper()
-	f := &fakeIssuer{t: t, topics: wire.NewTopics(""), seen: make(chan wire.Request, 64)}
+	f := &fakeIssuer{t: t, topics: wire.NewTopics(""), seen: make(chan wire.Request, 64),
+		subscribed: make(chan struct{}, 64)}
 	f.ttl.Store(ttl)
 	opts := testbroker.Options(url, testbroker.ClientOptions{Username: "issuer", Password: issuerPassword}).
 		SetAutoReconnect(true).SetMaxReconnectInterval(200 * time.Millisecond).
 		SetOrderMatters(false). // handlers publish; they must not hold up the client
 		SetOnConnectHandler(func(c mqtt.Client) {
 			c.Subscribe(f.topics.AllReqs(), 1, f.handle).Wait()
+			select {
+			case f.subscribed <- struct{}{}:
+			default:
+			}
 		})
 	f.c = mqtt.NewClient(opts)
 	if tok := f.c.Connect(); !tok.WaitTimeout(waitLimit) || tok.Error() != nil {
@@ -95,6 +102,17 @@ func startIssuer(t testing.TB, url string, ttl int64) *fakeIssuer {
 	}
 	t.Cleanup(func() { f.c.Disconnect(0) })
 	return f
+}
+
+// resubscribed waits until the issuer has subscribed again (after a
+// broker restart).
+func (f *fakeIssuer) resubscribed(t testing.TB) {
+	t.Helper()
+	select {
+	case <-f.subscribed:
+	case <-time.After(waitLimit):
+		t.Fatal("the fake issuer did not subscribe again")
+	}
 }
 
 func (f *fakeIssuer) grant(name string) wire.Grant {
@@ -429,8 +447,8 @@ func (c *refusingClient) Subscribe(string, byte, mqtt.MessageHandler) mqtt.Token
 
 // TestMQTTRefusedSubscriptionRetried: a refused token-topic subscription
 // is logged and retried with backoff on the live connection (paho would
-// not retry it, and dropping the connection would stop paho for good),
-// and the engine hears of the connection only once subscribed.
+// not retry it), and the engine hears of the connection only once
+// subscribed.
 func TestMQTTRefusedSubscriptionRetried(t *testing.T) {
 	cfg := mqttConfig(t, "tcp://127.0.0.1:1", t.TempDir())
 	var logs testlog.Buffer
@@ -440,7 +458,7 @@ func TestMQTTRefusedSubscriptionRetried(t *testing.T) {
 	}
 	fake := &refusingClient{}
 	fake.refusals.Store(2)
-	m.client = fake
+	m.newClient = func(*mqtt.ClientOptions) mqtt.Client { return fake }
 	connected := make(chan struct{})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -448,7 +466,6 @@ func TestMQTTRefusedSubscriptionRetried(t *testing.T) {
 		done <- m.Run(ctx, TransportHooks{Connected: func() { close(connected) }})
 	}()
 	defer func() { cancel(); <-done }()
-	m.onConnect(fake) // what paho does once connected
 	select {
 	case <-connected:
 	case <-time.After(10 * time.Second):
