@@ -129,6 +129,15 @@ type BackoffConfig struct {
 	Jitter     float64
 }
 
+// randomization is Jitter as the backoff package takes it: 0 for
+// NoJitter (and for an unset Jitter, which fillDefaults replaces first).
+func (b BackoffConfig) randomization() float64 {
+	if b.Jitter == NoJitter {
+		return 0
+	}
+	return b.Jitter
+}
+
 // SocketConfig is the Unix socket the media processes talk to.
 type SocketConfig struct {
 	Path       string

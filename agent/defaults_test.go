@@ -53,7 +53,7 @@ func TestNoJitter(t *testing.T) {
 		if err != nil {
 			t.Fatalf("New: %v", err)
 		}
-		if j := e.cfg.Backoff.Jitter; j != 0 {
+		if j := e.cfg.Backoff.randomization(); j != 0 {
 			t.Errorf("jitter %v, want 0", j)
 		}
 	}

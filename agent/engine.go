@@ -196,9 +196,6 @@ func New(cfg Config, deps Deps) (*Engine, error) {
 	if err := cfg.check(); err != nil {
 		return nil, err
 	}
-	if cfg.Backoff.Jitter == NoJitter {
-		cfg.Backoff.Jitter = 0 // what the backoff package takes for none
-	}
 	device := cfg.DeviceID
 	if device == AutoDeviceID {
 		id, err := deps.DeviceID(cfg.DeviceIDPrefix)
@@ -304,7 +301,7 @@ func (c *Config) check() error {
 func (e *Engine) newSlot(name string) *slot {
 	bo := &backoff.ExponentialBackOff{
 		InitialInterval:     e.cfg.Backoff.Initial,
-		RandomizationFactor: e.cfg.Backoff.Jitter,
+		RandomizationFactor: e.cfg.Backoff.randomization(),
 		Multiplier:          e.cfg.Backoff.Multiplier,
 		MaxInterval:         e.cfg.Backoff.Max,
 		MaxElapsedTime:      0, // never give up

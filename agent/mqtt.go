@@ -161,7 +161,7 @@ func tlsConfig(b *BrokerConfig) (*tls.Config, error) {
 func (m *mqttSource) Run(ctx context.Context, h TransportHooks) error {
 	m.hooks = h
 	bo := &backoff.ExponentialBackOff{
-		InitialInterval: m.cfg.Backoff.Initial, RandomizationFactor: m.cfg.Backoff.Jitter,
+		InitialInterval: m.cfg.Backoff.Initial, RandomizationFactor: m.cfg.Backoff.randomization(),
 		Multiplier: m.cfg.Backoff.Multiplier, MaxInterval: m.cfg.Backoff.Max,
 		Stop: backoff.Stop, Clock: m.clk,
 	}

@@ -47,7 +47,7 @@ func netConfig(t testing.TB, o netOptions) Config {
 	if err != nil {
 		t.Fatal(err)
 	}
-	fillDefaults(c)
+	c.fillDefaults()
 	if err := c.ReadSecrets(); err != nil {
 		t.Fatal(err)
 	}
