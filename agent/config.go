@@ -10,7 +10,6 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
-	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -18,6 +17,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"agoratokens/accesstoken"
+	"agoratokens/configfile"
 	"agoratokens/wire"
 )
 
@@ -164,12 +164,12 @@ func ParseConfig(r io.Reader, dir string) (*Config, error) {
 		return nil, fmt.Errorf("read config: %w", err)
 	}
 	var f fileConfig
-	dec := yaml.NewDecoder(bytes.NewReader(raw))
-	dec.KnownFields(true)
-	if err := dec.Decode(&f); err != nil && !errors.Is(err, io.EOF) {
-		return nil, nameYAMLError(raw, err)
+	keys, err := configfile.Decode(raw, &f)
+	if err != nil {
+		return nil, err
 	}
-	return f.validate(dir)
+	c, err := f.validate(dir)
+	return c, keys.Locate(err)
 }
 
 // fileConfig is the YAML layout of the config file.
@@ -245,7 +245,7 @@ type duration time.Duration
 func (d *duration) UnmarshalYAML(n *yaml.Node) error {
 	v, err := time.ParseDuration(n.Value)
 	if err != nil || n.Kind != yaml.ScalarNode {
-		return &yaml.TypeError{Errors: []string{fmt.Sprintf("line %d: %q is not a duration such as 30s or 1m", n.Line, n.Value)}}
+		return &yaml.TypeError{Errors: []string{fmt.Sprintf("line %d: %q is not a duration such as 30s, 5m or 1h", n.Line, n.Value)}}
 	}
 	*d = duration(v)
 	return nil
@@ -539,61 +539,4 @@ func isLoopback(host string) bool {
 	}
 	ip := net.ParseIP(host)
 	return ip != nil && ip.IsLoopback()
-}
-
-var yamlLine = regexp.MustCompile(`line (\d+): `)
-
-// nameYAMLError rewrites yaml.v3's "line N: …" messages to name the key
-// on that line ("broker.url (line N): …").
-func nameYAMLError(raw []byte, err error) error {
-	var root yaml.Node
-	if yaml.Unmarshal(raw, &root) != nil {
-		return fmt.Errorf("yaml: %w", err)
-	}
-	keys := map[int]string{}
-	indexKeys(&root, "", keys)
-	var te *yaml.TypeError
-	msgs := []string{err.Error()}
-	if errors.As(err, &te) {
-		msgs = te.Errors
-	}
-	var out []error
-	for _, m := range msgs {
-		m = strings.TrimPrefix(m, "yaml: ")
-		if sm := yamlLine.FindStringSubmatch(m); sm != nil {
-			n, _ := strconv.Atoi(sm[1])
-			if k, ok := keys[n]; ok {
-				m = fmt.Sprintf("%s (line %d): %s", k, n, strings.Replace(m, sm[0], "", 1))
-			}
-		}
-		out = append(out, errors.New(m))
-	}
-	return errors.Join(out...)
-}
-
-// indexKeys maps the line of every mapping key to its dotted path.
-func indexKeys(n *yaml.Node, path string, keys map[int]string) {
-	switch n.Kind {
-	case yaml.DocumentNode:
-		for _, c := range n.Content {
-			indexKeys(c, path, keys)
-		}
-	case yaml.MappingNode:
-		for i := 0; i+1 < len(n.Content); i += 2 {
-			p := n.Content[i].Value
-			if path != "" {
-				p = path + "." + p
-			}
-			keys[n.Content[i].Line] = p
-			indexKeys(n.Content[i+1], p, keys)
-		}
-	case yaml.SequenceNode:
-		for i, c := range n.Content {
-			p := fmt.Sprintf("%s[%d]", path, i)
-			if _, ok := keys[c.Line]; !ok {
-				keys[c.Line] = p
-			}
-			indexKeys(c, p, keys)
-		}
-	}
 }

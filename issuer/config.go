@@ -22,9 +22,8 @@ import (
 	"strings"
 	"time"
 
-	"gopkg.in/yaml.v3"
-
 	"agoratokens/accesstoken"
+	"agoratokens/configfile"
 	"agoratokens/wire"
 )
 
@@ -163,11 +162,12 @@ func ParseConfig(r io.Reader) (*Config, error) {
 		return nil, err
 	}
 	var cfg Config
-	if err := decodeStrict(src, &cfg); err != nil {
+	keys, err := configfile.Decode(src, &cfg)
+	if err != nil {
 		return nil, err
 	}
 	if err := cfg.fill(); err != nil {
-		return nil, err
+		return nil, keys.Locate(err)
 	}
 	return &cfg, nil
 }
@@ -333,9 +333,10 @@ func (l *Limits) fill() error {
 	return nil
 }
 
-// Resolve makes the config's relative paths relative to dir and reads
-// the certificates and the broker password, checking their modes.
-func (c *Config) Resolve(dir string) error {
+// ResolvePaths makes the config's relative paths relative to dir (the
+// config file's directory). Resolve does this too; ResolvePaths is for
+// commands that need the paths but none of the secrets.
+func (c *Config) ResolvePaths(dir string) {
 	abs := func(p *string) {
 		if *p != "" && !filepath.IsAbs(*p) {
 			*p = filepath.Join(dir, *p)
@@ -355,6 +356,12 @@ func (c *Config) Resolve(dir string) error {
 		abs(&e.TLSKeyFile)
 		abs(&e.CredentialsFile)
 	}
+}
+
+// Resolve makes the config's relative paths relative to dir and reads
+// the certificates and the broker password, checking their modes.
+func (c *Config) Resolve(dir string) error {
+	c.ResolvePaths(dir)
 	c.certs = c.certs[:0]
 	for i, cc := range c.Certificates {
 		v, err := readCertificateFile(fmt.Sprintf("certificates[%d].file", i), cc.File)
@@ -410,19 +417,4 @@ func ParseLogLevel(s string) (slog.Level, error) {
 		return l, nil
 	}
 	return 0, fmt.Errorf("%q is not debug, info, warn or error", s)
-}
-
-// decodeStrict decodes one YAML document into v, rejecting unknown keys
-// and naming the key of any error.
-func decodeStrict(src []byte, v any) error {
-	dec := yaml.NewDecoder(bytes.NewReader(src))
-	dec.KnownFields(true)
-	err := dec.Decode(v)
-	if err == io.EOF {
-		return fmt.Errorf("file is empty")
-	}
-	if err != nil {
-		return nameYAMLError(src, err)
-	}
-	return nil
 }

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"agoratokens/accesstoken"
+	"agoratokens/configfile"
 	"agoratokens/wire"
 )
 
@@ -227,48 +228,58 @@ func ParsePolicy(r io.Reader, limits Limits) (*Policy, error) {
 		return nil, err
 	}
 	var p Policy
-	if err := decodeStrict(src, &p); err != nil {
+	keys, err := configfile.Decode(src, &p)
+	if err != nil {
 		return nil, err
 	}
 	if err := limits.fill(); err != nil {
 		return nil, err
 	}
+	if err := p.check(limits); err != nil {
+		return nil, keys.Locate(err)
+	}
+	return &p, nil
+}
+
+// check validates a decoded policy and fills its defaults; its errors
+// start with the key they are about.
+func (p *Policy) check(limits Limits) error {
 	for i, d := range p.Deny {
 		if err := checkGlob(d); err != nil {
-			return nil, fmt.Errorf("deny[%d]: %w", i, err)
+			return fmt.Errorf("deny[%d]: %w", i, err)
 		}
 	}
 	if len(p.Rules) == 0 {
-		return nil, errors.New("rules: missing; with no rule every device is refused")
+		return errors.New("rules: missing; with no rule every device is refused")
 	}
 	for i := range p.Rules {
 		rule := &p.Rules[i]
 		key := fmt.Sprintf("rules[%d]", i)
 		if err := checkGlob(rule.Match); err != nil {
-			return nil, fmt.Errorf("%s.match: %w", key, err)
+			return fmt.Errorf("%s.match: %w", key, err)
 		}
 		if len(rule.Tokens) == 0 {
-			return nil, fmt.Errorf("%s.tokens: missing; a rule must grant at least one token", key)
+			return fmt.Errorf("%s.tokens: missing; a rule must grant at least one token", key)
 		}
 		for name, t := range rule.Tokens {
 			tkey := key + ".tokens." + name
 			if err := wire.ValidateName("token name", name); err != nil {
-				return nil, fmt.Errorf("%s: %w", tkey, err)
+				return fmt.Errorf("%s: %w", tkey, err)
 			}
 			if err := t.fill(limits); err != nil {
-				return nil, fmt.Errorf("%s: %w", tkey, err)
+				return fmt.Errorf("%s: %w", tkey, err)
 			}
 			g, err := t.expand(name, "sample-device-01")
 			if err == nil {
 				_, err = sampleSigner.sign(g, time.Unix(1_700_000_000, 0))
 			}
 			if err != nil {
-				return nil, fmt.Errorf("%s: filled in for device sample-device-01: %w", tkey, err)
+				return fmt.Errorf("%s: filled in for device sample-device-01: %w", tkey, err)
 			}
 			rule.Tokens[name] = t
 		}
 	}
-	return &p, nil
+	return nil
 }
 
 func checkGlob(g string) error {
