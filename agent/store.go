@@ -2,7 +2,6 @@ package agent
 
 import (
 	"encoding/json"
-	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -10,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"agoratokens/atomicfile"
 	"agoratokens/wire"
 )
 
@@ -130,8 +130,9 @@ func readSaved(path, name string) (*savedToken, error) {
 	return &st, nil
 }
 
-// save writes one token atomically: a temporary file, fsync, rename over
-// the old file, fsync of the directory. Mode 0600.
+// save writes one token atomically and durably (package atomicfile: a
+// temporary token-NAME.json.*.tmp, fsync, rename, fsync of the
+// directory). Mode 0600.
 func (s *store) save(st *savedToken) error {
 	st.V = stateVersion
 	b, err := json.Marshal(st)
@@ -139,29 +140,8 @@ func (s *store) save(st *savedToken) error {
 		return err
 	}
 	path := filepath.Join(s.dir, fileName(st.Grant.Name))
-	tmp := path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
-	if err != nil {
+	if err := atomicfile.WritePrivate(path, append(b, '\n')); err != nil {
 		return fmt.Errorf("persist token %q: %w", st.Grant.Name, err)
-	}
-	_, werr := f.Write(append(b, '\n'))
-	serr := f.Sync()
-	cerr := f.Close()
-	if err := errors.Join(werr, serr, cerr); err != nil {
-		_ = os.Remove(tmp)
-		return fmt.Errorf("persist token %q: %w", st.Grant.Name, err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		_ = os.Remove(tmp)
-		return fmt.Errorf("persist token %q: %w", st.Grant.Name, err)
-	}
-	d, err := os.Open(s.dir)
-	if err != nil {
-		return fmt.Errorf("persist token %q: sync dir: %w", st.Grant.Name, err)
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("persist token %q: sync dir: %w", st.Grant.Name, err)
 	}
 	return nil
 }
