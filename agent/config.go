@@ -18,6 +18,7 @@ import (
 
 	"agoratokens/accesstoken"
 	"agoratokens/configfile"
+	"agoratokens/secretfile"
 	"agoratokens/wire"
 )
 
@@ -83,7 +84,7 @@ type BrokerConfig struct {
 	KeyFile      string
 	KeepAlive    time.Duration
 
-	password *secret
+	password *secretfile.Secret
 }
 
 // HTTPConfig is the HTTP token source, used instead of a broker.
@@ -95,7 +96,7 @@ type HTTPConfig struct {
 	// Fetch says what to ask an agora-token-service for, per token name.
 	Fetch []HTTPFetch
 
-	bearer *secret
+	bearer *secretfile.Secret
 }
 
 // HTTPFetch is one token fetched from an agora-token-service.
@@ -133,10 +134,6 @@ type LEDConfig struct {
 	Sysfs     string
 	ActiveLow bool
 }
-
-// secret holds a password or API key. It sits behind a pointer so that
-// printing a Config shows an address, never the value.
-type secret struct{ v string }
 
 // LoadConfig reads, parses and validates the config file at path, and
 // reads the secret files it names (checking their modes).

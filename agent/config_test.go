@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"agoratokens/secretfile"
 )
 
 func TestShippedConfigParses(t *testing.T) {
@@ -126,7 +128,7 @@ func TestSecretFiles(t *testing.T) {
 		}
 		c, err := LoadConfig(cfgPath)
 		if tt.wantErr == "" {
-			if err != nil || c.Broker.password.v != "s3cret-value" {
+			if err != nil || c.Broker.password.Reveal() != "s3cret-value" {
 				t.Fatalf("%s: err=%v", tt.file, err)
 			}
 			continue
@@ -155,4 +157,10 @@ func TestConfigURLErrorsHidePassword(t *testing.T) {
 			t.Errorf("error shows the password: %v", err)
 		}
 	}
+}
+
+// newSecret is a secret made in memory, as ReadSecrets would read it.
+func newSecret(v string) *secretfile.Secret {
+	s := secretfile.NewSecret(v)
+	return &s
 }

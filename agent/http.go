@@ -73,7 +73,7 @@ func (h *httpSource) get(ctx context.Context, u string) (*http.Response, []byte,
 	}
 	r.Header.Set("Accept", "application/json")
 	if h.cfg.bearer != nil {
-		r.Header.Set("Authorization", "Bearer "+h.cfg.bearer.v)
+		r.Header.Set("Authorization", "Bearer "+h.cfg.bearer.Reveal())
 	}
 	resp, err := h.client.Do(r)
 	if err != nil {

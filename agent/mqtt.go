@@ -64,7 +64,7 @@ func newMQTT(cfg *Config, device string, clk clock.Clock, log *slog.Logger) (*mq
 	}
 	opts.SetUsername(user)
 	if b.password != nil {
-		opts.SetPassword(b.password.v)
+		opts.SetPassword(b.password.Reveal())
 	}
 	will, err := wire.Encode(offlineStatus())
 	if err != nil {

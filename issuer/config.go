@@ -369,7 +369,7 @@ func (c *Config) Resolve(dir string) error {
 			return err
 		}
 		for _, prev := range c.certs {
-			if prev.Value.v == v.v {
+			if prev.Value.Equal(v) {
 				return fmt.Errorf("certificates[%d].file: same certificate as id %q", i, prev.ID)
 			}
 		}

@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"agoratokens/secretfile"
 )
 
 const (
@@ -137,7 +139,7 @@ func TestLoadConfigSecrets(t *testing.T) {
 }
 
 func TestSecretNeverPrints(t *testing.T) {
-	s := Secret{v: testCert}
+	s := secretfile.NewSecret(testCert)
 	for _, out := range []string{s.String(), s.GoString(), s.LogValue().String()} {
 		if strings.Contains(out, testCert) {
 			t.Fatalf("secret printed: %s", out)

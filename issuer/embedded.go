@@ -17,6 +17,7 @@ import (
 
 	"agoratokens/buildinfo"
 	"agoratokens/issuer/broker"
+	"agoratokens/secretfile"
 )
 
 // serviceUser is the issuer's login on its embedded broker.
@@ -50,11 +51,11 @@ func (s *Service) brokerConn(ctx context.Context, g *errgroup.Group, cfg *Config
 	if _, err := rand.Read(b[:]); err != nil {
 		return brokerConn{}, nil, err
 	}
-	password := Secret{v: hex.EncodeToString(b[:])}
+	password := secretfile.NewSecret(hex.EncodeToString(b[:]))
 	br, err := broker.New(broker.Config{
 		Listen: e.Listen, TLSCertFile: e.TLSCertFile, TLSKeyFile: e.TLSKeyFile,
 		CredentialsFile: e.CredentialsFile, TopicRoot: cfg.TopicRoot,
-		ServiceUser: serviceUser, ServicePassword: password.v,
+		ServiceUser: serviceUser, ServicePassword: password.Reveal(),
 		Logger: s.log.With("component", "broker"),
 	})
 	if err != nil {
