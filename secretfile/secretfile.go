@@ -68,11 +68,8 @@ func read(path string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	if !st.Mode().IsRegular() {
-		return "", fmt.Errorf("%s is not a regular file", path)
-	}
-	if perm := st.Mode().Perm(); perm&0o027 != 0 {
-		return "", fmt.Errorf("%s has mode %04o; a secret file must be 0600 or 0640 (chmod 600 %s)", path, perm, path)
+	if err := checkMode(path, st, "a secret file"); err != nil {
+		return "", err
 	}
 	buf := make([]byte, MaxSize+1)
 	n, err := f.Read(buf)
@@ -90,4 +87,25 @@ func read(path string) (string, error) {
 		return "", fmt.Errorf("%s must hold the secret on one line", path)
 	}
 	return v, nil
+}
+
+// CheckMode refuses a file that holds a secret but is not one as Read
+// wants it: not a regular file, writable by its group or readable by
+// others. what names the file's kind in the error ("a private key").
+func CheckMode(path, what string) error {
+	st, err := os.Stat(path)
+	if err != nil {
+		return err
+	}
+	return checkMode(path, st, what)
+}
+
+func checkMode(path string, st os.FileInfo, what string) error {
+	if !st.Mode().IsRegular() {
+		return fmt.Errorf("%s is not a regular file", path)
+	}
+	if perm := st.Mode().Perm(); perm&0o027 != 0 {
+		return fmt.Errorf("%s has mode %04o; %s must be 0600 or 0640 (chmod 600 %s)", path, perm, what, path)
+	}
+	return nil
 }
