@@ -7,7 +7,6 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -18,6 +17,7 @@ import (
 
 	"agoratokens/accesstoken"
 	"agoratokens/configfile"
+	"agoratokens/redact"
 	"agoratokens/secretfile"
 	"agoratokens/wire"
 )
@@ -368,12 +368,12 @@ func (b *fileBroker) validate(e *errs, abs func(string) string) *BrokerConfig {
 	}
 	if b.URL == "" {
 		e.add("broker.url", "missing (tcp://host:1883 or ssl://host:8883)")
-	} else if u, err := url.Parse(b.URL); err != nil {
-		e.add("broker.url", "%v", parseErr(err))
+	} else if u, err := redact.ParseURL(b.URL); err != nil {
+		e.add("broker.url", "%v", err)
 	} else if u.Scheme != "tcp" && u.Scheme != "ssl" {
 		e.add("broker.url", "scheme %q is not tcp or ssl", u.Scheme)
 	} else if u.Port() == "" || u.Hostname() == "" {
-		e.add("broker.url", "%q lacks a host or port", u.Redacted())
+		e.add("broker.url", "%s lacks a host or port", redact.URL(b.URL))
 	} else if u.Scheme == "tcp" && (b.CAFile != "" || b.CertFile != "") {
 		e.add("broker.url", "TLS files are set but the scheme is tcp (use ssl://)")
 	}
@@ -394,8 +394,8 @@ func (h *fileHTTP) validate(e *errs, abs func(string) string, tokens []string) *
 	}
 	if h.URL == "" {
 		e.add("http.url", "missing")
-	} else if u, err := url.Parse(h.URL); err != nil {
-		e.add("http.url", "%v", parseErr(err))
+	} else if u, err := redact.ParseURL(h.URL); err != nil {
+		e.add("http.url", "%v", err)
 	} else if u.Scheme != "https" && u.Scheme != "http" {
 		e.add("http.url", "scheme %q is not https", u.Scheme)
 	} else if u.Scheme == "http" && !isLoopback(u.Hostname()) {

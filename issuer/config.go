@@ -16,7 +16,6 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -24,6 +23,7 @@ import (
 
 	"agoratokens/accesstoken"
 	"agoratokens/configfile"
+	"agoratokens/redact"
 	"agoratokens/wire"
 )
 
@@ -273,7 +273,7 @@ func (b *BrokerConfig) fill() error {
 		}
 		return nil
 	}
-	u, err := url.Parse(b.URL)
+	u, err := redact.ParseURL(b.URL)
 	if err != nil {
 		return fmt.Errorf("broker.url: %w", err)
 	}
@@ -281,7 +281,7 @@ func (b *BrokerConfig) fill() error {
 		return fmt.Errorf("broker.url: scheme %q is not tcp or ssl", u.Scheme)
 	}
 	if u.Port() == "" || u.Hostname() == "" {
-		return fmt.Errorf("broker.url: %q needs a host and a port", b.URL)
+		return fmt.Errorf("broker.url: %s needs a host and a port", redact.URL(b.URL))
 	}
 	if u.User != nil {
 		return fmt.Errorf("broker.url: put the user in broker.username and the password in broker.password_file, not in the url")

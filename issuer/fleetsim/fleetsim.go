@@ -144,6 +144,9 @@ func New(cfg Config) (*Sim, error) {
 	case cfg.Rate < 0:
 		return nil, fmt.Errorf("rate: %v is negative", cfg.Rate)
 	}
+	if _, err := parseBrokerURL(cfg.BrokerURL); err != nil {
+		return nil, err
+	}
 	if cfg.Prefix == "" {
 		cfg.Prefix = "dev-sim-"
 	}
