@@ -136,7 +136,10 @@ func TestErrorsNameTheKey(t *testing.T) {
 		{"missing CA", func() error { _, err := Client("broker.", Files{CAFile: filepath.Join(dir, "nope")}); return err }, "broker.ca_file: open"},
 		{"CA not PEM", func() error { _, err := Client("broker.", Files{CAFile: notPEM}); return err }, "broker.ca_file: " + notPEM + " holds no PEM certificate"},
 		{"cert without key", func() error { _, err := Client("broker.", Files{CertFile: cert}); return err }, "broker.cert_file and broker.key_file go together"},
-		{"missing cert", func() error { _, err := Client("broker.", Files{CertFile: filepath.Join(dir, "nope"), KeyFile: key}); return err }, "broker.cert_file: stat"},
+		{"missing cert", func() error {
+			_, err := Client("broker.", Files{CertFile: filepath.Join(dir, "nope"), KeyFile: key})
+			return err
+		}, "broker.cert_file: stat"},
 		{"world-readable key", func() error { _, err := Client("broker.", Files{CertFile: cert, KeyFile: openKey}); return err }, "broker.key_file: " + openKey + " has mode 0644; a private key must be 0600 or 0640"},
 		{"key not PEM", func() error { _, err := KeyPair("tls_cert_file", cert, "tls_key_file", notPEM); return err }, "tls_cert_file, tls_key_file: tls:"},
 		{"pinned not PEM", func() error { _, err := Pinned("broker.embedded.tls_cert_file", notPEM); return err }, "broker.embedded.tls_cert_file: " + notPEM + " holds no PEM"},
