@@ -72,6 +72,8 @@ type Config struct {
 	Socket   SocketConfig
 	LED      LEDConfig
 	LogLevel slog.Level
+
+	keys *configfile.Keys // where each key stands in the file, for errors
 }
 
 // BrokerConfig is the MQTT connection.
@@ -147,7 +149,7 @@ func LoadConfig(path string) (*Config, error) {
 		return nil, fmt.Errorf("config %s: %w", path, err)
 	}
 	if err := cfg.ReadSecrets(); err != nil {
-		return nil, fmt.Errorf("config %s: %w", path, err)
+		return nil, fmt.Errorf("config %s: %w", path, cfg.keys.Locate(err))
 	}
 	return cfg, nil
 }
@@ -166,7 +168,11 @@ func ParseConfig(r io.Reader, dir string) (*Config, error) {
 		return nil, err
 	}
 	c, err := f.validate(dir)
-	return c, keys.Locate(err)
+	if err != nil {
+		return nil, keys.Locate(err)
+	}
+	c.keys = keys
+	return c, nil
 }
 
 // fileConfig is the YAML layout of the config file.

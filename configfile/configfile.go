@@ -324,9 +324,8 @@ func (k *Keys) Locate(err error) error {
 		}
 		return errors.Join(out...)
 	}
-	var ce *Error
-	if errors.As(err, &ce) {
-		return err
+	if _, ok := err.(*Error); ok {
+		return err // placed already
 	}
 	msg := err.Error()
 	m := keyPrefixRE.FindStringSubmatch(msg)
@@ -338,4 +337,13 @@ func (k *Keys) Locate(err error) error {
 		return err
 	}
 	return &Error{Key: m[1], Line: line, Msg: msg[len(m[0]):], err: err}
+}
+
+// LocateAll is Locate for each of errs.
+func (k *Keys) LocateAll(errs []error) []error {
+	out := make([]error, len(errs))
+	for i, err := range errs {
+		out[i] = k.Locate(err)
+	}
+	return out
 }

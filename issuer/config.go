@@ -12,8 +12,10 @@ package issuer
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"net"
 	"os"
@@ -22,7 +24,9 @@ import (
 	"time"
 
 	"agoratokens/accesstoken"
+	"agoratokens/brokertls"
 	"agoratokens/configfile"
+	"agoratokens/issuer/devices"
 	"agoratokens/redact"
 	"agoratokens/wire"
 )
@@ -67,8 +71,10 @@ type Config struct {
 	// LogLevel is debug, info (default), warn or error.
 	LogLevel string `yaml:"log_level"`
 
-	certs    []Certificate // read by Resolve
-	password Secret        // broker password, read by Resolve
+	certs    []Certificate    // read by Resolve
+	password Secret           // broker password, read by Resolve
+	warnings []error          // found by Resolve
+	keys     *configfile.Keys // where each key stands, for errors
 }
 
 // CertificateConfig names an App Certificate file.
@@ -149,7 +155,7 @@ func LoadConfig(path string) (*Config, error) {
 		return nil, fmt.Errorf("config %s: %w", path, err)
 	}
 	if err := cfg.Resolve(filepath.Dir(path)); err != nil {
-		return nil, fmt.Errorf("config %s: %w", path, err)
+		return nil, fmt.Errorf("config %s: %w", path, cfg.keys.Locate(err))
 	}
 	return cfg, nil
 }
@@ -169,6 +175,7 @@ func ParseConfig(r io.Reader) (*Config, error) {
 	if err := cfg.fill(); err != nil {
 		return nil, keys.Locate(err)
 	}
+	cfg.keys = keys
 	return &cfg, nil
 }
 
@@ -358,8 +365,12 @@ func (c *Config) ResolvePaths(dir string) {
 	}
 }
 
-// Resolve makes the config's relative paths relative to dir and reads
-// the certificates and the broker password, checking their modes.
+// Resolve makes the config's relative paths relative to dir and loads
+// every file the config names as serve will: the certificates and the
+// broker password (checking their modes), the broker's TLS files (a
+// private key must be 0600 or 0640), and the embedded broker's device
+// credentials. What serve accepts but should not go unnoticed (no
+// credentials file yet) is in Warnings.
 func (c *Config) Resolve(dir string) error {
 	c.ResolvePaths(dir)
 	c.certs = c.certs[:0]
@@ -382,19 +393,53 @@ func (c *Config) Resolve(dir string) error {
 		}
 		c.password = p
 	}
-	for key, p := range map[string]string{
-		"broker.ca_file": c.Broker.CAFile, "broker.cert_file": c.Broker.CertFile,
-		"broker.key_file": c.Broker.KeyFile, "policy_file": c.PolicyFile,
-	} {
-		if p == "" {
-			continue
-		}
-		if _, err := os.Stat(p); err != nil {
-			return fmt.Errorf("%s: %w", key, err)
+	if _, err := os.Stat(c.PolicyFile); err != nil {
+		return fmt.Errorf("policy_file: %w", err)
+	}
+	c.warnings = nil
+	if e := c.Broker.Embedded; e != nil {
+		return c.resolveEmbedded(e)
+	}
+	if c.Broker.CAFile != "" || c.Broker.CertFile != "" || c.Broker.KeyFile != "" {
+		if _, err := brokertls.Client("broker.", brokertls.Files{CAFile: c.Broker.CAFile, CertFile: c.Broker.CertFile, KeyFile: c.Broker.KeyFile}); err != nil {
+			return err
 		}
 	}
 	return nil
 }
+
+// resolveEmbedded loads what the embedded broker will load at start: its
+// TLS certificate and key, and the device credentials file.
+func (c *Config) resolveEmbedded(e *EmbeddedBrokerConfig) error {
+	if e.TLSCertFile != "" {
+		if _, err := brokertls.KeyPair("broker.embedded.tls_cert_file", e.TLSCertFile, "broker.embedded.tls_key_file", e.TLSKeyFile); err != nil {
+			return err
+		}
+	}
+	const key = "broker.embedded.credentials_file"
+	if _, err := os.Stat(e.CredentialsFile); errors.Is(err, fs.ErrNotExist) {
+		c.warn(key, "%s does not exist: no device can log in until `agora-token-issuer device add` registers one", e.CredentialsFile)
+		return nil
+	}
+	f, err := devices.Load(e.CredentialsFile)
+	if err != nil {
+		return fmt.Errorf("%s: %w", key, err)
+	}
+	if f.Len() == 0 {
+		c.warn(key, "%s holds no device: none can log in until `agora-token-issuer device add` registers one", e.CredentialsFile)
+	}
+	return nil
+}
+
+// warn records something serve accepts but an operator should know.
+func (c *Config) warn(key, format string, a ...any) {
+	c.warnings = append(c.warnings, fmt.Errorf("%s: %s", key, fmt.Sprintf(format, a...)))
+}
+
+// Warnings returns what Resolve found that serve accepts but an operator
+// should hear about (a device credentials file that does not exist),
+// each naming its key and file.
+func (c *Config) Warnings() []error { return c.keys.LocateAll(c.warnings) }
 
 // Certs returns the certificates read by LoadConfig (or Resolve), in the
 // order listed.

@@ -211,6 +211,9 @@ func LoadPolicy(file string, limits Limits) (*Policy, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read policy: %w", err)
 	}
+	if st, err := os.Stat(file); err == nil && st.Mode().Perm()&0o002 != 0 {
+		return nil, fmt.Errorf("policy_file: %s has mode %04o: any user of this host could rewrite who gets which token (chmod o-w %s)", file, st.Mode().Perm(), file)
+	}
 	p, err := ParsePolicy(bytes.NewReader(b), limits)
 	if err != nil {
 		return nil, fmt.Errorf("policy %s: %w", file, err)
@@ -257,6 +260,13 @@ func (p *Policy) check(limits Limits) error {
 		key := fmt.Sprintf("rules[%d]", i)
 		if err := checkGlob(rule.Match); err != nil {
 			return fmt.Errorf("%s.match: %w", key, err)
+		}
+		// The first match wins: a rule after a catch-all, or after a rule
+		// with the same glob, never applies.
+		for j, prev := range p.Rules[:i] {
+			if prev.Match == "*" || prev.Match == rule.Match {
+				return fmt.Errorf("%s.match: %q can never match: rules[%d] (match %q) comes first and takes every device it would", key, rule.Match, j, prev.Match)
+			}
 		}
 		if len(rule.Tokens) == 0 {
 			return fmt.Errorf("%s.tokens: missing; a rule must grant at least one token", key)
