@@ -104,7 +104,7 @@ func Decode(src []byte, v any) (*Keys, error) {
 	return keys, nil
 }
 
-var yamlLineRE = regexp.MustCompile(`^(?:yaml: )?line (\d+): (.*)$`)
+var yamlLineRE = regexp.MustCompile(`(?s)^(?:yaml: )?line (\d+): (.*)$`)
 
 // syntaxError words an error of the YAML parser.
 func syntaxError(err error) error {
@@ -117,9 +117,9 @@ func syntaxError(err error) error {
 }
 
 var (
-	unknownRE   = regexp.MustCompile(`^field (\S+) not found in type `)
-	unmarshalRE = regexp.MustCompile("^cannot unmarshal !!(\\w+)(?: `(.*)`)? into (.+)$")
-	dupRE       = regexp.MustCompile(`^mapping key "(.*)" already defined at line (\d+)$`)
+	unknownRE   = regexp.MustCompile(`(?s)^field (.*) not found in type `)
+	unmarshalRE = regexp.MustCompile("(?s)^cannot unmarshal (!\\S*)(?: `(.*)`)? into (.+)$")
+	dupRE       = regexp.MustCompile(`(?s)^mapping key "(.*)" already defined at line (\d+)$`)
 )
 
 // decodeError turns yaml.v3's decoding errors into Errors.
@@ -165,9 +165,9 @@ func (k *Keys) decodeError(err error) error {
 		case m.into != "":
 			got := describeTag(m.tag)
 			switch m.tag {
-			case "seq":
+			case "!!seq":
 				pick(func(x keyEntry) bool { return x.value.Kind == yaml.SequenceNode })
-			case "map":
+			case "!!map":
 				pick(func(x keyEntry) bool { return x.value.Kind == yaml.MappingNode })
 			default:
 				got = strconv.Quote(m.value)
@@ -204,18 +204,12 @@ func matchAny(msg string) yamlMsg {
 // describeTag says what a YAML node of a tag is, for people.
 func describeTag(tag string) string {
 	switch tag {
-	case "seq":
+	case "!!seq":
 		return "a list"
-	case "map":
+	case "!!map":
 		return "a mapping"
-	case "int", "float":
-		return "a number"
-	case "bool":
-		return "true or false"
-	case "null":
-		return "empty"
 	}
-	return "a " + tag
+	return "a value tagged " + tag
 }
 
 // describeType says what a value of a Go type written in a config file
