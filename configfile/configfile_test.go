@@ -41,7 +41,7 @@ func TestDecodeErrorsNameKeyAndLine(t *testing.T) {
 		{"second document", "ttl: 1s\n---\nttl: 2s\n", `line 2: a second YAML document`},
 		{"not a mapping", "- a\n", `a list is not a mapping of keys`},
 		{"key with a space", "ttl: 1s\n0 0: x\n", `0 0 (line 2): unknown key "0 0"`},
-		{"scalar over lines", "0\n\n0", `line 1: "0\\n0" is not a mapping of keys`},
+		{"scalar over lines", "0\n\n0", `line 1: "0\n0" is not a mapping of keys`},
 		{"custom tag", "ttl: !x 5\n", `ttl (line 1): "5" is not a duration`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
