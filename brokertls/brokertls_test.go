@@ -1,56 +1,16 @@
 package brokertls
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
-	"math/big"
 	"net"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
-)
 
-// writeCert writes a self-signed certificate for 127.0.0.1 and its key
-// (mode keyMode) into dir.
-func writeCert(t *testing.T, dir, name string, keyMode os.FileMode) (certFile, keyFile string) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: name},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}, IsCA: true, BasicConstraintsValid: true,
-		KeyUsage: x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kder, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	certFile, keyFile = filepath.Join(dir, name+".crt"), filepath.Join(dir, name+".key")
-	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Chmod(keyFile, keyMode); err != nil {
-		t.Fatal(err)
-	}
-	return certFile, keyFile
-}
+	"agoratokens/internal/testcert"
+)
 
 // handshake runs one TLS handshake between a listener presenting
 // serverCert and a client with cfg.
@@ -79,7 +39,7 @@ func handshake(t *testing.T, serverCert tls.Certificate, cfg *tls.Config) error 
 
 func TestClientVerifiesWithCAFile(t *testing.T) {
 	dir := t.TempDir()
-	cert, key := writeCert(t, dir, "broker", 0o600)
+	cert, key := testcert.Write(t, dir, "broker", 0o600)
 	pair, err := KeyPair("tls_cert_file", cert, "tls_key_file", key)
 	if err != nil {
 		t.Fatal(err)
@@ -94,7 +54,7 @@ func TestClientVerifiesWithCAFile(t *testing.T) {
 	if err := handshake(t, pair, cfg); err != nil {
 		t.Fatalf("handshake with the CA file's broker: %v", err)
 	}
-	other, otherKey := writeCert(t, dir, "other", 0o600)
+	other, otherKey := testcert.Write(t, dir, "other", 0o600)
 	otherPair, err := KeyPair("c", other, "k", otherKey)
 	if err != nil {
 		t.Fatal(err)
@@ -106,7 +66,7 @@ func TestClientVerifiesWithCAFile(t *testing.T) {
 
 func TestPinned(t *testing.T) {
 	dir := t.TempDir()
-	cert, key := writeCert(t, dir, "embedded", 0o600)
+	cert, key := testcert.Write(t, dir, "embedded", 0o600)
 	pair, _ := KeyPair("c", cert, "k", key)
 	cfg, err := Pinned("broker.embedded.tls_cert_file", cert)
 	if err != nil {
@@ -115,7 +75,7 @@ func TestPinned(t *testing.T) {
 	if err := handshake(t, pair, cfg); err != nil {
 		t.Fatalf("pinned handshake: %v", err)
 	}
-	other, otherKey := writeCert(t, dir, "other", 0o600)
+	other, otherKey := testcert.Write(t, dir, "other", 0o600)
 	otherPair, _ := KeyPair("c", other, "k", otherKey)
 	if err := handshake(t, otherPair, cfg); err == nil || !strings.Contains(err.Error(), "unexpected certificate") {
 		t.Fatalf("another certificate: %v, want it refused", err)
@@ -124,8 +84,8 @@ func TestPinned(t *testing.T) {
 
 func TestErrorsNameTheKey(t *testing.T) {
 	dir := t.TempDir()
-	cert, key := writeCert(t, dir, "c", 0o600)
-	_, openKey := writeCert(t, dir, "open", 0o644)
+	cert, key := testcert.Write(t, dir, "c", 0o600)
+	_, openKey := testcert.Write(t, dir, "open", 0o644)
 	notPEM := filepath.Join(dir, "not.pem")
 	os.WriteFile(notPEM, []byte("hello\n"), 0o600)
 	for _, tc := range []struct {

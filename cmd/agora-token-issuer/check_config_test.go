@@ -2,18 +2,12 @@ package main
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
-	"math/big"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
+
+	"agoratokens/internal/testcert"
 )
 
 // initSetup writes a setup with init and returns its directory.
@@ -40,27 +34,6 @@ func edit(t *testing.T, path string, change func(string) string) {
 	}
 }
 
-// writeTLSPair writes a self-signed certificate and its key (keyMode).
-func writeTLSPair(t *testing.T, dir string, keyMode os.FileMode) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "broker"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kder, _ := x509.MarshalPKCS8PrivateKey(key)
-	os.WriteFile(filepath.Join(dir, "broker.crt"), pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644)
-	os.WriteFile(filepath.Join(dir, "broker.key"), pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder}), 0o600)
-	if err := os.Chmod(filepath.Join(dir, "broker.key"), keyMode); err != nil {
-		t.Fatal(err)
-	}
-}
-
 const withTLS = "    credentials_file: devices.yaml\n    tls_cert_file: broker.crt\n    tls_key_file: broker.key\n"
 
 // check-config loads what serve loads: where serve would fail, it fails,
@@ -78,7 +51,7 @@ func TestCheckConfigLoadsWhatServeLoads(t *testing.T) {
 			})
 		}, 1, []string{"broker.embedded.tls_cert_file", "broker.crt", "no such file"}},
 		{"tls_key_file world-readable", func(t *testing.T, dir string) {
-			writeTLSPair(t, dir, 0o644)
+			testcert.Write(t, dir, "broker", 0o644)
 			edit(t, filepath.Join(dir, "issuer.yaml"), func(s string) string {
 				return strings.Replace(s, "    credentials_file: devices.yaml\n", withTLS, 1)
 			})

@@ -166,6 +166,15 @@ func TestDeviceAddBoardPaths(t *testing.T) {
 			t.Errorf("agent.yaml lacks %s:\n%s", want, raw)
 		}
 	}
+	// It loads with the agent's own parser, with the agent's defaults
+	// for the state directory and the socket.
+	c, err := agent.ParseConfig(bytes.NewReader(raw), "/etc/agora-token-agent")
+	if err != nil {
+		t.Fatalf("agent.yaml does not load in the agent: %v", err)
+	}
+	if c.StateDir != agent.DefaultStateDir || c.Socket.Path != agent.DefaultSocketPath || c.TopicRoot != "fleet/v1" {
+		t.Fatalf("agent.yaml: state %q socket %q root %q, want the agent's defaults", c.StateDir, c.Socket.Path, c.TopicRoot)
+	}
 	out2 := t.TempDir()
 	if code, _, errOut := runDev(t, "add", "cam-2", "--config", conf, "--out", out2, "--broker-url", "ssl://mqtt.example.com:8883"); code != 0 {
 		t.Fatal(errOut)
@@ -238,28 +247,6 @@ func TestDeviceUsageErrors(t *testing.T) {
 				t.Fatalf("exit %d (want %d), stderr %q (want %q)", code, tc.code, errOut, tc.want)
 			}
 		})
-	}
-}
-
-// The agent.yaml written for a board loads with the agent's own parser
-// and uses the agent's default state directory and socket.
-func TestDeviceAgentYAMLLoadsInAgent(t *testing.T) {
-	conf, _ := writeIssuerConfig(t, "10.0.0.5:8883")
-	out := t.TempDir()
-	if code, _, errOut := runDev(t, "add", "cam-1", "--config", conf, "--out", out); code != 0 {
-		t.Fatal(errOut)
-	}
-	f, err := os.Open(filepath.Join(out, "agent.yaml"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	c, err := agent.ParseConfig(f, "/etc/agora-token-agent")
-	if err != nil {
-		t.Fatalf("agent.yaml does not load in the agent: %v", err)
-	}
-	if c.StateDir != agent.DefaultStateDir || c.Socket.Path != agent.DefaultSocketPath || c.TopicRoot != "fleet/v1" {
-		t.Fatalf("agent.yaml: state %q socket %q root %q, want the agent's defaults", c.StateDir, c.Socket.Path, c.TopicRoot)
 	}
 }
 
