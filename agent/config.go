@@ -158,18 +158,14 @@ func LoadConfig(path string) (*Config, error) {
 // errors; relative paths are resolved against dir (the config file's
 // directory). Secret files are not read here: see ReadSecrets.
 func ParseConfig(r io.Reader, dir string) (*Config, error) {
-	raw, err := io.ReadAll(r)
-	if err != nil {
-		return nil, fmt.Errorf("read config: %w", err)
-	}
 	var f fileConfig
-	keys, err := configfile.Decode(raw, &f)
+	var c *Config
+	keys, err := configfile.Parse(r, &f, func() (err error) {
+		c, err = f.validate(dir)
+		return err
+	})
 	if err != nil {
 		return nil, err
-	}
-	c, err := f.validate(dir)
-	if err != nil {
-		return nil, keys.Locate(err)
 	}
 	c.keys = keys
 	return c, nil

@@ -104,6 +104,22 @@ func Decode(src []byte, v any) (*Keys, error) {
 	return keys, nil
 }
 
+// Parse reads r, decodes it into v (see Decode) and runs check, the
+// validation of the decoded value, whose errors then carry the line of
+// the key they start with (see Locate). check does not run when decoding
+// fails.
+func Parse(r io.Reader, v any, check func() error) (*Keys, error) {
+	src, err := io.ReadAll(r)
+	if err != nil {
+		return nil, err
+	}
+	keys, err := Decode(src, v)
+	if err != nil {
+		return keys, err
+	}
+	return keys, keys.Locate(check())
+}
+
 var yamlLineRE = regexp.MustCompile(`(?s)^(?:yaml: )?line (\d+): (.*)$`)
 
 // syntaxError words an error of the YAML parser.

@@ -49,15 +49,15 @@ func loadAPIKeys(path string) (*apiKeys, error) {
 
 func parseAPIKeys(path string, b []byte) (*apiKeys, error) {
 	var f apiKeysFile
-	keys, err := configfile.Decode(b, &f)
-	if err == nil {
-		var k *apiKeys
-		if k, err = f.check(); err == nil {
-			return k, nil
-		}
-		err = keys.Locate(err)
+	var k *apiKeys
+	_, err := configfile.Parse(bytes.NewReader(b), &f, func() (err error) {
+		k, err = f.check()
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("api keys %s: %w", path, err)
 	}
-	return nil, fmt.Errorf("api keys %s: %w", path, err)
+	return k, nil
 }
 
 // check validates the decoded file.

@@ -163,17 +163,10 @@ func LoadConfig(path string) (*Config, error) {
 // ParseConfig decodes a config (unknown keys are errors), fills defaults
 // and validates everything that needs no file.
 func ParseConfig(r io.Reader) (*Config, error) {
-	src, err := io.ReadAll(r)
-	if err != nil {
-		return nil, err
-	}
 	var cfg Config
-	keys, err := configfile.Decode(src, &cfg)
+	keys, err := configfile.Parse(r, &cfg, cfg.fill)
 	if err != nil {
 		return nil, err
-	}
-	if err := cfg.fill(); err != nil {
-		return nil, keys.Locate(err)
 	}
 	cfg.keys = keys
 	return &cfg, nil

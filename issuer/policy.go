@@ -226,20 +226,15 @@ func LoadPolicy(file string, limits Limits) (*Policy, error) {
 // and their fields, placeholders, lifetimes, and that every template,
 // filled in for a sample device, signs.
 func ParsePolicy(r io.Reader, limits Limits) (*Policy, error) {
-	src, err := io.ReadAll(r)
-	if err != nil {
-		return nil, err
-	}
 	var p Policy
-	keys, err := configfile.Decode(src, &p)
+	_, err := configfile.Parse(r, &p, func() error {
+		if err := limits.fill(); err != nil {
+			return err
+		}
+		return p.check(limits)
+	})
 	if err != nil {
 		return nil, err
-	}
-	if err := limits.fill(); err != nil {
-		return nil, err
-	}
-	if err := p.check(limits); err != nil {
-		return nil, keys.Locate(err)
 	}
 	return &p, nil
 }

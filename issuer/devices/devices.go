@@ -100,17 +100,19 @@ func Load(path string) (*File, error) {
 // Parse reads a credentials file's content. Unknown keys are errors;
 // empty content is a file without devices.
 func Parse(r io.Reader) (*File, error) {
-	src, err := io.ReadAll(r)
-	if err != nil {
-		return nil, err
-	}
 	var y fileYAML
-	keys, err := configfile.Decode(src, &y)
-	if err != nil && !errors.Is(err, configfile.ErrEmpty) {
+	var f *File
+	_, err := configfile.Parse(r, &y, func() (err error) {
+		f, err = y.check()
+		return err
+	})
+	switch {
+	case errors.Is(err, configfile.ErrEmpty):
+		return New(), nil
+	case err != nil:
 		return nil, err
 	}
-	f, err := y.check()
-	return f, keys.Locate(err)
+	return f, nil
 }
 
 // check validates the decoded file; its errors start with their key.
