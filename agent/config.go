@@ -7,10 +7,8 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"net/url"
 	"os"
 	"path/filepath"
-	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -18,6 +16,9 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"agoratokens/accesstoken"
+	"agoratokens/configfile"
+	"agoratokens/redact"
+	"agoratokens/secretfile"
 	"agoratokens/wire"
 )
 
@@ -82,6 +83,8 @@ type Config struct {
 	Socket   SocketConfig
 	LED      LEDConfig
 	LogLevel slog.Level
+
+	keys *configfile.Keys // where each key stands in the file, for errors
 }
 
 // BrokerConfig is the MQTT connection.
@@ -94,7 +97,7 @@ type BrokerConfig struct {
 	KeyFile      string
 	KeepAlive    time.Duration
 
-	password *secret
+	password *secretfile.Secret
 }
 
 // HTTPConfig is the HTTP token source, used instead of a broker.
@@ -106,7 +109,7 @@ type HTTPConfig struct {
 	// Fetch says what to ask an agora-token-service for, per token name.
 	Fetch []HTTPFetch
 
-	bearer *secret
+	bearer *secretfile.Secret
 }
 
 // HTTPFetch is one token fetched from an agora-token-service.
@@ -186,10 +189,6 @@ func (c *Config) fillDefaults() {
 	}
 }
 
-// secret holds a password or API key. It sits behind a pointer so that
-// printing a Config shows an address, never the value.
-type secret struct{ v string }
-
 // LoadConfig reads, parses and validates the config file at path, and
 // reads the secret files it names (checking their modes).
 func LoadConfig(path string) (*Config, error) {
@@ -202,7 +201,7 @@ func LoadConfig(path string) (*Config, error) {
 		return nil, fmt.Errorf("config %s: %w", path, err)
 	}
 	if err := cfg.ReadSecrets(); err != nil {
-		return nil, fmt.Errorf("config %s: %w", path, err)
+		return nil, fmt.Errorf("config %s: %w", path, cfg.keys.Locate(err))
 	}
 	return cfg, nil
 }
@@ -211,17 +210,17 @@ func LoadConfig(path string) (*Config, error) {
 // errors; relative paths are resolved against dir (the config file's
 // directory). Secret files are not read here: see ReadSecrets.
 func ParseConfig(r io.Reader, dir string) (*Config, error) {
-	raw, err := io.ReadAll(r)
-	if err != nil {
-		return nil, fmt.Errorf("read config: %w", err)
-	}
 	var f fileConfig
-	dec := yaml.NewDecoder(bytes.NewReader(raw))
-	dec.KnownFields(true)
-	if err := dec.Decode(&f); err != nil && !errors.Is(err, io.EOF) {
-		return nil, nameYAMLError(raw, err)
+	var c *Config
+	keys, err := configfile.Parse(r, &f, func() (err error) {
+		c, err = f.validate(dir)
+		return err
+	})
+	if err != nil {
+		return nil, err
 	}
-	return f.validate(dir)
+	c.keys = keys
+	return c, nil
 }
 
 // fileConfig is the YAML layout of the config file.
@@ -297,7 +296,7 @@ type duration time.Duration
 func (d *duration) UnmarshalYAML(n *yaml.Node) error {
 	v, err := time.ParseDuration(n.Value)
 	if err != nil || n.Kind != yaml.ScalarNode {
-		return &yaml.TypeError{Errors: []string{fmt.Sprintf("line %d: %q is not a duration such as 30s or 1m", n.Line, n.Value)}}
+		return &yaml.TypeError{Errors: []string{fmt.Sprintf("line %d: %q is not a duration such as 30s, 5m or 1h", n.Line, n.Value)}}
 	}
 	*d = duration(v)
 	return nil
@@ -423,12 +422,12 @@ func (b *fileBroker) validate(e *errs, abs func(string) string) *BrokerConfig {
 	}
 	if b.URL == "" {
 		e.add("broker.url", "missing (tcp://host:1883 or ssl://host:8883)")
-	} else if u, err := url.Parse(b.URL); err != nil {
-		e.add("broker.url", "%v", parseErr(err))
+	} else if u, err := redact.ParseURL(b.URL); err != nil {
+		e.add("broker.url", "%v", err)
 	} else if u.Scheme != "tcp" && u.Scheme != "ssl" {
 		e.add("broker.url", "scheme %q is not tcp or ssl", u.Scheme)
 	} else if u.Port() == "" || u.Hostname() == "" {
-		e.add("broker.url", "%q lacks a host or port", u.Redacted())
+		e.add("broker.url", "%s lacks a host or port", redact.URL(b.URL))
 	} else if u.Scheme == "tcp" && (b.CAFile != "" || b.CertFile != "") {
 		e.add("broker.url", "TLS files are set but the scheme is tcp (use ssl://)")
 	}
@@ -449,8 +448,8 @@ func (h *fileHTTP) validate(e *errs, abs func(string) string, tokens []string) *
 	}
 	if h.URL == "" {
 		e.add("http.url", "missing")
-	} else if u, err := url.Parse(h.URL); err != nil {
-		e.add("http.url", "%v", parseErr(err))
+	} else if u, err := redact.ParseURL(h.URL); err != nil {
+		e.add("http.url", "%v", err)
 	} else if u.Scheme != "https" && u.Scheme != "http" {
 		e.add("http.url", "scheme %q is not https", u.Scheme)
 	} else if u.Scheme == "http" && !isLoopback(u.Hostname()) {
@@ -594,61 +593,4 @@ func isLoopback(host string) bool {
 	}
 	ip := net.ParseIP(host)
 	return ip != nil && ip.IsLoopback()
-}
-
-var yamlLine = regexp.MustCompile(`line (\d+): `)
-
-// nameYAMLError rewrites yaml.v3's "line N: …" messages to name the key
-// on that line ("broker.url (line N): …").
-func nameYAMLError(raw []byte, err error) error {
-	var root yaml.Node
-	if yaml.Unmarshal(raw, &root) != nil {
-		return fmt.Errorf("yaml: %w", err)
-	}
-	keys := map[int]string{}
-	indexKeys(&root, "", keys)
-	var te *yaml.TypeError
-	msgs := []string{err.Error()}
-	if errors.As(err, &te) {
-		msgs = te.Errors
-	}
-	var out []error
-	for _, m := range msgs {
-		m = strings.TrimPrefix(m, "yaml: ")
-		if sm := yamlLine.FindStringSubmatch(m); sm != nil {
-			n, _ := strconv.Atoi(sm[1])
-			if k, ok := keys[n]; ok {
-				m = fmt.Sprintf("%s (line %d): %s", k, n, strings.Replace(m, sm[0], "", 1))
-			}
-		}
-		out = append(out, errors.New(m))
-	}
-	return errors.Join(out...)
-}
-
-// indexKeys maps the line of every mapping key to its dotted path.
-func indexKeys(n *yaml.Node, path string, keys map[int]string) {
-	switch n.Kind {
-	case yaml.DocumentNode:
-		for _, c := range n.Content {
-			indexKeys(c, path, keys)
-		}
-	case yaml.MappingNode:
-		for i := 0; i+1 < len(n.Content); i += 2 {
-			p := n.Content[i].Value
-			if path != "" {
-				p = path + "." + p
-			}
-			keys[n.Content[i].Line] = p
-			indexKeys(n.Content[i+1], p, keys)
-		}
-	case yaml.SequenceNode:
-		for i, c := range n.Content {
-			p := fmt.Sprintf("%s[%d]", path, i)
-			if _, ok := keys[c.Line]; !ok {
-				keys[c.Line] = p
-			}
-			indexKeys(c, p, keys)
-		}
-	}
 }

@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"agoratokens/secretfile"
 )
 
 func TestShippedConfigParses(t *testing.T) {
@@ -126,7 +128,7 @@ func TestSecretFiles(t *testing.T) {
 		}
 		c, err := LoadConfig(cfgPath)
 		if tt.wantErr == "" {
-			if err != nil || c.Broker.password.v != "s3cret-value" {
+			if err != nil || c.Broker.password.Reveal() != "s3cret-value" {
 				t.Fatalf("%s: err=%v", tt.file, err)
 			}
 			continue
@@ -154,5 +156,35 @@ func TestConfigURLErrorsHidePassword(t *testing.T) {
 		if strings.Contains(err.Error(), "hunter2") {
 			t.Errorf("error shows the password: %v", err)
 		}
+	}
+}
+
+// newSecret is a secret made in memory, as ReadSecrets would read it.
+func newSecret(v string) *secretfile.Secret {
+	s := secretfile.NewSecret(v)
+	return &s
+}
+
+// The agent words config errors as the issuer does (package configfile):
+// the key, its line, the problem, never a Go type.
+func TestConfigErrorWording(t *testing.T) {
+	const ok = "device_id: dev-1\nbroker: {url: tcp://127.0.0.1:1883}\n"
+	for _, tc := range []struct{ name, yaml, want string }{
+		{"unknown key", ok + "renew_befor: 30s\n", `renew_befor (line 3): unknown key "renew_befor"`},
+		{"unknown nested key", "device_id: dev-1\nbroker:\n  url: tcp://127.0.0.1:1883\n  pasword_file: x\n", `broker.pasword_file (line 4): unknown key "pasword_file"`},
+		{"bad duration", ok + "renew_before: soon\n", `renew_before (line 3): "soon" is not a duration such as 30s, 5m or 1h`},
+		{"validation carries the line", ok + "backoff:\n  jitter: 1.5\n", "backoff.jitter (line 4): 1.5 is not in [0, 1)"},
+		{"validation of a key not written has no line", "broker: {url: tcp://127.0.0.1:1883}\n", "device_id: missing"},
+		{"empty file", "# nothing\n", "file is empty"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := ParseConfig(strings.NewReader(tc.yaml), "/x")
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("err = %v, want it to contain %q", err, tc.want)
+			}
+			if strings.Contains(err.Error(), "agent.") || strings.Contains(err.Error(), "not found in type") {
+				t.Fatalf("error names a Go type: %v", err)
+			}
+		})
 	}
 }

@@ -3,7 +3,6 @@ package agent
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -15,6 +14,7 @@ import (
 	"time"
 
 	"agoratokens/accesstoken"
+	"agoratokens/redact"
 	"agoratokens/wire"
 )
 
@@ -73,7 +73,7 @@ func (h *httpSource) get(ctx context.Context, u string) (*http.Response, []byte,
 	}
 	r.Header.Set("Accept", "application/json")
 	if h.cfg.bearer != nil {
-		r.Header.Set("Authorization", "Bearer "+h.cfg.bearer.v)
+		r.Header.Set("Authorization", "Bearer "+h.cfg.bearer.Reveal())
 	}
 	resp, err := h.client.Do(r)
 	if err != nil {
@@ -211,22 +211,5 @@ func (h *httpSource) fetchOne(ctx context.Context, f HTTPFetch) (*wire.Grant, *w
 	return g, nil, nil
 }
 
-// redactURL drops a URL's query and user info for error messages.
-func redactURL(u string) string {
-	p, err := url.Parse(u)
-	if err != nil {
-		return "(url)"
-	}
-	p.User, p.RawQuery = nil, ""
-	return p.String()
-}
-
-// parseErr is a url.Parse error without the URL it quotes, which may
-// hold a password.
-func parseErr(err error) error {
-	var ue *url.Error
-	if errors.As(err, &ue) {
-		return ue.Err
-	}
-	return err
-}
+// redactURL is a URL fit for errors and logs (see package redact).
+func redactURL(u string) string { return redact.URL(u) }

@@ -112,7 +112,7 @@ func TestHTTPTokenServiceSource(t *testing.T) {
 
 func TestHTTPSourceErrors(t *testing.T) {
 	srv, calls := tokenService(t, "key-1")
-	cfg := &HTTPConfig{URL: srv.URL, Kind: HTTPKindTokenService, bearer: &secret{"wrong"},
+	cfg := &HTTPConfig{URL: srv.URL, Kind: HTTPKindTokenService, bearer: newSecret("wrong"),
 		Fetch: []HTTPFetch{{Name: "video", Service: "rtc", Channel: "c", UID: "1", Role: "publisher", Expiry: time.Minute}}}
 	h, _ := newHTTPSource(cfg, testLogger(t))
 	rep, err := h.Fetch(context.Background(), wire.Request{V: 1, ID: "r-1", Tokens: []string{"video"}})
@@ -141,7 +141,7 @@ func TestHTTPIssuerSource(t *testing.T) {
 		_, _ = w.Write(p)
 	}))
 	defer srv.Close()
-	h, _ := newHTTPSource(&HTTPConfig{URL: srv.URL, Kind: HTTPKindIssuer, bearer: &secret{"k"}}, testLogger(t))
+	h, _ := newHTTPSource(&HTTPConfig{URL: srv.URL, Kind: HTTPKindIssuer, bearer: newSecret("k")}, testLogger(t))
 	req := wire.Request{V: 1, ID: "r-9", Tokens: []string{"video"}}
 	rep, err := h.Fetch(context.Background(), req)
 	if err != nil || rep.Error == nil || rep.Error.Code != wire.CodeRateLimited || rep.Error.RetryAfter != 7 {

@@ -2,12 +2,9 @@ package agent
 
 import (
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
-	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -15,6 +12,7 @@ import (
 	"github.com/cenkalti/backoff/v4"
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 
+	"agoratokens/brokertls"
 	"agoratokens/buildinfo"
 	"agoratokens/clock"
 	"agoratokens/wire"
@@ -111,7 +109,7 @@ func newMQTT(cfg *Config, device string, clk clock.Clock, log *slog.Logger) (*mq
 	}
 	opts.SetUsername(user)
 	if b.password != nil {
-		opts.SetPassword(b.password.v)
+		opts.SetPassword(b.password.Reveal())
 	}
 	will, err := wire.Encode(offlineStatus())
 	if err != nil {
@@ -119,7 +117,7 @@ func newMQTT(cfg *Config, device string, clk clock.Clock, log *slog.Logger) (*mq
 	}
 	opts.SetBinaryWill(m.topics.Status(device), will, 1, true)
 	if b.CAFile != "" || b.CertFile != "" || len(b.URL) > 3 && b.URL[:3] == "ssl" {
-		tc, err := tlsConfig(b)
+		tc, err := brokertls.Client("broker.", brokertls.Files{CAFile: b.CAFile, CertFile: b.CertFile, KeyFile: b.KeyFile})
 		if err != nil {
 			return nil, err
 		}
@@ -131,28 +129,6 @@ func newMQTT(cfg *Config, device string, clk clock.Clock, log *slog.Logger) (*mq
 
 func offlineStatus() wire.DeviceStatus {
 	return wire.DeviceStatus{V: wire.SchemaVersion, State: wire.StateOffline, Agent: buildinfo.Version}
-}
-
-func tlsConfig(b *BrokerConfig) (*tls.Config, error) {
-	tc := &tls.Config{MinVersion: tls.VersionTLS12}
-	if b.CAFile != "" {
-		pem, err := os.ReadFile(b.CAFile)
-		if err != nil {
-			return nil, fmt.Errorf("broker.ca_file: %w", err)
-		}
-		tc.RootCAs = x509.NewCertPool()
-		if !tc.RootCAs.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("broker.ca_file: %s holds no PEM certificate", b.CAFile)
-		}
-	}
-	if b.CertFile != "" {
-		c, err := tls.LoadX509KeyPair(b.CertFile, b.KeyFile)
-		if err != nil {
-			return nil, fmt.Errorf("broker.cert_file/key_file: %w", err)
-		}
-		tc.Certificates = []tls.Certificate{c}
-	}
-	return tc, nil
 }
 
 // Run keeps a connection to the broker until ctx ends, then publishes the

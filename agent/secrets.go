@@ -16,14 +16,14 @@ func (c *Config) ReadSecrets() error {
 		if err != nil {
 			return fmt.Errorf("broker.password_file: %w", err)
 		}
-		c.Broker.password = &secret{v}
+		c.Broker.password = &v
 	}
 	if c.HTTP != nil && c.HTTP.BearerTokenFile != "" && c.HTTP.bearer == nil {
 		v, err := secretfile.Read(c.HTTP.BearerTokenFile)
 		if err != nil {
 			return fmt.Errorf("http.bearer_token_file: %w", err)
 		}
-		c.HTTP.bearer = &secret{v}
+		c.HTTP.bearer = &v
 	}
 	return nil
 }

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"agoratokens/atomicfile"
 	"agoratokens/wire"
 )
 
@@ -179,8 +180,10 @@ func parseSaved(r io.Reader, name string) (*savedToken, error) {
 	return &st, nil
 }
 
-// save persists one token, creating the state directory if it is
-// missing (it may have been unusable at start).
+// save writes one token atomically and durably (package atomicfile: a
+// temporary token-NAME.json.*.tmp, fsync, rename, fsync of the
+// directory), mode 0600, creating the state directory if it is missing
+// (it may have been unusable at start).
 func (s *store) save(st *savedToken) error {
 	st.V = stateVersion
 	b, err := json.Marshal(st)
@@ -190,38 +193,9 @@ func (s *store) save(st *savedToken) error {
 	if err := os.MkdirAll(s.dir, 0o700); err != nil {
 		return fmt.Errorf("persist token %q: state dir: %w", st.Grant.Name, err)
 	}
-	if err := writeAtomic(filepath.Join(s.dir, fileName(st.Grant.Name)), append(b, '\n')); err != nil {
+	path := filepath.Join(s.dir, fileName(st.Grant.Name))
+	if err := atomicfile.WritePrivate(path, append(b, '\n')); err != nil {
 		return fmt.Errorf("persist token %q: %w", st.Grant.Name, err)
-	}
-	return nil
-}
-
-// writeAtomic replaces path with data: a temporary file (mode 0600),
-// fsync, rename over the old file, fsync of the directory.
-func writeAtomic(path string, data []byte) error {
-	tmp := path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
-	if err != nil {
-		return err
-	}
-	_, werr := f.Write(data)
-	serr := f.Sync()
-	cerr := f.Close()
-	if err := errors.Join(werr, serr, cerr); err != nil {
-		_ = os.Remove(tmp)
-		return err
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		_ = os.Remove(tmp)
-		return err
-	}
-	d, err := os.Open(filepath.Dir(path))
-	if err != nil {
-		return fmt.Errorf("sync dir: %w", err)
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("sync dir: %w", err)
 	}
 	return nil
 }

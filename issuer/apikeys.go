@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 
+	"agoratokens/configfile"
 	"agoratokens/wire"
 )
 
@@ -48,12 +49,22 @@ func loadAPIKeys(path string) (*apiKeys, error) {
 
 func parseAPIKeys(path string, b []byte) (*apiKeys, error) {
 	var f apiKeysFile
-	if err := decodeStrict(b, &f); err != nil {
+	var k *apiKeys
+	_, err := configfile.Parse(bytes.NewReader(b), &f, func() (err error) {
+		k, err = f.check()
+		return err
+	})
+	if err != nil {
 		return nil, fmt.Errorf("api keys %s: %w", path, err)
 	}
+	return k, nil
+}
+
+// check validates the decoded file.
+func (f *apiKeysFile) check() (*apiKeys, error) {
 	k := &apiKeys{}
 	for i, e := range f.Keys {
-		key := fmt.Sprintf("api keys %s: keys[%d]", path, i)
+		key := fmt.Sprintf("keys[%d]", i)
 		if err := wire.ValidateDeviceID(e.Principal); err != nil {
 			return nil, fmt.Errorf("%s.principal: %w", key, err)
 		}

@@ -12,19 +12,22 @@ package issuer
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"net"
-	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
 	"time"
 
-	"gopkg.in/yaml.v3"
-
 	"agoratokens/accesstoken"
+	"agoratokens/brokertls"
+	"agoratokens/configfile"
+	"agoratokens/issuer/devices"
+	"agoratokens/redact"
 	"agoratokens/wire"
 )
 
@@ -68,8 +71,10 @@ type Config struct {
 	// LogLevel is debug, info (default), warn or error.
 	LogLevel string `yaml:"log_level"`
 
-	certs    []Certificate // read by Resolve
-	password Secret        // broker password, read by Resolve
+	certs    []Certificate    // read by Resolve
+	password Secret           // broker password, read by Resolve
+	warnings []error          // found by Resolve
+	keys     *configfile.Keys // where each key stands, for errors
 }
 
 // CertificateConfig names an App Certificate file.
@@ -150,7 +155,7 @@ func LoadConfig(path string) (*Config, error) {
 		return nil, fmt.Errorf("config %s: %w", path, err)
 	}
 	if err := cfg.Resolve(filepath.Dir(path)); err != nil {
-		return nil, fmt.Errorf("config %s: %w", path, err)
+		return nil, fmt.Errorf("config %s: %w", path, cfg.keys.Locate(err))
 	}
 	return cfg, nil
 }
@@ -158,17 +163,12 @@ func LoadConfig(path string) (*Config, error) {
 // ParseConfig decodes a config (unknown keys are errors), fills defaults
 // and validates everything that needs no file.
 func ParseConfig(r io.Reader) (*Config, error) {
-	src, err := io.ReadAll(r)
+	var cfg Config
+	keys, err := configfile.Parse(r, &cfg, cfg.fill)
 	if err != nil {
 		return nil, err
 	}
-	var cfg Config
-	if err := decodeStrict(src, &cfg); err != nil {
-		return nil, err
-	}
-	if err := cfg.fill(); err != nil {
-		return nil, err
-	}
+	cfg.keys = keys
 	return &cfg, nil
 }
 
@@ -273,7 +273,7 @@ func (b *BrokerConfig) fill() error {
 		}
 		return nil
 	}
-	u, err := url.Parse(b.URL)
+	u, err := redact.ParseURL(b.URL)
 	if err != nil {
 		return fmt.Errorf("broker.url: %w", err)
 	}
@@ -281,7 +281,7 @@ func (b *BrokerConfig) fill() error {
 		return fmt.Errorf("broker.url: scheme %q is not tcp or ssl", u.Scheme)
 	}
 	if u.Port() == "" || u.Hostname() == "" {
-		return fmt.Errorf("broker.url: %q needs a host and a port", b.URL)
+		return fmt.Errorf("broker.url: %s needs a host and a port", redact.URL(b.URL))
 	}
 	if u.User != nil {
 		return fmt.Errorf("broker.url: put the user in broker.username and the password in broker.password_file, not in the url")
@@ -333,9 +333,10 @@ func (l *Limits) fill() error {
 	return nil
 }
 
-// Resolve makes the config's relative paths relative to dir and reads
-// the certificates and the broker password, checking their modes.
-func (c *Config) Resolve(dir string) error {
+// ResolvePaths makes the config's relative paths relative to dir (the
+// config file's directory). Resolve does this too; ResolvePaths is for
+// commands that need the paths but none of the secrets.
+func (c *Config) ResolvePaths(dir string) {
 	abs := func(p *string) {
 		if *p != "" && !filepath.IsAbs(*p) {
 			*p = filepath.Join(dir, *p)
@@ -355,6 +356,16 @@ func (c *Config) Resolve(dir string) error {
 		abs(&e.TLSKeyFile)
 		abs(&e.CredentialsFile)
 	}
+}
+
+// Resolve makes the config's relative paths relative to dir and loads
+// every file the config names as serve will: the certificates and the
+// broker password (checking their modes), the broker's TLS files (a
+// private key must be 0600 or 0640), and the embedded broker's device
+// credentials. What serve accepts but should not go unnoticed (no
+// credentials file yet) is in Warnings.
+func (c *Config) Resolve(dir string) error {
+	c.ResolvePaths(dir)
 	c.certs = c.certs[:0]
 	for i, cc := range c.Certificates {
 		v, err := readCertificateFile(fmt.Sprintf("certificates[%d].file", i), cc.File)
@@ -362,7 +373,7 @@ func (c *Config) Resolve(dir string) error {
 			return err
 		}
 		for _, prev := range c.certs {
-			if prev.Value.v == v.v {
+			if prev.Value.Equal(v) {
 				return fmt.Errorf("certificates[%d].file: same certificate as id %q", i, prev.ID)
 			}
 		}
@@ -375,19 +386,53 @@ func (c *Config) Resolve(dir string) error {
 		}
 		c.password = p
 	}
-	for key, p := range map[string]string{
-		"broker.ca_file": c.Broker.CAFile, "broker.cert_file": c.Broker.CertFile,
-		"broker.key_file": c.Broker.KeyFile, "policy_file": c.PolicyFile,
-	} {
-		if p == "" {
-			continue
-		}
-		if _, err := os.Stat(p); err != nil {
-			return fmt.Errorf("%s: %w", key, err)
+	if _, err := os.Stat(c.PolicyFile); err != nil {
+		return fmt.Errorf("policy_file: %w", err)
+	}
+	c.warnings = nil
+	if e := c.Broker.Embedded; e != nil {
+		return c.resolveEmbedded(e)
+	}
+	if c.Broker.CAFile != "" || c.Broker.CertFile != "" || c.Broker.KeyFile != "" {
+		if _, err := brokertls.Client("broker.", brokertls.Files{CAFile: c.Broker.CAFile, CertFile: c.Broker.CertFile, KeyFile: c.Broker.KeyFile}); err != nil {
+			return err
 		}
 	}
 	return nil
 }
+
+// resolveEmbedded loads what the embedded broker will load at start: its
+// TLS certificate and key, and the device credentials file.
+func (c *Config) resolveEmbedded(e *EmbeddedBrokerConfig) error {
+	if e.TLSCertFile != "" {
+		if _, err := brokertls.KeyPair("broker.embedded.tls_cert_file", e.TLSCertFile, "broker.embedded.tls_key_file", e.TLSKeyFile); err != nil {
+			return err
+		}
+	}
+	const key = "broker.embedded.credentials_file"
+	if _, err := os.Stat(e.CredentialsFile); errors.Is(err, fs.ErrNotExist) {
+		c.warn(key, "%s does not exist: no device can log in until `agora-token-issuer device add` registers one", e.CredentialsFile)
+		return nil
+	}
+	f, err := devices.Load(e.CredentialsFile)
+	if err != nil {
+		return fmt.Errorf("%s: %w", key, err)
+	}
+	if f.Len() == 0 {
+		c.warn(key, "%s holds no device: none can log in until `agora-token-issuer device add` registers one", e.CredentialsFile)
+	}
+	return nil
+}
+
+// warn records something serve accepts but an operator should know.
+func (c *Config) warn(key, format string, a ...any) {
+	c.warnings = append(c.warnings, fmt.Errorf("%s: %s", key, fmt.Sprintf(format, a...)))
+}
+
+// Warnings returns what Resolve found that serve accepts but an operator
+// should hear about (a device credentials file that does not exist),
+// each naming its key and file.
+func (c *Config) Warnings() []error { return c.keys.LocateAll(c.warnings) }
 
 // Certs returns the certificates read by LoadConfig (or Resolve), in the
 // order listed.
@@ -410,19 +455,4 @@ func ParseLogLevel(s string) (slog.Level, error) {
 		return l, nil
 	}
 	return 0, fmt.Errorf("%q is not debug, info, warn or error", s)
-}
-
-// decodeStrict decodes one YAML document into v, rejecting unknown keys
-// and naming the key of any error.
-func decodeStrict(src []byte, v any) error {
-	dec := yaml.NewDecoder(bytes.NewReader(src))
-	dec.KnownFields(true)
-	err := dec.Decode(v)
-	if err == io.EOF {
-		return fmt.Errorf("file is empty")
-	}
-	if err != nil {
-		return nameYAMLError(src, err)
-	}
-	return nil
 }

@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"agoratokens/secretfile"
 )
 
 const (
@@ -44,27 +46,28 @@ func TestParseConfigErrors(t *testing.T) {
 		{"unknown nested key", strings.Replace(minimalConfig, `url:`, `urll: x, url:`, 1), `broker.urll`},
 		{"bad duration", minimalConfig + "limits: {default_ttl: soon}\n", "limits.default_ttl"},
 		{"int duration", minimalConfig + "limits: {default_ttl: 3600}\n", "limits.default_ttl"},
-		{"ttl over max", minimalConfig + "limits: {default_ttl: 2h, max_ttl: 1h}\n", "limits.default_ttl: 2h0m0s is not between"},
+		{"ttl over max", minimalConfig + "limits: {default_ttl: 2h, max_ttl: 1h}\n", "limits.default_ttl (line 6): 2h0m0s is not between"},
 		{"max over 24h", minimalConfig + "limits: {max_ttl: 25h}\n", "limits.max_ttl"},
+		{"max over 24h has its line", minimalConfig + "limits:\n  max_ttl: 48h\n", "limits.max_ttl (line 7): 48h0m0s is not between 1s and 24h0m0s"},
 		{"payload", minimalConfig + "limits: {max_payload: 100000}\n", "limits.max_payload"},
 		{"no app id", strings.Replace(minimalConfig, "app_id: 970ca35de60c44645bbae8a215061b33", "", 1), "app_id: missing"},
-		{"bad app id", strings.Replace(minimalConfig, "970ca35de", "970ca35dx", 1), "app_id: app id must be 32 hex"},
+		{"bad app id", strings.Replace(minimalConfig, "970ca35de", "970ca35dx", 1), "app_id (line 2): app id must be 32 hex"},
 		{"no certs", strings.Replace(minimalConfig, "certificates: [{id: primary, file: cert}]", "", 1), "certificates: at least one"},
 		{"dup cert", strings.Replace(minimalConfig, "[{id: primary, file: cert}]", "[{id: a, file: x}, {id: a, file: y}]", 1), "certificates[1].id"},
 		{"active needed", strings.Replace(minimalConfig, "[{id: primary, file: cert}]", "[{id: a, file: x}, {id: b, file: y}]", 1), "active_certificate: missing"},
-		{"active unknown", minimalConfig + "active_certificate: nope\n", `active_certificate: "nope"`},
+		{"active unknown", minimalConfig + "active_certificate: nope\n", `active_certificate (line 6): "nope"`},
 		{"no broker", strings.Replace(minimalConfig, `broker: {url: "tcp://127.0.0.1:1883"}`, "", 1), "broker: missing"},
 		{"both brokers", strings.Replace(minimalConfig, `broker: {url: "tcp://127.0.0.1:1883"}`, `broker: {url: "tcp://h:1", embedded: {credentials_file: d}}`, 1), "not both"},
-		{"scheme", strings.Replace(minimalConfig, "tcp://", "http://", 1), `broker.url: scheme "http"`},
+		{"scheme", strings.Replace(minimalConfig, "tcp://", "http://", 1), `broker.url (line 4): scheme "http"`},
 		{"no port", strings.Replace(minimalConfig, ":1883", "", 1), "needs a host and a port"},
-		{"password in url", strings.Replace(minimalConfig, "tcp://", "tcp://u:p@", 1), "broker.url: put the user"},
+		{"password in url", strings.Replace(minimalConfig, "tcp://", "tcp://u:p@", 1), "broker.url (line 4): put the user"},
 		{"tls on tcp", strings.Replace(minimalConfig, `url: "tcp://127.0.0.1:1883"`, `url: "tcp://h:1", ca_file: ca`, 1), "need an ssl:// url"},
 		{"embedded creds", strings.Replace(minimalConfig, `broker: {url: "tcp://127.0.0.1:1883"}`, `broker: {embedded: {listen: "127.0.0.1:0"}}`, 1), "broker.embedded.credentials_file: missing"},
 		{"root", minimalConfig + "topic_root: a/+/b\n", "topic_root"},
 		{"group", minimalConfig + "share_group: a/b\n", "share_group"},
 		{"no policy", strings.Replace(minimalConfig, "policy_file: policy.yaml", "", 1), "policy_file: missing"},
 		{"keys without listen", minimalConfig + "http: {api_keys_file: k}\n", "http.api_keys_file"},
-		{"listen", minimalConfig + "listen: nope\n", "listen:"},
+		{"listen", minimalConfig + "listen: nope\n", "listen (line 6):"},
 		{"level", minimalConfig + "log_level: loud\n", "log_level"},
 		{"empty", "", "file is empty"},
 		{"not yaml", "a: [", "not valid YAML"},
@@ -136,7 +139,7 @@ func TestLoadConfigSecrets(t *testing.T) {
 }
 
 func TestSecretNeverPrints(t *testing.T) {
-	s := Secret{v: testCert}
+	s := secretfile.NewSecret(testCert)
 	for _, out := range []string{s.String(), s.GoString(), s.LogValue().String()} {
 		if strings.Contains(out, testCert) {
 			t.Fatalf("secret printed: %s", out)

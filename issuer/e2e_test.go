@@ -13,6 +13,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 
 	"agoratokens/internal/testbroker"
+	"agoratokens/secretfile"
 	"agoratokens/wire"
 )
 
@@ -45,7 +46,7 @@ func TestIssuerEndToEnd(t *testing.T) {
 			r, url, pw := startEnv(t, kind, "limits: {rate: {per_minute: 6, burst: 3}}", clock)
 			dev := func(id string) *device { return connectDevice(t, url, id, pw[id]) }
 			cam1, cam2 := dev("cam-1"), dev("cam-2")
-			verifier, err := NewSigner(testAppID, []Certificate{{ID: "primary", Value: Secret{v: testCert}}}, "primary", nil)
+			verifier, err := NewSigner(testAppID, []Certificate{{ID: "primary", Value: secretfile.NewSecret(testCert)}}, "primary", nil)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -1,22 +1,19 @@
 package issuer
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
 	"encoding/hex"
-	"encoding/pem"
-	"errors"
 	"fmt"
 	"net"
-	"os"
 
 	"golang.org/x/sync/errgroup"
 
+	"agoratokens/brokertls"
 	"agoratokens/buildinfo"
 	"agoratokens/issuer/broker"
+	"agoratokens/secretfile"
 )
 
 // serviceUser is the issuer's login on its embedded broker.
@@ -37,7 +34,7 @@ func (s *Service) brokerConn(ctx context.Context, g *errgroup.Group, cfg *Config
 	if e == nil {
 		conn := brokerConn{url: cfg.Broker.URL, username: cfg.Broker.Username, password: cfg.BrokerPassword()}
 		if cfg.Broker.CAFile != "" || cfg.Broker.CertFile != "" {
-			t, err := clientTLS(cfg.Broker)
+			t, err := brokertls.Client("broker.", brokertls.Files{CAFile: cfg.Broker.CAFile, CertFile: cfg.Broker.CertFile, KeyFile: cfg.Broker.KeyFile})
 			if err != nil {
 				return brokerConn{}, nil, err
 			}
@@ -50,11 +47,11 @@ func (s *Service) brokerConn(ctx context.Context, g *errgroup.Group, cfg *Config
 	if _, err := rand.Read(b[:]); err != nil {
 		return brokerConn{}, nil, err
 	}
-	password := Secret{v: hex.EncodeToString(b[:])}
+	password := secretfile.NewSecret(hex.EncodeToString(b[:]))
 	br, err := broker.New(broker.Config{
 		Listen: e.Listen, TLSCertFile: e.TLSCertFile, TLSKeyFile: e.TLSKeyFile,
 		CredentialsFile: e.CredentialsFile, TopicRoot: cfg.TopicRoot,
-		ServiceUser: serviceUser, ServicePassword: password.v,
+		ServiceUser: serviceUser, ServicePassword: password.Reveal(),
 		Logger: s.log.With("component", "broker"),
 	})
 	if err != nil {
@@ -75,7 +72,7 @@ func (s *Service) brokerConn(ctx context.Context, g *errgroup.Group, cfg *Config
 	}
 	conn := brokerConn{url: "tcp://" + net.JoinHostPort(host, port), username: serviceUser, password: password}
 	if e.TLSCertFile != "" {
-		t, err := pinnedTLS(e.TLSCertFile)
+		t, err := brokertls.Pinned("broker.embedded.tls_cert_file", e.TLSCertFile)
 		if err != nil {
 			stop()
 			return brokerConn{}, nil, err
@@ -83,55 +80,6 @@ func (s *Service) brokerConn(ctx context.Context, g *errgroup.Group, cfg *Config
 		conn.url, conn.tls = "ssl://"+net.JoinHostPort(host, port), t
 	}
 	return conn, stop, nil
-}
-
-// pinnedTLS trusts exactly the embedded broker's own certificate: the
-// issuer talks to itself over loopback, where the certificate's names
-// need not match.
-func pinnedTLS(certFile string) (*tls.Config, error) {
-	pemBytes, err := os.ReadFile(certFile)
-	if err != nil {
-		return nil, fmt.Errorf("broker.embedded.tls_cert_file: %w", err)
-	}
-	blk, _ := pem.Decode(pemBytes)
-	if blk == nil {
-		return nil, errors.New("broker.embedded.tls_cert_file: no PEM certificate")
-	}
-	want := blk.Bytes
-	return &tls.Config{
-		MinVersion:         tls.VersionTLS12,
-		InsecureSkipVerify: true, // replaced by the pin below
-		VerifyPeerCertificate: func(raw [][]byte, _ [][]*x509.Certificate) error {
-			if len(raw) == 0 || !bytes.Equal(raw[0], want) {
-				return errors.New("embedded broker presented an unexpected certificate")
-			}
-			return nil
-		},
-	}, nil
-}
-
-// clientTLS builds the TLS config for an ssl:// broker.
-func clientTLS(b BrokerConfig) (*tls.Config, error) {
-	t := &tls.Config{MinVersion: tls.VersionTLS12}
-	if b.CAFile != "" {
-		pemBytes, err := os.ReadFile(b.CAFile)
-		if err != nil {
-			return nil, fmt.Errorf("broker.ca_file: %w", err)
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pemBytes) {
-			return nil, errors.New("broker.ca_file: no PEM certificate in it")
-		}
-		t.RootCAs = pool
-	}
-	if b.CertFile != "" {
-		pair, err := tls.LoadX509KeyPair(b.CertFile, b.KeyFile)
-		if err != nil {
-			return nil, fmt.Errorf("broker.cert_file/key_file: %w", err)
-		}
-		t.Certificates = []tls.Certificate{pair}
-	}
-	return t, nil
 }
 
 // reloadBroker makes the embedded broker (if any) re-read its

@@ -144,7 +144,7 @@ func TestParseAPIKeys(t *testing.T) {
 	tests := []struct{ name, src, want string }{
 		{"bad hash", "keys: [{principal: a, sha256: xyz}]", "keys[0].sha256"},
 		{"bad principal", "keys: [{principal: \"a b\", sha256: " + sha("k") + "}]", "keys[0].principal"},
-		{"duplicate", "keys: [{principal: a, sha256: " + sha("k") + "}, {principal: b, sha256: " + sha("k") + "}]", "keys[1].sha256: the same key"},
+		{"duplicate", "keys: [{principal: a, sha256: " + sha("k") + "}, {principal: b, sha256: " + sha("k") + "}]", "keys[1].sha256 (line 1): the same key"},
 		{"unknown key", "keys: []\nextra: 1", `unknown key "extra"`},
 	}
 	for _, tt := range tests {

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"agoratokens/accesstoken"
+	"agoratokens/configfile"
 	"agoratokens/wire"
 )
 
@@ -210,6 +211,9 @@ func LoadPolicy(file string, limits Limits) (*Policy, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read policy: %w", err)
 	}
+	if st, err := os.Stat(file); err == nil && st.Mode().Perm()&0o002 != 0 {
+		return nil, fmt.Errorf("policy_file: %s has mode %04o: any user of this host could rewrite who gets which token (chmod o-w %s)", file, st.Mode().Perm(), file)
+	}
 	p, err := ParsePolicy(bytes.NewReader(b), limits)
 	if err != nil {
 		return nil, fmt.Errorf("policy %s: %w", file, err)
@@ -222,53 +226,65 @@ func LoadPolicy(file string, limits Limits) (*Policy, error) {
 // and their fields, placeholders, lifetimes, and that every template,
 // filled in for a sample device, signs.
 func ParsePolicy(r io.Reader, limits Limits) (*Policy, error) {
-	src, err := io.ReadAll(r)
+	var p Policy
+	_, err := configfile.Parse(r, &p, func() error {
+		if err := limits.fill(); err != nil {
+			return err
+		}
+		return p.check(limits)
+	})
 	if err != nil {
 		return nil, err
 	}
-	var p Policy
-	if err := decodeStrict(src, &p); err != nil {
-		return nil, err
-	}
-	if err := limits.fill(); err != nil {
-		return nil, err
-	}
+	return &p, nil
+}
+
+// check validates a decoded policy and fills its defaults; its errors
+// start with the key they are about.
+func (p *Policy) check(limits Limits) error {
 	for i, d := range p.Deny {
 		if err := checkGlob(d); err != nil {
-			return nil, fmt.Errorf("deny[%d]: %w", i, err)
+			return fmt.Errorf("deny[%d]: %w", i, err)
 		}
 	}
 	if len(p.Rules) == 0 {
-		return nil, errors.New("rules: missing; with no rule every device is refused")
+		return errors.New("rules: missing; with no rule every device is refused")
 	}
 	for i := range p.Rules {
 		rule := &p.Rules[i]
 		key := fmt.Sprintf("rules[%d]", i)
 		if err := checkGlob(rule.Match); err != nil {
-			return nil, fmt.Errorf("%s.match: %w", key, err)
+			return fmt.Errorf("%s.match: %w", key, err)
+		}
+		// The first match wins: a rule after a catch-all, or after a rule
+		// with the same glob, never applies.
+		for j, prev := range p.Rules[:i] {
+			if prev.Match == "*" || prev.Match == rule.Match {
+				return fmt.Errorf("%s.match: %q can never match: rules[%d] (match %q) comes first and takes every device it would", key, rule.Match, j, prev.Match)
+			}
 		}
 		if len(rule.Tokens) == 0 {
-			return nil, fmt.Errorf("%s.tokens: missing; a rule must grant at least one token", key)
+			return fmt.Errorf("%s.tokens: missing; a rule must grant at least one token", key)
 		}
 		for name, t := range rule.Tokens {
 			tkey := key + ".tokens." + name
 			if err := wire.ValidateName("token name", name); err != nil {
-				return nil, fmt.Errorf("%s: %w", tkey, err)
+				return fmt.Errorf("%s: %w", tkey, err)
 			}
 			if err := t.fill(limits); err != nil {
-				return nil, fmt.Errorf("%s: %w", tkey, err)
+				return fmt.Errorf("%s: %w", tkey, err)
 			}
 			g, err := t.expand(name, "sample-device-01")
 			if err == nil {
 				_, err = sampleSigner.sign(g, time.Unix(1_700_000_000, 0))
 			}
 			if err != nil {
-				return nil, fmt.Errorf("%s: filled in for device sample-device-01: %w", tkey, err)
+				return fmt.Errorf("%s: filled in for device sample-device-01: %w", tkey, err)
 			}
 			rule.Tokens[name] = t
 		}
 	}
-	return &p, nil
+	return nil
 }
 
 func checkGlob(g string) error {

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"agoratokens/accesstoken"
+	"agoratokens/secretfile"
 	"agoratokens/wire"
 )
 
@@ -154,7 +155,7 @@ func TestPolicyWildcardChannel(t *testing.T) {
 
 func TestSignerGrants(t *testing.T) {
 	p := mustPolicy(t, testPolicy)
-	s, err := NewSigner(testAppID, []Certificate{{ID: "old", Value: Secret{v: testCert2}}, {ID: "primary", Value: Secret{v: testCert}}},
+	s, err := NewSigner(testAppID, []Certificate{{ID: "old", Value: secretfile.NewSecret(testCert2)}, {ID: "primary", Value: secretfile.NewSecret(testCert)}},
 		"primary", func() (uint32, error) { return 42, nil })
 	if err != nil {
 		t.Fatal(err)

@@ -2,36 +2,14 @@ package issuer
 
 import (
 	"fmt"
-	"log/slog"
 
 	"agoratokens/accesstoken"
 	"agoratokens/secretfile"
 )
 
-// Secret is a value that must never be printed: an App Certificate or a
-// broker password. Every way fmt, slog, JSON and YAML have of printing it
-// prints "[redacted]"; use Reveal where the value itself is needed.
-type Secret struct{ v string }
-
-// Reveal returns the secret's value.
-func (s Secret) Reveal() string { return s.v }
-
-// IsZero reports whether the secret is empty.
-func (s Secret) IsZero() bool { return s.v == "" }
-
-const redacted = "[redacted]"
-
-// String implements fmt.Stringer.
-func (s Secret) String() string { return redacted }
-
-// GoString implements fmt.GoStringer (the %#v verb).
-func (s Secret) GoString() string { return redacted }
-
-// LogValue implements slog.LogValuer.
-func (s Secret) LogValue() slog.Value { return slog.StringValue(redacted) }
-
-// MarshalText implements encoding.TextMarshaler (JSON, YAML).
-func (s Secret) MarshalText() ([]byte, error) { return []byte(redacted), nil }
+// Secret is a value that must never be printed (see secretfile.Secret):
+// an App Certificate or a broker password.
+type Secret = secretfile.Secret
 
 // Certificate is one App Certificate and the id replies name it by (kid).
 type Certificate struct {
@@ -46,7 +24,7 @@ func readSecretFile(key, path string) (Secret, error) {
 	if err != nil {
 		return Secret{}, fmt.Errorf("%s: %w", key, err)
 	}
-	return Secret{v: v}, nil
+	return v, nil
 }
 
 // readCertificateFile reads an App Certificate: a secret file holding 32
@@ -56,7 +34,7 @@ func readCertificateFile(key, path string) (Secret, error) {
 	if err != nil {
 		return Secret{}, err
 	}
-	if err := accesstoken.ValidateHex32("app certificate in "+path, s.v); err != nil {
+	if err := accesstoken.ValidateHex32("app certificate in "+path, s.Reveal()); err != nil {
 		return Secret{}, fmt.Errorf("%s: %w", key, err)
 	}
 	return s, nil

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"agoratokens/accesstoken"
+	"agoratokens/secretfile"
 	"agoratokens/wire"
 )
 
@@ -27,11 +28,11 @@ func NewSigner(appID string, certs []Certificate, active string, salt func() (ui
 	}
 	s := &Signer{active: active, builders: map[string]*accesstoken.Builder{}}
 	for _, c := range certs {
-		if err := accesstoken.ValidateHex32("app certificate "+c.ID, c.Value.v); err != nil {
+		if err := accesstoken.ValidateHex32("app certificate "+c.ID, c.Value.Reveal()); err != nil {
 			return nil, err
 		}
 		s.ids = append(s.ids, c.ID)
-		s.builders[c.ID] = &accesstoken.Builder{AppID: appID, Certificate: c.Value.v, Salt: salt}
+		s.builders[c.ID] = &accesstoken.Builder{AppID: appID, Certificate: c.Value.Reveal(), Salt: salt}
 	}
 	if s.builders[active] == nil {
 		return nil, fmt.Errorf("active certificate %q is not configured", active)
@@ -132,7 +133,7 @@ func (s *Signer) Verify(token string) (*accesstoken.Token, string, error) {
 // for real tokens.
 var sampleSigner = func() *Signer {
 	s, err := NewSigner("00000000000000000000000000000001",
-		[]Certificate{{ID: "sample", Value: Secret{v: "00000000000000000000000000000002"}}},
+		[]Certificate{{ID: "sample", Value: secretfile.NewSecret("00000000000000000000000000000002")}},
 		"sample", func() (uint32, error) { return 1, nil })
 	if err != nil {
 		panic(err)

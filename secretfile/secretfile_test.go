@@ -1,10 +1,15 @@
 package secretfile
 
 import (
+	"encoding/json"
+	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"gopkg.in/yaml.v3"
 )
 
 func TestRead(t *testing.T) {
@@ -35,8 +40,8 @@ func TestRead(t *testing.T) {
 			}
 			got, err := Read(path)
 			if tc.ok {
-				if err != nil || got != tc.want {
-					t.Fatalf("Read = %q, %v; want %q", got, err, tc.want)
+				if err != nil || got.Reveal() != tc.want {
+					t.Fatalf("Read = %q, %v; want %q", got.Reveal(), err, tc.want)
 				}
 				return
 			}
@@ -53,5 +58,23 @@ func TestRead(t *testing.T) {
 	}
 	if _, err := Read(filepath.Join(t.TempDir(), "missing")); err == nil {
 		t.Fatal("a missing file read")
+	}
+}
+
+func TestSecretNeverPrints(t *testing.T) {
+	const v = "5cfd2fd1755d40ecb72977518be15d3b"
+	s := NewSecret(v)
+	var logged strings.Builder
+	slog.New(slog.NewTextHandler(&logged, nil)).Info("x", "secret", s)
+	js, _ := json.Marshal(struct{ S Secret }{s})
+	ys, _ := yaml.Marshal(struct{ S Secret }{s})
+	for _, out := range []string{s.String(), s.GoString(), fmt.Sprintf("%v %+v %#v %s", s, s, s, s),
+		fmt.Sprintf("%+v", struct{ S *Secret }{&s}), logged.String(), string(js), string(ys)} {
+		if strings.Contains(out, v) {
+			t.Fatalf("secret printed: %s", out)
+		}
+	}
+	if s.Reveal() != v || s.IsZero() || !NewSecret("").IsZero() || !s.Equal(NewSecret(v)) {
+		t.Fatal("Reveal, IsZero or Equal wrong")
 	}
 }

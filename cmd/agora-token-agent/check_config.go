@@ -5,10 +5,10 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net/url"
 	"strings"
 
 	"agoratokens/agent"
+	"agoratokens/redact"
 )
 
 // runCheckConfig validates a config file (and the secret files it names)
@@ -25,9 +25,9 @@ func runCheckConfig(ctx context.Context, args []string, stdout, stderr io.Writer
 	}
 	var source string
 	if cfg.Broker != nil {
-		source = "mqtt " + redacted(cfg.Broker.URL)
+		source = "mqtt " + redact.URL(cfg.Broker.URL)
 	} else {
-		source = "http " + cfg.HTTP.Kind + " " + redacted(cfg.HTTP.URL)
+		source = "http " + cfg.HTTP.Kind + " " + redact.URL(cfg.HTTP.URL)
 	}
 	tokens := "all the issuer grants"
 	if len(cfg.Tokens) > 0 {
@@ -59,13 +59,4 @@ func loadConfigArg(name string, args []string, stderr io.Writer) (cfg *agent.Con
 		return nil, "", 1
 	}
 	return cfg, *p, 0
-}
-
-// redacted is a URL with any password in it masked.
-func redacted(raw string) string {
-	u, err := url.Parse(raw)
-	if err != nil {
-		return "(url)"
-	}
-	return u.Redacted()
 }

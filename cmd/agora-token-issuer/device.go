@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"flag"
@@ -12,8 +13,8 @@ import (
 	"strings"
 	"text/template"
 
-	"gopkg.in/yaml.v3"
-
+	"agoratokens/atomicfile"
+	"agoratokens/issuer"
 	"agoratokens/issuer/devices"
 	"agoratokens/wire"
 )
@@ -126,46 +127,24 @@ type deviceConfig struct {
 	topicRoot       string
 }
 
-// issuerConfigKeys are the few issuer config keys the device commands
-// read (the issuer's own loader also reads certificates, which a device
-// registration does not need).
-type issuerConfigKeys struct {
-	Broker struct {
-		Embedded *struct {
-			Listen          string `yaml:"listen"`
-			TLSCertFile     string `yaml:"tls_cert_file"`
-			CredentialsFile string `yaml:"credentials_file"`
-		} `yaml:"embedded"`
-		URL string `yaml:"url"`
-	} `yaml:"broker"`
-	TopicRoot string `yaml:"topic_root"`
-}
-
+// loadDeviceConfig reads the issuer config with the issuer's own parser
+// (its defaults, its validation), but not the certificate and password
+// files it names: registering a device needs none of them.
 func loadDeviceConfig(path string) (*deviceConfig, error) {
 	raw, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("read issuer config: %w", err)
 	}
-	var k issuerConfigKeys
-	if err := yaml.Unmarshal(raw, &k); err != nil {
+	cfg, err := issuer.ParseConfig(bytes.NewReader(raw))
+	if err != nil {
 		return nil, fmt.Errorf("issuer config %s: %w", path, err)
 	}
-	e := k.Broker.Embedded
-	if e == nil || e.CredentialsFile == "" {
+	cfg.ResolvePaths(filepath.Dir(path))
+	e := cfg.Broker.Embedded
+	if e == nil {
 		return nil, fmt.Errorf("issuer config %s: broker.embedded.credentials_file is not set; devices of an external broker are registered in that broker (see docs/broker.md)", path)
 	}
-	c := &deviceConfig{credentialsFile: e.CredentialsFile, topicRoot: k.TopicRoot, tls: e.TLSCertFile != ""}
-	if !filepath.IsAbs(c.credentialsFile) {
-		c.credentialsFile = filepath.Join(filepath.Dir(path), c.credentialsFile)
-	}
-	if c.topicRoot == "" {
-		c.topicRoot = wire.DefaultRoot
-	}
-	c.listen = e.Listen
-	if c.listen == "" {
-		c.listen = "127.0.0.1:1883"
-	}
-	return c, nil
+	return &deviceConfig{credentialsFile: e.CredentialsFile, listen: e.Listen, tls: e.TLSCertFile != "", topicRoot: cfg.TopicRoot}, nil
 }
 
 // agentBrokerURL is the URL an agent uses for a broker listening on
@@ -306,39 +285,10 @@ func writeDeviceFiles(cfg *deviceConfig, name, secret string, out deviceOut) err
 	if err := agentTemplate.Execute(&b, ac); err != nil {
 		return fmt.Errorf("agent config: %w", err)
 	}
-	if err := writeFileAtomic(filepath.Join(out.dir, "password"), []byte(secret+"\n"), 0o600); err != nil {
+	if err := atomicfile.WritePrivate(filepath.Join(out.dir, "password"), []byte(secret+"\n")); err != nil {
 		return err
 	}
-	return writeFileAtomic(filepath.Join(out.dir, "agent.yaml"), []byte(b.String()), 0o644)
-}
-
-// writeFileAtomic writes a file through a temp file and a rename, with
-// its mode set before any content is written.
-func writeFileAtomic(path string, data []byte, mode os.FileMode) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	defer os.Remove(tmp.Name())
-	if err := tmp.Chmod(mode); err != nil {
-		tmp.Close()
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	return nil
+	return atomicfile.Write(filepath.Join(out.dir, "agent.yaml"), []byte(b.String()), 0o644)
 }
 
 func listDevices(cfg *deviceConfig, stdout io.Writer) error {

@@ -6,11 +6,13 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
 	"gopkg.in/yaml.v3"
 
+	"agoratokens/agent"
 	"agoratokens/internal/testbroker"
 	"agoratokens/issuer/broker"
 	"agoratokens/issuer/devices"
@@ -164,6 +166,15 @@ func TestDeviceAddBoardPaths(t *testing.T) {
 			t.Errorf("agent.yaml lacks %s:\n%s", want, raw)
 		}
 	}
+	// It loads with the agent's own parser, with the agent's defaults
+	// for the state directory and the socket.
+	c, err := agent.ParseConfig(bytes.NewReader(raw), "/etc/agora-token-agent")
+	if err != nil {
+		t.Fatalf("agent.yaml does not load in the agent: %v", err)
+	}
+	if c.StateDir != agent.DefaultStateDir || c.Socket.Path != agent.DefaultSocketPath || c.TopicRoot != "fleet/v1" {
+		t.Fatalf("agent.yaml: state %q socket %q root %q, want the agent's defaults", c.StateDir, c.Socket.Path, c.TopicRoot)
+	}
 	out2 := t.TempDir()
 	if code, _, errOut := runDev(t, "add", "cam-2", "--config", conf, "--out", out2, "--broker-url", "ssl://mqtt.example.com:8883"); code != 0 {
 		t.Fatal(errOut)
@@ -206,7 +217,12 @@ func TestDeviceListRotateRemove(t *testing.T) {
 func TestDeviceUsageErrors(t *testing.T) {
 	conf, _ := writeIssuerConfig(t, "127.0.0.1:1883")
 	ext := filepath.Join(t.TempDir(), "ext.yaml")
-	os.WriteFile(ext, []byte("broker:\n  url: tcp://broker:1883\n"), 0o600)
+	bad := filepath.Join(t.TempDir(), "bad.yaml")
+	os.WriteFile(bad, []byte("colour: red\n"), 0o600)
+	// A valid issuer config whose broker is external: the device
+	// commands read it with the issuer's own parser.
+	os.WriteFile(ext, []byte("app_id: 0123456789abcdef0123456789abcdef\ncertificates: [{id: primary, file: certificate}]\n"+
+		"broker:\n  url: tcp://broker:1883\npolicy_file: policy.yaml\n"), 0o600)
 	for _, tc := range []struct {
 		name string
 		args []string
@@ -223,6 +239,7 @@ func TestDeviceUsageErrors(t *testing.T) {
 		{"missing config", []string{"list", "--config", "/nonexistent/issuer.yaml"}, 1, "read issuer config"},
 		{"external broker", []string{"add", "a", "--config", ext}, 1, "credentials_file"},
 		{"unknown flag", []string{"add", "a", "--bogus"}, 2, "bogus"},
+		{"invalid issuer config", []string{"list", "--config", bad}, 1, `colour (line 1): unknown key "colour"`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			code, _, errOut := runDev(t, tc.args...)
@@ -230,5 +247,42 @@ func TestDeviceUsageErrors(t *testing.T) {
 				t.Fatalf("exit %d (want %d), stderr %q (want %q)", code, tc.code, errOut, tc.want)
 			}
 		})
+	}
+}
+
+// An operator (root) adding or rotating a device keeps the group and
+// mode of the credentials file and of an existing password file, so that
+// the service user still reads them. The test runs as root (as make test
+// does); group 4 is adm.
+func TestDeviceWritesKeepGroupAndMode(t *testing.T) {
+	const gid = 4
+	conf, creds := writeIssuerConfig(t, "127.0.0.1:1883")
+	out := t.TempDir()
+	if code, _, e := runDev(t, "add", "dev-1", "--config", conf, "--out", out); code != 0 {
+		t.Fatal(e)
+	}
+	password := filepath.Join(out, "password")
+	for _, p := range []string{creds, password} {
+		if err := os.Chown(p, 0, gid); err != nil {
+			t.Fatalf("chown (the test runs as root): %v", err)
+		}
+		if err := os.Chmod(p, 0o640); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if code, _, e := runDev(t, "rotate", "dev-1", "--config", conf, "--out", out); code != 0 {
+		t.Fatal(e)
+	}
+	if code, _, e := runDev(t, "add", "dev-2", "--config", conf); code != 0 {
+		t.Fatal(e)
+	}
+	for _, p := range []string{creds, password} {
+		st, err := os.Stat(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if g := st.Sys().(*syscall.Stat_t).Gid; st.Mode().Perm() != 0o640 || g != gid {
+			t.Errorf("%s after rewrite: %v group %d, want 0640 group %d", filepath.Base(p), st.Mode().Perm(), g, gid)
+		}
 	}
 }

@@ -2,8 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"flag"
 	"fmt"
@@ -14,6 +12,7 @@ import (
 	"time"
 
 	"agoratokens/accesstoken"
+	"agoratokens/brokertls"
 	"agoratokens/issuer/fleetsim"
 )
 
@@ -116,15 +115,11 @@ func runFleetSim(ctx context.Context, args []string, stdout, stderr io.Writer) i
 		cfg.Certificates = []string{c}
 	}
 	if *caFile != "" {
-		pem, err := os.ReadFile(*caFile)
+		t, err := brokertls.Client("", brokertls.Files{CAFile: *caFile})
 		if err != nil {
-			return fail("ca file: %v", err)
+			return fail("%v", err)
 		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return fail("ca file %s holds no PEM certificate", *caFile)
-		}
-		cfg.TLS = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+		cfg.TLS = t
 	}
 	level := slog.LevelError
 	if *verbose {

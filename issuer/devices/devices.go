@@ -18,14 +18,15 @@ import (
 	"io"
 	"io/fs"
 	"os"
-	"path/filepath"
 	"slices"
 	"strings"
-	"syscall"
 	"time"
 
 	"gopkg.in/yaml.v3"
 
+	"agoratokens/atomicfile"
+	"agoratokens/clock"
+	"agoratokens/configfile"
 	"agoratokens/wire"
 )
 
@@ -56,8 +57,9 @@ type Device struct {
 // File is a credentials file in memory. It is not safe for concurrent
 // mutation; Check may run concurrently as long as nothing mutates.
 type File struct {
-	// Now stamps new entries; nil means time.Now.
-	Now func() time.Time
+	// Clock stamps new entries with its wall time; nil means the real
+	// clock.
+	Clock clock.Clock
 
 	devices []Device       // in file order
 	index   map[string]int // name → position in devices
@@ -95,14 +97,26 @@ func Load(path string) (*File, error) {
 	return f, nil
 }
 
-// Parse reads a credentials file's content. Unknown keys are errors.
+// Parse reads a credentials file's content. Unknown keys are errors;
+// empty content is a file without devices.
 func Parse(r io.Reader) (*File, error) {
 	var y fileYAML
-	dec := yaml.NewDecoder(r)
-	dec.KnownFields(true)
-	if err := dec.Decode(&y); err != nil && !errors.Is(err, io.EOF) {
-		return nil, fmt.Errorf("parse: %w", err)
+	var f *File
+	_, err := configfile.Parse(r, &y, func() (err error) {
+		f, err = y.check()
+		return err
+	})
+	switch {
+	case errors.Is(err, configfile.ErrEmpty):
+		return New(), nil
+	case err != nil:
+		return nil, err
 	}
+	return f, nil
+}
+
+// check validates the decoded file; its errors start with their key.
+func (y *fileYAML) check() (*File, error) {
 	if y.Version != FormatVersion && !(y.Version == 0 && len(y.Devices) == 0) {
 		return nil, fmt.Errorf("version: %d is not supported (want %d)", y.Version, FormatVersion)
 	}
@@ -116,7 +130,7 @@ func Parse(r io.Reader) (*File, error) {
 		}
 		h, err := parseHash(d.Hash)
 		if err != nil {
-			return nil, fmt.Errorf("devices[%d].hash (device %q): %w", i, d.Name, err)
+			return nil, fmt.Errorf("devices[%d].hash: device %q: %w", i, d.Name, err)
 		}
 		f.index[d.Name] = len(f.devices)
 		f.devices = append(f.devices, Device{Name: d.Name, Created: d.Created, hash: h})
@@ -215,11 +229,11 @@ func (f *File) Remove(name string) error {
 
 // put stores (or replaces) name's hash.
 func (f *File) put(name, secret string) {
-	now := time.Now
-	if f.Now != nil {
-		now = f.Now
+	clk := f.Clock
+	if clk == nil {
+		clk = clock.Real()
 	}
-	d := Device{Name: name, Created: now().UTC().Truncate(time.Second), hash: sha256.Sum256([]byte(secret))}
+	d := Device{Name: name, Created: clk.Wall().UTC().Truncate(time.Second), hash: sha256.Sum256([]byte(secret))}
 	if i, ok := f.index[name]; ok {
 		f.devices[i] = d
 		return
@@ -261,52 +275,17 @@ func (f *File) WriteTo(w io.Writer) (int64, error) {
 	return b.WriteTo(w)
 }
 
-// Save writes the file atomically (a temp file beside it, fsync, rename,
-// fsync of the directory) with mode 0600.
+// Save writes the file atomically and durably (see package atomicfile).
+// A new file is 0600; an existing one keeps its owner and group, and its
+// mode up to 0640, so that the issuer's service user can still read it
+// after an operator, as root, adds a device.
 func (f *File) Save(path string) error {
-	dir := filepath.Dir(path)
-	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
+	var b bytes.Buffer
+	if _, err := f.WriteTo(&b); err != nil {
 		return fmt.Errorf("save device credentials: %w", err)
 	}
-	defer os.Remove(tmp.Name()) // fails harmlessly after the rename
-	// A new file is 0600. An existing one keeps its mode (0640 at most)
-	// and group, so that the issuer's service user can still read it
-	// after an operator, as root, adds a device.
-	mode, gid := os.FileMode(0o600), -1
-	if st, err := os.Stat(path); err == nil {
-		mode = st.Mode().Perm() & 0o640
-		if sys, ok := st.Sys().(*syscall.Stat_t); ok {
-			gid = int(sys.Gid)
-		}
-	}
-	if err := tmp.Chmod(mode | 0o600); err != nil {
-		tmp.Close()
+	if err := atomicfile.WritePrivate(path, b.Bytes()); err != nil {
 		return fmt.Errorf("save device credentials: %w", err)
-	}
-	if gid >= 0 {
-		if err := tmp.Chown(-1, gid); err != nil {
-			tmp.Close()
-			return fmt.Errorf("save device credentials: keep group %d: %w", gid, err)
-		}
-	}
-	if _, err := f.WriteTo(tmp); err != nil {
-		tmp.Close()
-		return fmt.Errorf("save device credentials: %w", err)
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return fmt.Errorf("save device credentials: %w", err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("save device credentials: %w", err)
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return fmt.Errorf("save device credentials: %w", err)
-	}
-	if d, err := os.Open(dir); err == nil {
-		_ = d.Sync() // best effort: the rename is durable on most filesystems anyway
-		d.Close()
 	}
 	return nil
 }

@@ -9,9 +9,11 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"agoratokens/clock"
 )
 
-func fixedNow() time.Time { return time.Date(2025, 11, 22, 8, 0, 0, 0, time.UTC) }
+func fixedClock() *clock.Fake { return clock.NewFake(time.Date(2025, 11, 22, 8, 0, 0, 0, time.UTC)) }
 
 func TestAddCheckSaveLoad(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "devices.yaml")
@@ -22,7 +24,7 @@ func TestAddCheckSaveLoad(t *testing.T) {
 	if f.Len() != 0 {
 		t.Fatalf("missing file has %d devices", f.Len())
 	}
-	f.Now = fixedNow
+	f.Clock = fixedClock()
 	s1, err := f.Add("dev-1")
 	if err != nil {
 		t.Fatal(err)
@@ -74,7 +76,7 @@ func TestAddCheckSaveLoad(t *testing.T) {
 		})
 	}
 	ds := g.Devices()
-	if len(ds) != 2 || ds[0].Name != "dev-1" || !ds[0].Created.Equal(fixedNow()) {
+	if len(ds) != 2 || ds[0].Name != "dev-1" || !ds[0].Created.Equal(fixedClock().Wall()) {
 		t.Fatalf("devices %+v", ds)
 	}
 }
@@ -129,7 +131,7 @@ func TestRotateAndRemove(t *testing.T) {
 func TestParseErrors(t *testing.T) {
 	good := "sha256:" + strings.Repeat("ab", 32)
 	for _, tc := range []struct{ name, in, want string }{
-		{"not yaml", "devices: [", "parse"},
+		{"not yaml", "devices: [", "line 1: not valid YAML"},
 		{"unknown key", "version: 1\nfoo: 2\n", "foo"},
 		{"bad version", "version: 9\ndevices: []\n", "version"},
 		{"bad name", "version: 1\ndevices:\n- name: a/b\n  hash: " + good + "\n", "devices[0].name"},

@@ -12,9 +12,9 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
-	"path/filepath"
 	"strings"
 
+	"agoratokens/atomicfile"
 	"agoratokens/issuer/devices"
 )
 
@@ -136,23 +136,12 @@ func registerMosquitto(path string, seed []byte, names []string) error {
 		}
 		b.WriteString(n + ":" + h + "\n")
 	}
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
+	// mosquitto reads the file as its own user: a rewrite keeps the
+	// file's owner, group and mode (root:mosquitto 0640, typically).
+	if err := atomicfile.WritePrivate(path, []byte(b.String())); err != nil {
 		return fmt.Errorf("password file: %w", err)
 	}
-	defer os.Remove(tmp.Name())
-	if err := tmp.Chmod(0o600); err != nil {
-		tmp.Close()
-		return err
-	}
-	if _, err := tmp.WriteString(b.String()); err != nil {
-		tmp.Close()
-		return fmt.Errorf("password file: %w", err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("password file: %w", err)
-	}
-	return os.Rename(tmp.Name(), path)
+	return nil
 }
 
 // mosquittoIterations is mosquitto_passwd's default PBKDF2 iteration

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"agoratokens/accesstoken"
+	"agoratokens/clock"
 	"agoratokens/wire"
 )
 
@@ -53,8 +54,9 @@ type Config struct {
 	Certificates []string
 	// Logger gets progress and per-device failures (nil: discarded).
 	Logger *slog.Logger
-	// Now is the clock (nil: time.Now).
-	Now func() time.Time
+	// Clock times the run, paces the requests and ends the wait for
+	// replies (nil: the real clock). Network deadlines use real time.
+	Clock clock.Clock
 }
 
 // Result is what a simulation measured.
@@ -129,7 +131,7 @@ type Sim struct {
 	cfg    Config
 	topics wire.Topics
 	log    *slog.Logger
-	now    func() time.Time
+	clk    clock.Clock
 }
 
 // New validates cfg and fills defaults.
@@ -143,6 +145,9 @@ func New(cfg Config) (*Sim, error) {
 		return nil, errors.New("seed is not set (the devices' secrets derive from it)")
 	case cfg.Rate < 0:
 		return nil, fmt.Errorf("rate: %v is negative", cfg.Rate)
+	}
+	if _, err := parseBrokerURL(cfg.BrokerURL); err != nil {
+		return nil, err
 	}
 	if cfg.Prefix == "" {
 		cfg.Prefix = "dev-sim-"
@@ -167,10 +172,10 @@ func New(cfg Config) (*Sim, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	if cfg.Now == nil {
-		cfg.Now = time.Now
+	if cfg.Clock == nil {
+		cfg.Clock = clock.Real()
 	}
-	return &Sim{cfg: cfg, topics: wire.NewTopics(cfg.TopicRoot), log: cfg.Logger, now: cfg.Now}, nil
+	return &Sim{cfg: cfg, topics: wire.NewTopics(cfg.TopicRoot), log: cfg.Logger, clk: cfg.Clock}, nil
 }
 
 // device is one simulated device.
@@ -214,7 +219,7 @@ func (s *Sim) Run(ctx context.Context) (*Result, error) {
 	// ConnectParallel workers connect the devices; each connected device
 	// then has a goroutine of its own reading its messages until the
 	// connection closes at the end of the run.
-	start := s.now()
+	start := s.clk.Now()
 	var failed atomic.Int64
 	var readers sync.WaitGroup
 	defer func() {
@@ -262,7 +267,7 @@ func (s *Sim) Run(ctx context.Context) (*Result, error) {
 	if cancelled != nil {
 		return nil, cancelled
 	}
-	res.ConnectTime = s.now().Sub(start)
+	res.ConnectTime = s.clk.Now().Sub(start)
 	res.ConnectFailed = int(failed.Load())
 	res.Connected = n - res.ConnectFailed
 	s.log.Info("fleet connected", "devices", res.Connected, "failed", res.ConnectFailed, "took", res.ConnectTime)
@@ -272,17 +277,17 @@ func (s *Sim) Run(ctx context.Context) (*Result, error) {
 	if len(live) == 0 {
 		close(r.allDone)
 	}
-	first := s.now()
+	first := s.clk.Now()
 	if err := s.send(ctx, r, live); err != nil {
 		return nil, err
 	}
 	res.Requests = len(live)
 
-	timer := time.NewTimer(s.cfg.Timeout)
+	timer := s.clk.NewTimer(s.cfg.Timeout)
 	defer timer.Stop()
 	select {
 	case <-r.allDone:
-	case <-timer.C:
+	case <-timer.C():
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}
@@ -326,14 +331,16 @@ func (s *Sim) connect(d *device) error {
 
 // send publishes every device's request, at once or paced at the rate.
 func (s *Sim) send(ctx context.Context, r *run, live []*device) error {
-	start := s.now()
+	start := s.clk.Now()
 	for i, d := range live {
 		if s.cfg.Rate > 0 {
 			due := start.Add(time.Duration(float64(i) / s.cfg.Rate * float64(time.Second)))
-			if wait := due.Sub(s.now()); wait > 0 {
+			if wait := due.Sub(s.clk.Now()); wait > 0 {
+				pace := s.clk.NewTimer(wait) // pacing the load, not waiting for a condition
 				select {
-				case <-time.After(wait): // pacing the load, not waiting for a condition
+				case <-pace.C():
 				case <-ctx.Done():
+					pace.Stop()
 					return ctx.Err()
 				}
 			}
@@ -342,7 +349,7 @@ func (s *Sim) send(ctx context.Context, r *run, live []*device) error {
 		if err != nil {
 			return err
 		}
-		d.sentAt.Store(s.now().UnixNano())
+		d.sentAt.Store(s.clk.Now().UnixNano())
 		if err := d.conn.publish1(s.topics.Req(d.name), payload); err != nil {
 			s.log.Warn("request not sent", "device", d.name, "error", err)
 		}
@@ -353,7 +360,7 @@ func (s *Sim) send(ctx context.Context, r *run, live []*device) error {
 // onMessage records the first message a device gets after its request
 // (a message before it is a push, not this simulation's).
 func (r *run) onMessage(d *device, payload []byte) {
-	at := r.sim.now()
+	at := r.sim.clk.Now()
 	sent := d.sentAt.Load()
 	if sent == 0 {
 		return

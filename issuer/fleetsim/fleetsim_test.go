@@ -227,6 +227,8 @@ func TestNewValidates(t *testing.T) {
 		{"bad prefix", Config{BrokerURL: "tcp://x:1", Devices: 1, Seed: []byte("s"), Prefix: "a/b"}, "prefix"},
 		{"negative rate", Config{BrokerURL: "tcp://x:1", Devices: 1, Seed: []byte("s"), Rate: -1}, "rate"},
 		{"bad token name", Config{BrokerURL: "tcp://x:1", Devices: 1, Seed: []byte("s"), Tokens: []string{"a b"}}, "token name"},
+		{"bad scheme", Config{BrokerURL: "ws://x:1", Devices: 1, Seed: []byte("s")}, `scheme "ws" is not tcp or ssl`},
+		{"no port", Config{BrokerURL: "tcp://x", Devices: 1, Seed: []byte("s")}, "needs a host and a port"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if _, err := New(tc.cfg); err == nil || !strings.Contains(err.Error(), tc.want) {

@@ -11,6 +11,8 @@ import (
 	"net/url"
 	"sync"
 	"time"
+
+	"agoratokens/redact"
 )
 
 // The simulated devices speak MQTT 3.1.1 through the minimal client in
@@ -53,10 +55,9 @@ const maxPacket = 1 << 20
 // and password as client id user (clean session), and returns once the
 // broker accepted, or fails after timeout.
 func dialMQTT(brokerURL string, tlsCfg *tls.Config, user, password string, timeout time.Duration) (*mqttConn, error) {
-	u, err := url.Parse(brokerURL)
+	u, err := parseBrokerURL(brokerURL)
 	if err != nil {
-		// url.Parse quotes the URL, which may hold a password.
-		return nil, errors.New("broker URL is not a valid URL (want tcp://host:port or ssl://host:port)")
+		return nil, err
 	}
 	d := &net.Dialer{Timeout: timeout}
 	var nc net.Conn
@@ -72,8 +73,6 @@ func dialMQTT(brokerURL string, tlsCfg *tls.Config, user, password string, timeo
 			cfg.ServerName = u.Hostname()
 		}
 		nc, err = tls.DialWithDialer(d, "tcp", u.Host, cfg)
-	default:
-		return nil, fmt.Errorf("broker URL %q: scheme is not tcp or ssl", brokerURL)
 	}
 	if err != nil {
 		return nil, err
@@ -98,6 +97,22 @@ func dialMQTT(brokerURL string, tlsCfg *tls.Config, user, password string, timeo
 	}
 	_ = nc.SetDeadline(time.Time{})
 	return c, nil
+}
+
+// parseBrokerURL checks a broker URL: tcp:// (or mqtt://) or ssl:// (or
+// tls://, mqtts://), a host and a port. Its errors never repeat the URL's
+// password.
+func parseBrokerURL(raw string) (*url.URL, error) {
+	u, err := redact.ParseURL(raw)
+	switch {
+	case err != nil:
+		return nil, fmt.Errorf("broker URL is not a valid URL: %w", err)
+	case u.Scheme != "tcp" && u.Scheme != "mqtt" && u.Scheme != "ssl" && u.Scheme != "tls" && u.Scheme != "mqtts":
+		return nil, fmt.Errorf("broker URL %s: scheme %q is not tcp or ssl", redact.URL(raw), u.Scheme)
+	case u.Hostname() == "" || u.Port() == "":
+		return nil, fmt.Errorf("broker URL %s needs a host and a port", redact.URL(raw))
+	}
+	return u, nil
 }
 
 func newMQTTConn(nc net.Conn) *mqttConn {
