@@ -40,16 +40,22 @@ func header(services uint16) *le {
 }
 
 // signed prepends an HMAC signature computed with crypto/hmac, as an
-// independent check of our own signing.
+// independent check of our own signing, for the issue_ts and salt of
+// header.
 func signed(cert string, content []byte) []byte {
+	return signedAt(cert, 1111111, 1, content)
+}
+
+// signedAt is signed for any issue_ts and salt.
+func signedAt(cert string, issueTs, saltV uint32, content []byte) []byte {
 	mac := func(key, msg []byte) []byte {
 		h := hmac.New(sha256.New, key)
 		h.Write(msg)
 		return h.Sum(nil)
 	}
 	var ts, salt [4]byte
-	binary.LittleEndian.PutUint32(ts[:], 1111111)
-	binary.LittleEndian.PutUint32(salt[:], 1)
+	binary.LittleEndian.PutUint32(ts[:], issueTs)
+	binary.LittleEndian.PutUint32(salt[:], saltV)
 	key := mac(salt[:], mac(ts[:], []byte(cert)))
 	sig := mac(key, content)
 	return append((&le{}).u16(uint16(len(sig))).raw(sig...).b, content...)
@@ -222,5 +228,17 @@ func TestParseMemoryBound(t *testing.T) {
 				t.Errorf("Parse allocated %d bytes, bound %d", least, bound)
 			}
 		})
+	}
+}
+
+// TestSignMatchesHMAC checks sign, on and off its stack path, against
+// crypto/hmac.
+func TestSignMatchesHMAC(t *testing.T) {
+	for _, n := range []int{0, 1, 63, 64, 65, 200, signOnStack - 1, signOnStack, signOnStack + 1, 70000} {
+		content := bytes.Repeat([]byte{byte(n)}, n)
+		want := signedAt(testCert, 1763800000, 424242, content)[2:sigHeader]
+		if got := sign(testCert, 1763800000, 424242, content); !bytes.Equal(got[:], want) {
+			t.Errorf("sign of %d bytes differs from crypto/hmac", n)
+		}
 	}
 }
