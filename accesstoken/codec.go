@@ -97,7 +97,8 @@ func (st *buildState) encode(payload []byte) string {
 
 // parseState is the reusable scratch of one Parse: the token text, its
 // base64-decoded bytes, the inflated payload (at most MaxPayload+1 bytes)
-// and a zlib reader reset for each token.
+// and, made on first need, a zlib reader reset for each token that
+// inflateFast leaves to it.
 type parseState struct {
 	text, raw []byte
 	out       [MaxPayload + 1]byte
@@ -109,16 +110,21 @@ type parseState struct {
 // zlib readers (zlib.NewReader reads a header at once).
 var emptyZlib = []byte{0x78, 0x9c, 0x03, 0x00, 0x00, 0x00, 0x00, 0x01}
 
-var parseStates = sync.Pool{New: func() any {
-	s := &parseState{}
-	s.br.Reset(emptyZlib)
-	zr, err := zlib.NewReader(&s.br)
-	if err != nil {
-		panic("accesstoken: zlib rejects the empty stream: " + err.Error())
+var parseStates = sync.Pool{New: func() any { return &parseState{} }}
+
+// zlibReader returns st's zlib reader, reset to read raw.
+func (st *parseState) zlibReader(raw []byte) (io.Reader, error) {
+	if st.zr == nil {
+		st.br.Reset(emptyZlib)
+		zr, err := zlib.NewReader(&st.br)
+		if err != nil {
+			panic("accesstoken: zlib rejects the empty stream: " + err.Error())
+		}
+		st.zr = zr
 	}
-	s.zr = zr
-	return s
-}}
+	st.br.Reset(raw)
+	return st.zr, st.zr.(zlib.Resetter).Reset(&st.br, nil)
+}
 
 // Parse decodes a token string. It checks the structure only; use Verify
 // to check the signature. A token carrying a service type this package
@@ -161,8 +167,11 @@ func (st *parseState) inflate(text string) ([]byte, error) {
 		return nil, fmt.Errorf("token is not valid base64: %w", err)
 	}
 	st.raw = raw
-	st.br.Reset(raw)
-	if err := st.zr.(zlib.Resetter).Reset(&st.br, nil); err != nil {
+	if n, ok := inflateFast(raw, st.out[:]); ok && n <= MaxPayload {
+		return st.out[:n], nil
+	}
+	zr, err := st.zlibReader(raw)
+	if err != nil {
 		return nil, fmt.Errorf("token is not zlib data: %w", err)
 	}
 	n := 0
@@ -170,7 +179,7 @@ func (st *parseState) inflate(text string) ([]byte, error) {
 		if n == len(st.out) {
 			return nil, fmt.Errorf("token payload exceeds %d bytes", MaxPayload)
 		}
-		m, err := st.zr.Read(st.out[n:])
+		m, err := zr.Read(st.out[n:])
 		n += m
 		if err == io.EOF {
 			break // the zlib reader has checked the Adler-32 checksum
