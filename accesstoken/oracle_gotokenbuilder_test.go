@@ -3,6 +3,7 @@ package accesstoken
 import (
 	"bytes"
 	"fmt"
+	"runtime"
 	"testing"
 	"time"
 
@@ -302,5 +303,47 @@ func checkRefService(t *testing.T, got ref.IService, want *Service) {
 		if e, ok := base.Privileges[p.Key]; !ok || e != p.Expire {
 			t.Errorf("go-tokenbuilder reads privilege %d of service %s as %d (present %v), want %d", p.Key, want.Type, e, ok, p.Expire)
 		}
+	}
+}
+
+// TestBuildersAllocateOnce holds every high-level builder to one
+// allocation per token, its string. Each is measured several times and
+// the least taken, so that a pooled state the runtime dropped (as the
+// race detector does at random) does not count.
+func TestBuildersAllocateOnce(t *testing.T) {
+	b := builderAt(1763800000, 12345678)
+	builders := map[string]func() (string, error){
+		"RTCWithUID":     func() (string, error) { return b.RTCWithUID("cam-42", 2882341273, RolePublisher, 3600, 3600) },
+		"RTCWithAccount": func() (string, error) { return b.RTCWithAccount("cam-42", "dev-1", RoleSubscriber, 3600, 3600) },
+		"RTCWithPrivileges": func() (string, error) {
+			return b.RTCWithPrivileges("cam-42", "dev-1", RTCPrivileges{Join: 600, PublishAudio: 60, PublishData: 30})
+		},
+		"RTCAndRTM":         func() (string, error) { return b.RTCAndRTM("cam-42", "dev-1", RolePublisher, 3600, 600) },
+		"RTM":               func() (string, error) { return b.RTM("dev-1", "", 600) },
+		"RTM with stream":   func() (string, error) { return b.RTM("dev-1", "stream-7", 600) },
+		"ChatUser":          func() (string, error) { return b.ChatUser("chat-user", 600) },
+		"ChatApp":           func() (string, error) { return b.ChatApp(600) },
+		"FPA":               func() (string, error) { return b.FPA(600) },
+		"EducationRoomUser": func() (string, error) { return b.EducationRoomUser("room-uuid", "user-uuid", 2, 600) },
+		"EducationUser":     func() (string, error) { return b.EducationUser("user-uuid", 600) },
+		"EducationApp":      func() (string, error) { return b.EducationApp(600) },
+	}
+	for name, build := range builders {
+		t.Run(name, func(t *testing.T) {
+			least := uint64(1 << 62)
+			for range 20 {
+				var before, after runtime.MemStats
+				runtime.ReadMemStats(&before)
+				_, err := build()
+				runtime.ReadMemStats(&after)
+				if err != nil {
+					t.Fatal(err)
+				}
+				least = min(least, after.Mallocs-before.Mallocs)
+			}
+			if least > 1 {
+				t.Errorf("%s allocates %d times per token, want 1", name, least)
+			}
+		})
 	}
 }
