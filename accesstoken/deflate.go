@@ -18,8 +18,11 @@ import (
 // it saves on 150 bytes.
 
 const (
-	zlibHeader0 = 0x78 // deflate, 32 KiB window
-	zlibHeader1 = 0x01 // "fastest" level hint; (0x78<<8 | 0x01) % 31 == 0
+	// deflate, 32 KiB window, level hint "default" (decoders ignore the
+	// hint): the header of every other builder's tokens, which keeps the
+	// familiar "007eJx" start. (0x78<<8 | 0x9c) % 31 == 0.
+	zlibHeader0 = 0x78
+	zlibHeader1 = 0x9c
 
 	minMatch   = 4     // shortest match looked for (the hash covers 4 bytes)
 	maxMatch   = 258   // longest match deflate can code

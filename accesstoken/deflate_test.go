@@ -100,3 +100,11 @@ func FuzzZlib(f *testing.F) {
 		}
 	})
 }
+
+// TestTokensLookFamiliar: tokens start "007eJx" like every other
+// builder's, which people and log filters recognise AccessToken2 by.
+func TestTokensLookFamiliar(t *testing.T) {
+	if tok := validRTCToken(t); !strings.HasPrefix(tok, "007eJx") {
+		t.Errorf("token starts %q, want 007eJx", tok[:min(len(tok), 8)])
+	}
+}
