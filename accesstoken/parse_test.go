@@ -242,6 +242,14 @@ func TestSignMatchesHMAC(t *testing.T) {
 			t.Errorf("sign of %d bytes differs from crypto/hmac", n)
 		}
 	}
+	// Verify may be given any certificate; one longer than a block is the
+	// message of the first HMAC, hashed off the stack.
+	for _, cert := range []string{"", "x", strings.Repeat("c", 64), strings.Repeat("c", 65), strings.Repeat("c", 300)} {
+		want := signedAt(cert, 7, 8, []byte("content"))[2:sigHeader]
+		if got := sign(cert, 7, 8, []byte("content")); !bytes.Equal(got[:], want) {
+			t.Errorf("sign with a %d-byte certificate differs from crypto/hmac", len(cert))
+		}
+	}
 }
 
 // TestParseGarbage feeds 64 KiB tokens of garbage in the shapes that get
