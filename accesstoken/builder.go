@@ -137,15 +137,16 @@ type RTCPrivileges struct {
 // BuildTokenWithUserAccountAndPrivilege. A zero publish lifetime leaves
 // that privilege out (Agora's builder would pack it as 0).
 func (b *Builder) RTCWithPrivileges(channel, account string, p RTCPrivileges) (string, error) {
-	s := Service{Type: ServiceRTC, Channel: channel, UID: account}
-	s.AddPrivilege(PrivJoinChannel, p.Join)
+	var privs [4]Privilege
+	s := Service{Type: ServiceRTC, Channel: channel, UID: account, Privileges: privs[:0]}
+	s.Privileges = append(s.Privileges, Privilege{PrivJoinChannel, p.Join})
 	for _, kv := range [...]Privilege{
 		{PrivPublishAudioStream, p.PublishAudio},
 		{PrivPublishVideoStream, p.PublishVideo},
 		{PrivPublishDataStream, p.PublishData},
 	} {
 		if kv.Expire != 0 {
-			s.AddPrivilege(kv.Key, kv.Expire)
+			s.Privileges = append(s.Privileges, kv)
 		}
 	}
 	expire := p.Token
@@ -163,8 +164,7 @@ func (b *Builder) RTCAndRTM(channel, account string, role Role, tokenExpire, pri
 	if err != nil {
 		return "", err
 	}
-	rtm := Service{Type: ServiceRTM, UserID: account}
-	rtm.AddPrivilege(PrivLogin, tokenExpire)
+	rtm := Service{Type: ServiceRTM, UserID: account, Privileges: []Privilege{{PrivLogin, tokenExpire}}}
 	return b.Sign(&Token{Expire: tokenExpire, Services: []Service{s, rtm}})
 }
 
@@ -176,17 +176,18 @@ func (b *Builder) RTM(userID, streamChannel string, expire uint32) (string, erro
 	if userID == "" {
 		return "", fmt.Errorf("rtm user id is empty")
 	}
-	t := Token{Expire: expire}
+	// Slices of arrays on the stack, as in rtcService, filled without
+	// append (which would move them to the heap): the token allocates
+	// only its string.
+	var svcs [2]Service
+	privs := [3]Privilege{{PrivLogin, expire}, {PrivJoinChannel, expire}, {PrivPublishDataStream, expire}}
+	n := 0
 	if streamChannel != "" {
-		rtc := Service{Type: ServiceRTC, Channel: streamChannel, UID: userID}
-		rtc.AddPrivilege(PrivJoinChannel, expire)
-		rtc.AddPrivilege(PrivPublishDataStream, expire)
-		t.Services = append(t.Services, rtc)
+		svcs[n] = Service{Type: ServiceRTC, Channel: streamChannel, UID: userID, Privileges: privs[1:3]}
+		n++
 	}
-	rtm := Service{Type: ServiceRTM, UserID: userID}
-	rtm.AddPrivilege(PrivLogin, expire)
-	t.Services = append(t.Services, rtm)
-	return b.Sign(&t)
+	svcs[n] = Service{Type: ServiceRTM, UserID: userID, Privileges: privs[0:1]}
+	return b.Sign(&Token{Expire: expire, Services: svcs[:n+1]})
 }
 
 // ChatUser builds a Chat user token.
@@ -194,22 +195,19 @@ func (b *Builder) ChatUser(userID string, expire uint32) (string, error) {
 	if userID == "" {
 		return "", fmt.Errorf("chat user id is empty")
 	}
-	s := Service{Type: ServiceChat, UserID: userID}
-	s.AddPrivilege(PrivChatUser, expire)
+	s := Service{Type: ServiceChat, UserID: userID, Privileges: []Privilege{{PrivChatUser, expire}}}
 	return b.Sign(&Token{Expire: expire, Services: []Service{s}})
 }
 
 // ChatApp builds a Chat app token.
 func (b *Builder) ChatApp(expire uint32) (string, error) {
-	s := Service{Type: ServiceChat}
-	s.AddPrivilege(PrivChatApp, expire)
+	s := Service{Type: ServiceChat, Privileges: []Privilege{{PrivChatApp, expire}}}
 	return b.Sign(&Token{Expire: expire, Services: []Service{s}})
 }
 
 // FPA builds an FPA login token.
 func (b *Builder) FPA(expire uint32) (string, error) {
-	s := Service{Type: ServiceFPA}
-	s.AddPrivilege(PrivLogin, expire)
+	s := Service{Type: ServiceFPA, Privileges: []Privilege{{PrivLogin, expire}}}
 	return b.Sign(&Token{Expire: expire, Services: []Service{s}})
 }
 
@@ -220,13 +218,13 @@ func (b *Builder) EducationRoomUser(roomUUID, userUUID string, role int16, expir
 	if roomUUID == "" || userUUID == "" {
 		return "", fmt.Errorf("education room uuid and user uuid must not be empty")
 	}
-	apaas := Service{Type: ServiceAPaaS, RoomUUID: roomUUID, UserUUID: userUUID, Role: role}
-	apaas.AddPrivilege(PrivAPaaSRoomUser, expire)
-	rtm := Service{Type: ServiceRTM, UserID: userUUID}
-	rtm.AddPrivilege(PrivLogin, expire)
+	apaas := Service{Type: ServiceAPaaS, RoomUUID: roomUUID, UserUUID: userUUID, Role: role,
+		Privileges: []Privilege{{PrivAPaaSRoomUser, expire}}}
+	rtm := Service{Type: ServiceRTM, UserID: userUUID, Privileges: []Privilege{{PrivLogin, expire}}}
 	sum := md5.Sum([]byte(userUUID))
-	chat := Service{Type: ServiceChat, UserID: hex.EncodeToString(sum[:])}
-	chat.AddPrivilege(PrivChatUser, expire)
+	var chatID [2 * md5.Size]byte
+	hex.Encode(chatID[:], sum[:])
+	chat := Service{Type: ServiceChat, UserID: string(chatID[:]), Privileges: []Privilege{{PrivChatUser, expire}}}
 	return b.Sign(&Token{Expire: expire, Services: []Service{apaas, rtm, chat}})
 }
 
@@ -235,14 +233,12 @@ func (b *Builder) EducationUser(userUUID string, expire uint32) (string, error) 
 	if userUUID == "" {
 		return "", fmt.Errorf("education user uuid is empty")
 	}
-	s := Service{Type: ServiceAPaaS, UserUUID: userUUID, Role: -1}
-	s.AddPrivilege(PrivAPaaSUser, expire)
+	s := Service{Type: ServiceAPaaS, UserUUID: userUUID, Role: -1, Privileges: []Privilege{{PrivAPaaSUser, expire}}}
 	return b.Sign(&Token{Expire: expire, Services: []Service{s}})
 }
 
 // EducationApp builds an APaaS app token (role -1, as Agora's builder).
 func (b *Builder) EducationApp(expire uint32) (string, error) {
-	s := Service{Type: ServiceAPaaS, Role: -1}
-	s.AddPrivilege(PrivAPaaSApp, expire)
+	s := Service{Type: ServiceAPaaS, Role: -1, Privileges: []Privilege{{PrivAPaaSApp, expire}}}
 	return b.Sign(&Token{Expire: expire, Services: []Service{s}})
 }

@@ -42,25 +42,24 @@ func RandomSalt() (uint32, error) {
 // and the 32 bytes of HMAC-SHA256.
 const sigHeader = 2 + sha256.Size
 
-// buildState is the reusable scratch of one Build: the packing buffer, a
-// zlib writer (about 800 KiB, which is why it is pooled) and the output
-// buffers. With it, Build allocates only the returned string.
+// buildState is the reusable scratch of one Build: the packing buffer,
+// the compressor's hash table and the output buffers. With it, Build
+// allocates only the returned string.
 type buildState struct {
 	buf []byte // blockSize bytes of HMAC scratch, then the content
-	z   bytes.Buffer
-	zw  *zlib.Writer
+	m   matcher
+	z   []byte
 	out []byte
 }
 
 var buildStates = sync.Pool{New: func() any {
-	s := &buildState{buf: make([]byte, 0, 512), out: make([]byte, 0, 512)}
-	s.zw = zlib.NewWriter(&s.z)
-	return s
+	return &buildState{buf: make([]byte, 0, 512), z: make([]byte, 0, 512), out: make([]byte, 0, 512)}
 }}
 
 // Build signs the token with cert and returns its string form. IssueTs and
 // Salt must be set (see Builder for defaults); the fields are validated
-// first. The output is byte-identical to Agora's Go builder's.
+// first. The payload is byte-identical to Agora's builders'; its zlib
+// stream is our own (see deflate.go), which Agora inflates like any other.
 func (t *Token) Build(cert string) (string, error) {
 	if err := ValidateHex32("app certificate", cert); err != nil {
 		return "", err
@@ -86,27 +85,20 @@ func (t *Token) Build(cert string) (string, error) {
 	p := w.buf[blockSize-sigHeader:]
 	binary.LittleEndian.PutUint16(p, sha256.Size)
 	copy(p[2:], sig[:])
-	return st.encode(p)
+	return st.encode(p), nil
 }
 
-func (st *buildState) encode(payload []byte) (string, error) {
-	st.z.Reset()
-	st.zw.Reset(&st.z)
-	_, err := st.zw.Write(payload)
-	if err == nil {
-		err = st.zw.Close()
-	}
-	if err != nil {
-		return "", fmt.Errorf("compress token: %w", err)
-	}
+func (st *buildState) encode(payload []byte) string {
+	st.z = appendZlib(st.z[:0], payload, &st.m)
 	st.out = append(st.out[:0], Version...)
-	st.out = base64.StdEncoding.AppendEncode(st.out, st.z.Bytes())
-	return string(st.out), nil
+	st.out = base64.StdEncoding.AppendEncode(st.out, st.z)
+	return string(st.out)
 }
 
 // parseState is the reusable scratch of one Parse: the token text, its
 // base64-decoded bytes, the inflated payload (at most MaxPayload+1 bytes)
-// and a zlib reader reset for each token.
+// and, made on first need, a zlib reader reset for each token that
+// inflateFast leaves to it.
 type parseState struct {
 	text, raw []byte
 	out       [MaxPayload + 1]byte
@@ -118,16 +110,21 @@ type parseState struct {
 // zlib readers (zlib.NewReader reads a header at once).
 var emptyZlib = []byte{0x78, 0x9c, 0x03, 0x00, 0x00, 0x00, 0x00, 0x01}
 
-var parseStates = sync.Pool{New: func() any {
-	s := &parseState{}
-	s.br.Reset(emptyZlib)
-	zr, err := zlib.NewReader(&s.br)
-	if err != nil {
-		panic("accesstoken: zlib rejects the empty stream: " + err.Error())
+var parseStates = sync.Pool{New: func() any { return &parseState{} }}
+
+// zlibReader returns st's zlib reader, reset to read raw.
+func (st *parseState) zlibReader(raw []byte) (io.Reader, error) {
+	if st.zr == nil {
+		st.br.Reset(emptyZlib)
+		zr, err := zlib.NewReader(&st.br)
+		if err != nil {
+			panic("accesstoken: zlib rejects the empty stream: " + err.Error())
+		}
+		st.zr = zr
 	}
-	s.zr = zr
-	return s
-}}
+	st.br.Reset(raw)
+	return st.zr, st.zr.(zlib.Resetter).Reset(&st.br, nil)
+}
 
 // Parse decodes a token string. It checks the structure only; use Verify
 // to check the signature. A token carrying a service type this package
@@ -170,8 +167,11 @@ func (st *parseState) inflate(text string) ([]byte, error) {
 		return nil, fmt.Errorf("token is not valid base64: %w", err)
 	}
 	st.raw = raw
-	st.br.Reset(raw)
-	if err := st.zr.(zlib.Resetter).Reset(&st.br, nil); err != nil {
+	if n, ok := inflateFast(raw, st.out[:]); ok && n <= MaxPayload {
+		return st.out[:n], nil
+	}
+	zr, err := st.zlibReader(raw)
+	if err != nil {
 		return nil, fmt.Errorf("token is not zlib data: %w", err)
 	}
 	n := 0
@@ -179,7 +179,7 @@ func (st *parseState) inflate(text string) ([]byte, error) {
 		if n == len(st.out) {
 			return nil, fmt.Errorf("token payload exceeds %d bytes", MaxPayload)
 		}
-		m, err := st.zr.Read(st.out[n:])
+		m, err := zr.Read(st.out[n:])
 		n += m
 		if err == io.EOF {
 			break // the zlib reader has checked the Adler-32 checksum

@@ -8,6 +8,7 @@ import (
 	"encoding/base64"
 	"encoding/binary"
 	"errors"
+	"math/rand/v2"
 	"runtime"
 	"strings"
 	"testing"
@@ -40,16 +41,22 @@ func header(services uint16) *le {
 }
 
 // signed prepends an HMAC signature computed with crypto/hmac, as an
-// independent check of our own signing.
+// independent check of our own signing, for the issue_ts and salt of
+// header.
 func signed(cert string, content []byte) []byte {
+	return signedAt(cert, 1111111, 1, content)
+}
+
+// signedAt is signed for any issue_ts and salt.
+func signedAt(cert string, issueTs, saltV uint32, content []byte) []byte {
 	mac := func(key, msg []byte) []byte {
 		h := hmac.New(sha256.New, key)
 		h.Write(msg)
 		return h.Sum(nil)
 	}
 	var ts, salt [4]byte
-	binary.LittleEndian.PutUint32(ts[:], 1111111)
-	binary.LittleEndian.PutUint32(salt[:], 1)
+	binary.LittleEndian.PutUint32(ts[:], issueTs)
+	binary.LittleEndian.PutUint32(salt[:], saltV)
 	key := mac(salt[:], mac(ts[:], []byte(cert)))
 	sig := mac(key, content)
 	return append((&le{}).u16(uint16(len(sig))).raw(sig...).b, content...)
@@ -220,6 +227,83 @@ func TestParseMemoryBound(t *testing.T) {
 			t.Logf("%s: %d bytes allocated", tt.name, least)
 			if least > bound {
 				t.Errorf("Parse allocated %d bytes, bound %d", least, bound)
+			}
+		})
+	}
+}
+
+// TestSignMatchesHMAC checks sign, on and off its stack path, against
+// crypto/hmac.
+func TestSignMatchesHMAC(t *testing.T) {
+	for _, n := range []int{0, 1, 63, 64, 65, 200, signOnStack - 1, signOnStack, signOnStack + 1, 70000} {
+		content := bytes.Repeat([]byte{byte(n)}, n)
+		want := signedAt(testCert, 1763800000, 424242, content)[2:sigHeader]
+		if got := sign(testCert, 1763800000, 424242, content); !bytes.Equal(got[:], want) {
+			t.Errorf("sign of %d bytes differs from crypto/hmac", n)
+		}
+	}
+	// Verify may be given any certificate; one longer than a block is the
+	// message of the first HMAC, hashed off the stack.
+	for _, cert := range []string{"", "x", strings.Repeat("c", 64), strings.Repeat("c", 65), strings.Repeat("c", 300)} {
+		want := signedAt(cert, 7, 8, []byte("content"))[2:sigHeader]
+		if got := sign(cert, 7, 8, []byte("content")); !bytes.Equal(got[:], want) {
+			t.Errorf("sign with a %d-byte certificate differs from crypto/hmac", len(cert))
+		}
+	}
+}
+
+// TestParseGarbage feeds 64 KiB tokens of garbage in the shapes that get
+// furthest: Parse must reject each and, its pooled buffers warm, allocate
+// at most a few KiB for it.
+func TestParseGarbage(t *testing.T) {
+	const size = 64 << 10
+	rng := rand.New(rand.NewPCG(3, 4))
+	random := func(n int) []byte {
+		b := make([]byte, n)
+		for i := range b {
+			b[i] = byte(rng.Uint32())
+		}
+		return b
+	}
+	// as64 base64-encodes the start of raw into a token of the size
+	// (less the 3 characters base64 cannot fill).
+	as64 := func(raw []byte) string { return rawToken(raw[:(size-len(Version))/4*3]) }
+	valid, _ := base64.StdEncoding.DecodeString(validRTCToken(t)[len(Version):])
+	tests := map[string]string{
+		"random bytes":             Version + string(random(size-len(Version))),
+		"random base64":            as64(random(size)),
+		"zlib header, random":      as64(append([]byte{0x78, 0x9c}, random(size)...)),
+		"fixed block, random":      as64(append([]byte{0x78, 0x01, 0x03}, random(size)...)),
+		"stored block, random":     as64(append([]byte{0x78, 0x01, 0x00, 0xff, 0xff, 0x00, 0x00}, random(size)...)),
+		"dynamic block, random":    as64(append([]byte{0x78, 0x9c, 0x05}, random(size)...)),
+		"zeros":                    as64(make([]byte, size)),
+		"valid token, then random": validRTCToken(t) + string(random(size-len(validRTCToken(t)))),
+		"valid zlib, then random":  as64(append(valid, random(size)...)),
+	}
+	const bound = 4 << 10
+	for name, token := range tests {
+		t.Run(name, func(t *testing.T) {
+			if len(token) < size-3 || len(token) > size {
+				t.Fatalf("token is %d bytes, want %d", len(token), size)
+			}
+			if tok, err := Parse(token); err == nil {
+				t.Fatalf("Parse accepts garbage: %v", tok)
+			}
+			least := uint64(1 << 62)
+			for range 5 {
+				var before, after runtime.MemStats
+				runtime.ReadMemStats(&before)
+				_, err := Parse(token)
+				runtime.ReadMemStats(&after)
+				if err == nil {
+					t.Fatal("Parse accepts garbage")
+				}
+				least = min(least, after.TotalAlloc-before.TotalAlloc)
+			}
+			_, err := Parse(token)
+			t.Logf("%d bytes allocated: %v", least, err)
+			if least > bound {
+				t.Errorf("Parse allocated %d bytes for garbage, bound %d", least, bound)
 			}
 		})
 	}

@@ -37,12 +37,13 @@ func hmacShort(key, msg []byte) [sha256.Size]byte {
 	return hmacOuter(key, sha256.Sum256(buf[:blockSize+n]))
 }
 
-// hmacLong is HMAC-SHA256 through crypto/hmac, for a certificate too long
-// for hmacShort (only Verify can be given one). Taking the key by value
-// keeps the callers' buffers off the heap.
-func hmacLong(key [4]byte, msg string) [sha256.Size]byte {
-	h := hmac.New(sha256.New, key[:])
-	h.Write([]byte(msg))
+// hmacAlloc is HMAC-SHA256 through crypto/hmac, which allocates: for a
+// certificate too long for hmacShort or content too long for sign's
+// stack (only Verify can be given either). Callers pass copies declared
+// on that path, so that only it moves them to the heap.
+func hmacAlloc(key, msg []byte) [sha256.Size]byte {
+	h := hmac.New(sha256.New, key)
+	h.Write(msg)
 	var out [sha256.Size]byte
 	h.Sum(out[:0])
 	return out
@@ -69,7 +70,8 @@ func signingKey(cert string, issueTs, salt uint32) [sha256.Size]byte {
 		var c [64]byte
 		k1 = hmacShort(ts[:], c[:copy(c[:], cert)])
 	} else {
-		k1 = hmacLong(ts, cert)
+		k := ts
+		k1 = hmacAlloc(k[:], []byte(cert))
 	}
 	return hmacShort(sl[:], k1[:])
 }
@@ -87,13 +89,20 @@ func signInPlace(key *[sha256.Size]byte, buf []byte) [sha256.Size]byte {
 	return hmacOuter(key[:], sha256.Sum256(buf))
 }
 
-// sign returns the signature of content under cert. It is the reference
-// path, used by Verify; Build signs in place.
+// signOnStack is the largest content (every real token's) that sign
+// copies behind an inner pad on its stack; longer content goes through
+// crypto/hmac, which allocates.
+const signOnStack = 1024 - blockSize
+
+// sign returns the signature of content under cert, for Verify, which
+// must not write into the token; Build signs in place.
 func sign(cert string, issueTs, salt uint32, content []byte) [sha256.Size]byte {
 	key := signingKey(cert, issueTs, salt)
-	h := hmac.New(sha256.New, key[:])
-	h.Write(content)
-	var out [sha256.Size]byte
-	h.Sum(out[:0])
-	return out
+	if len(content) <= signOnStack {
+		var buf [blockSize + signOnStack]byte
+		n := copy(buf[blockSize:], content)
+		return signInPlace(&key, buf[:blockSize+n])
+	}
+	k := key
+	return hmacAlloc(k[:], content)
 }

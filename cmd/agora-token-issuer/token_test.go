@@ -152,8 +152,11 @@ func TestTokenBuildReproducesAgoraVectors(t *testing.T) {
 				t.Fatalf("vector certificate changed; update testCert")
 			}
 			got := strings.TrimSpace(mustOK(t, tokenCmd(t, v.spec(t), "build", "--certificate-file", certFile, "-")))
-			if v.GoZlibByteSame && got != v.Token {
-				t.Errorf("build gave\n%s\nwant\n%s", got, v.Token)
+			// The codec writes its own zlib stream; the signature may not differ.
+			ours, err1 := accesstoken.Parse(got)
+			theirs, err2 := accesstoken.Parse(v.Token)
+			if err1 != nil || err2 != nil || !bytes.Equal(ours.Signature, theirs.Signature) {
+				t.Errorf("build gave\n%s\nwhose signature differs from\n%s (%v, %v)", got, v.Token, err1, err2)
 			}
 			// Compressed bytes may differ; what inspect shows may not.
 			want := decodeJSON(t, mustOK(t, tokenCmd(t, "", "inspect", v.Token)))
