@@ -67,9 +67,9 @@ func TestCheckConfigLoadsWhatServeLoads(t *testing.T) {
 		}, 1, []string{"policy_file", "policy.yaml has mode 0666"}},
 		{"rule after a catch-all", func(t *testing.T, dir string) {
 			edit(t, filepath.Join(dir, "policy.yaml"), func(s string) string {
-				return strings.Replace(s, `  - match: "dev-*"`, "  - match: \"*\"\n    tokens: {signal: {service: rtm, user: \"{device}\"}}\n  - match: \"dev-*\"", 1)
+				return strings.Replace(s, `  - match: "*"`, "  - match: \"*\"\n    tokens: {signal: {service: rtm, user: \"{device}\"}}\n  - match: \"dev-*\"", 1)
 			})
-		}, 1, []string{"policy.yaml", "rules[1].match (line 7)", `"dev-*" can never match`, "rules[0]"}},
+		}, 1, []string{"policy.yaml", "rules[1].match (line 10)", `"dev-*" can never match`, "rules[0]"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := initSetup(t)

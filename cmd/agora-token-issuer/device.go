@@ -125,6 +125,8 @@ type deviceConfig struct {
 	listen          string // the embedded broker's listen address
 	tls             bool
 	topicRoot       string
+	policyFile      string
+	limits          issuer.Limits
 }
 
 // loadDeviceConfig reads the issuer config with the issuer's own parser
@@ -144,7 +146,8 @@ func loadDeviceConfig(path string) (*deviceConfig, error) {
 	if e == nil {
 		return nil, fmt.Errorf("issuer config %s: broker.embedded.credentials_file is not set; devices of an external broker are registered in that broker (see docs/broker.md)", path)
 	}
-	return &deviceConfig{credentialsFile: e.CredentialsFile, listen: e.Listen, tls: e.TLSCertFile != "", topicRoot: cfg.TopicRoot}, nil
+	return &deviceConfig{credentialsFile: e.CredentialsFile, listen: e.Listen, tls: e.TLSCertFile != "", topicRoot: cfg.TopicRoot,
+		policyFile: cfg.PolicyFile, limits: cfg.Limits}, nil
 }
 
 // agentBrokerURL is the URL an agent uses for a broker listening on
@@ -213,9 +216,26 @@ func addDevice(cfg *deviceConfig, rotate bool, name string, out deviceOut, stdou
 	if err := f.Save(cfg.credentialsFile); err != nil {
 		return err
 	}
+	verb := "registered"
+	if rotate {
+		verb = "rotated"
+	}
+	warnUngranted(cfg, name, stderr)
 	if out.dir == "" {
-		fmt.Fprintf(stderr, "device %s registered in %s; its secret (shown only now):\n", name, cfg.credentialsFile)
+		fmt.Fprintf(stderr, "device %s %s in %s; its secret (shown only now):\n", name, verb, cfg.credentialsFile)
 		fmt.Fprintln(stdout, secret)
+		return nil
+	}
+	keep := rotate && out.brokerURL == "" && !out.local && exists(filepath.Join(out.dir, "agent.yaml"))
+	if keep {
+		// A new secret changes nothing else: the agent.yaml written at
+		// add (its --broker-url included) stays as it is.
+		if err := atomicfile.WritePrivate(filepath.Join(out.dir, "password"), []byte(secret+"\n")); err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "device %s rotated; wrote %s (kept %s)\n", name,
+			filepath.Join(out.dir, "password"), filepath.Join(out.dir, "agent.yaml"))
+		fmt.Fprintf(stdout, "copy password to the board as %s (mode 0600)\n", boardPasswordFile)
 		return nil
 	}
 	if err := writeDeviceFiles(cfg, name, secret, out); err != nil {
@@ -227,7 +247,7 @@ func addDevice(cfg *deviceConfig, rotate bool, name string, out deviceOut, stdou
 		}
 		return err
 	}
-	fmt.Fprintf(stdout, "device %s registered; wrote %s and %s\n", name,
+	fmt.Fprintf(stdout, "device %s %s; wrote %s and %s\n", name, verb,
 		filepath.Join(out.dir, "agent.yaml"), filepath.Join(out.dir, "password"))
 	if !out.local {
 		fmt.Fprintf(stdout, "copy password to the board as %s (mode 0600) and agent.yaml as /etc/agora-token-agent/agent.yaml\n", boardPasswordFile)
@@ -235,10 +255,34 @@ func addDevice(cfg *deviceConfig, rotate bool, name string, out deviceOut, stdou
 	return nil
 }
 
+// exists reports whether path names a file.
+func exists(path string) bool {
+	_, err := os.Lstat(path)
+	return err == nil
+}
+
+// warnUngranted says so when no policy rule grants the device a token:
+// its agent would be refused (forbidden) at its first request. A policy
+// that cannot be read is reported too; registering goes on either way.
+func warnUngranted(cfg *deviceConfig, name string, stderr io.Writer) {
+	if cfg.policyFile == "" {
+		return
+	}
+	p, err := issuer.LoadPolicy(cfg.policyFile, cfg.limits)
+	if err != nil {
+		fmt.Fprintf(stderr, "warning: cannot check the policy for %s: %v\n", name, err)
+		return
+	}
+	if g, err := p.Grants(name, nil); err != nil || len(g) == 0 {
+		fmt.Fprintf(stderr, "warning: no rule of %s grants %s any token; its agent will be refused until a rule matches it\n", cfg.policyFile, name)
+	}
+}
+
 // agentConfig fills the agent config template.
 type agentConfig struct {
 	DeviceID, BrokerURL, PasswordFile, TopicRoot, StateDir, SocketPath string
-	TLS                                                                bool
+	// TLS: the URL is ssl://; Embedded: the broker is the issuer's own.
+	TLS, Embedded bool
 }
 
 var agentTemplate = template.Must(template.New("agent.yaml").Parse(`# agora-token-agent config for device {{.DeviceID}}, written by
@@ -248,9 +292,14 @@ broker:
   url: {{printf "%q" .BrokerURL}}
   username: {{printf "%q" .DeviceID}}
   password_file: {{printf "%q" .PasswordFile}}
-{{- if .TLS}}
+{{- if and .TLS .Embedded}}
   # The embedded broker speaks TLS: give the CA that signed its
   # certificate (or the certificate itself when self-signed).
+  # ca_file: ca.pem
+{{- else if .TLS}}
+  # The broker speaks TLS: give the CA that signed its certificate
+  # (omit to use the system's roots), and cert_file/key_file if it
+  # asks for a client certificate.
   # ca_file: ca.pem
 {{- else}}
   # ca_file: / cert_file: / key_file: for an ssl:// broker
@@ -267,12 +316,13 @@ log_level: info
 
 func writeDeviceFiles(cfg *deviceConfig, name, secret string, out deviceOut) error {
 	ac := agentConfig{
-		DeviceID: name, BrokerURL: agentBrokerURL(cfg.listen, cfg.tls, out.local), TopicRoot: cfg.topicRoot, TLS: cfg.tls,
+		DeviceID: name, BrokerURL: agentBrokerURL(cfg.listen, cfg.tls, out.local), TopicRoot: cfg.topicRoot, TLS: cfg.tls, Embedded: true,
 		PasswordFile: boardPasswordFile, StateDir: boardStateDir, SocketPath: boardSocket,
 	}
 	if out.brokerURL != "" {
 		ac.BrokerURL = out.brokerURL
 		ac.TLS = strings.HasPrefix(out.brokerURL, "ssl://")
+		ac.Embedded = false
 	}
 	if ac.BrokerURL == "" {
 		return errors.New("cannot derive the broker URL from broker.embedded.listen; pass --broker-url")

@@ -286,3 +286,74 @@ func TestDeviceWritesKeepGroupAndMode(t *testing.T) {
 		}
 	}
 }
+
+// A rotation with --out writes the new password and keeps the agent.yaml
+// that add wrote, with its --broker-url, and says "rotated".
+func TestDeviceRotateKeepsBrokerURL(t *testing.T) {
+	conf, _ := writeIssuerConfig(t, "127.0.0.1:1883")
+	out := t.TempDir()
+	const url = "ssl://broker.example.net:8883"
+	if code, _, e := runDev(t, "add", "dev-1", "--config", conf, "--out", out, "--broker-url", url); code != 0 {
+		t.Fatal(e)
+	}
+	before, err := os.ReadFile(filepath.Join(out, "password"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	code, stdout, e := runDev(t, "rotate", "dev-1", "--config", conf, "--out", out)
+	if code != 0 {
+		t.Fatal(e)
+	}
+	if !strings.Contains(stdout, "device dev-1 rotated") || strings.Contains(stdout, "registered") {
+		t.Errorf("rotate said %q, want it to say rotated", stdout)
+	}
+	yaml, err := os.ReadFile(filepath.Join(out, "agent.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(yaml), url) {
+		t.Errorf("agent.yaml lost --broker-url after rotate:\n%s", yaml)
+	}
+	after, err := os.ReadFile(filepath.Join(out, "password"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(after) == string(before) {
+		t.Error("rotate did not write a new password")
+	}
+}
+
+// An ssl:// broker given with --broker-url is not called the embedded one.
+func TestDeviceAgentYAMLTLSComment(t *testing.T) {
+	conf, _ := writeIssuerConfig(t, "127.0.0.1:1883")
+	out := t.TempDir()
+	if code, _, e := runDev(t, "add", "dev-1", "--config", conf, "--out", out, "--broker-url", "ssl://mqtt.example.net:8883"); code != 0 {
+		t.Fatal(e)
+	}
+	yaml, err := os.ReadFile(filepath.Join(out, "agent.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(yaml), "embedded broker") || !strings.Contains(string(yaml), "The broker speaks TLS") {
+		t.Errorf("agent.yaml for an external ssl:// broker:\n%s", yaml)
+	}
+}
+
+// device add warns when no policy rule grants the new device a token.
+func TestDeviceAddWarnsWithoutGrant(t *testing.T) {
+	conf, _ := writeIssuerConfig(t, "127.0.0.1:1883")
+	policy := "rules:\n  - match: \"dev-*\"\n    tokens:\n      video: {service: rtc, channel: \"{device}\", uid: \"{uid}\", role: publisher}\n"
+	if err := os.WriteFile(filepath.Join(filepath.Dir(conf), "policy.yaml"), []byte(policy), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if code, _, e := runDev(t, "add", "dev-1", "--config", conf); code != 0 || strings.Contains(e, "warning") {
+		t.Fatalf("dev-1 is granted: exit %d, stderr %q", code, e)
+	}
+	code, _, e := runDev(t, "add", "cam-0042", "--config", conf)
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, e)
+	}
+	if !strings.Contains(e, "warning: no rule of") || !strings.Contains(e, "cam-0042") {
+		t.Errorf("no warning for a device no rule grants: %q", e)
+	}
+}

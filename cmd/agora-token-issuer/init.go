@@ -21,9 +21,9 @@ const initUsage = `Usage: agora-token-issuer init DIR [--listen ADDR] [--ttl DUR
 
 Writes a complete single-machine setup into DIR (created if needed):
   issuer.yaml   the issuer with its embedded MQTT broker on ADDR
-  policy.yaml   devices "dev-*" get an RTC publisher token "video" for
-                channel {device} and an RTM token "signal" for user
-                {device}, each living DURATION
+  policy.yaml   every registered device gets an RTC publisher token
+                "video" for channel {device} (its own id) and an RTM
+                token "signal" for user {device}, each living DURATION
   app.cert      the App Certificate (mode 0600)
   devices.yaml  the device credentials (add devices with "device add")
 The App ID and Certificate come from $AGORA_APP_ID and
@@ -148,10 +148,13 @@ limits:
 log_level: info
 `, initConfig, appID, initCert, listen, initDevices, initPolicy, shortDuration(ttl))
 	policy := fmt.Sprintf(`# Who may hold which token. Rules match device ids (globs), first match
-# wins; a device no rule matches gets nothing.
+# wins; a device no rule matches gets nothing. Only registered devices
+# reach the issuer (the broker checks their secret), and {device} makes
+# each one's channel and user its own id; narrow the glob ("cam-*") or
+# add rules before this one to grant groups of devices differently.
 deny: []
 rules:
-  - match: "dev-*"
+  - match: "*"
     tokens:
       video:  {service: rtc, channel: "{device}", uid: "{uid}", role: publisher, ttl: %[1]s}
       signal: {service: rtm, user: "{device}", ttl: %[1]s}
