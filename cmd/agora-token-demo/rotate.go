@@ -6,6 +6,8 @@ import (
 	"os"
 
 	"gopkg.in/yaml.v3"
+
+	"agoratokens/atomicfile"
 )
 
 // addCertificate appends {id, file} to the issuer config's certificates
@@ -42,11 +44,7 @@ func addCertificate(cfgPath, id, file string) error {
 	if err := enc.Encode(&doc); err != nil {
 		return err
 	}
-	tmp := cfgPath + ".tmp"
-	if err := os.WriteFile(tmp, out.Bytes(), 0o600); err != nil {
-		return err
-	}
-	return os.Rename(tmp, cfgPath)
+	return atomicfile.Write(cfgPath, out.Bytes(), 0o600)
 }
 
 func mapValue(m *yaml.Node, key string) *yaml.Node {
