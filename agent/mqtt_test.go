@@ -101,6 +101,10 @@ func startIssuer(t testing.TB, url string, ttl int64) *fakeIssuer {
 		t.Fatalf("fake issuer connect: %v", tok.Error())
 	}
 	t.Cleanup(func() { f.c.Disconnect(0) })
+	// The subscription is made in the connect handler, after Connect
+	// returns: a request published before it would reach nobody (seen
+	// under qemu, where the agent is quick to ask and the handler slow).
+	f.resubscribed(t)
 	return f
 }
 

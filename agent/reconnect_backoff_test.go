@@ -106,7 +106,6 @@ func TestReconnectCappedByTokenDeadline(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			b := start()
 			iss := startIssuer(t, b.url, 40) // renewal 20 s after receipt (half the lifetime)
-			iss.resubscribed(t)
 			clk := clock.NewFake(time.Unix(1_763_800_000, 0))
 			cfg := netConfig(t, netOptions{url: b.url, password: b.password, backoff: "{initial: 1s, max: 60s, jitter: 0}"})
 			n := startNetAgent(t, cfg, clk)
