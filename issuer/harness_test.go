@@ -17,6 +17,7 @@ import (
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 
+	"agoratokens/clock"
 	"agoratokens/internal/testbroker"
 	"agoratokens/internal/testlog"
 	"agoratokens/issuer/devices"
@@ -111,10 +112,16 @@ type running struct {
 }
 
 // startService runs the issuer of cfgPath until the test ends and waits
-// until it serves.
-func startService(t *testing.T, cfgPath string, log *slog.Logger, now func() time.Time) *running {
+// until it serves; a nil clk is the real clock.
+func startService(t *testing.T, cfgPath string, log *slog.Logger, clk clock.Clock) *running {
 	t.Helper()
-	s, err := New(Options{ConfigFile: cfgPath, Logger: log, Now: now})
+	return startWith(t, Options{ConfigFile: cfgPath, Logger: log, Clock: clk})
+}
+
+// startWith is startService with any options.
+func startWith(t *testing.T, opts Options) *running {
+	t.Helper()
+	s, err := New(opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -246,24 +253,6 @@ func (p *proxy) cut() {
 		c.Close()
 	}
 	p.conns = nil
-}
-
-// fakeClock is an issuer clock a test moves.
-type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *fakeClock) now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *fakeClock) add(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
 }
 
 // replaceInFile rewrites a file (keeping its mode).
