@@ -30,6 +30,11 @@ type metrics struct {
 	unanswered  *prometheus.CounterVec
 	reloads     *prometheus.CounterVec
 
+	// The counters of the MQTT hot path, looked up once: a flood is
+	// counted message by message.
+	mqtt                    map[string]prometheus.Counter
+	unansweredRate, refusQd prometheus.Counter
+
 	mu   sync.Mutex
 	seen map[string]struct{}
 }
@@ -66,6 +71,12 @@ func newMetrics() *metrics {
 		Name: "agora_issuer_reloads_total",
 		Help: "Config reloads, by result (ok, error).",
 	}, []string{"result"})
+	m.mqtt = map[string]prometheus.Counter{}
+	for _, r := range []string{resultOK, resultReplayed, resultForbidden, resultInvalid, resultRateLimited, resultUnavailable, resultShed} {
+		m.mqtt[r] = m.requests.WithLabelValues("mqtt", r)
+	}
+	m.unansweredRate = m.unanswered.WithLabelValues("rate_limited")
+	m.refusQd = m.unanswered.WithLabelValues("refusal_queue")
 	m.registry.MustRegister(m.requests, m.signing, m.devices, m.rateLimited, m.unanswered, m.reloads,
 		prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
 	return m
@@ -88,7 +99,11 @@ func (m *metrics) sawDevice(device string) {
 
 // request counts one handled request.
 func (m *metrics) request(transport, result string) {
-	m.requests.WithLabelValues(transport, result).Inc()
+	if c, ok := m.mqtt[result]; ok && transport == "mqtt" {
+		c.Inc()
+	} else {
+		m.requests.WithLabelValues(transport, result).Inc()
+	}
 	if result == resultRateLimited {
 		m.rateLimited.Inc()
 	}

@@ -86,7 +86,7 @@ func (s *Service) onRequest(_ mqtt.Client, m mqtt.Message) {
 			}
 			s.refuse(refusal{device: device, id: id, code: wire.CodeRateLimited, msg: "too many requests", retryAfter: secs})
 		} else {
-			s.metrics.unanswered.WithLabelValues("rate_limited").Inc()
+			s.metrics.unansweredRate.Inc()
 		}
 		m.Ack()
 		return
@@ -125,7 +125,7 @@ func (s *Service) refuse(r refusal) {
 	select {
 	case s.refusals <- r:
 	default:
-		s.metrics.unanswered.WithLabelValues("refusal_queue").Inc()
+		s.metrics.refusQd.Inc()
 	}
 }
 

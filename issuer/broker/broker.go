@@ -29,9 +29,16 @@ import (
 // DefaultListen is the broker's address when Config.Listen is empty.
 const DefaultListen = "127.0.0.1:1883"
 
-// maxPacketSize bounds an MQTT packet. It is well above wire.MaxPayload
-// so that the issuer, not the broker, answers an oversize request.
-const maxPacketSize = 256 << 10
+// maxPacketSize bounds an MQTT packet. It is twice wire.MaxPayload so
+// that the issuer, not the broker, answers a request a little too large;
+// a client sending a larger packet is disconnected.
+const maxPacketSize = 2 * wire.MaxPayload
+
+// maxWritesPending bounds the packets queued for one client. Beyond it
+// the broker drops what it would send the client (a QoS 1 message is
+// retried by its sender). With maxPacketSize it bounds what a client
+// that reads slowly (the issuer under a flood) costs: 32 MiB.
+const maxWritesPending = 1024
 
 // Config configures the embedded broker.
 type Config struct {
@@ -162,10 +169,11 @@ func (b *Broker) Run(ctx context.Context) error {
 	return nil
 }
 
-// capabilities are mochi's defaults with a bounded packet size.
+// capabilities are mochi's defaults with bounded packets and queues.
 func capabilities() *mqtt.Capabilities {
 	c := mqtt.NewDefaultServerCapabilities()
 	c.MaximumPacketSize = maxPacketSize
+	c.MaximumClientWritesPending = maxWritesPending
 	return c
 }
 
