@@ -18,11 +18,11 @@ import (
 	"net"
 	"sync"
 	"sync/atomic"
-	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/listeners"
 
+	"agoratokens/clock"
 	"agoratokens/wire"
 )
 
@@ -121,7 +121,7 @@ func New(cfg Config) (*Broker, error) {
 		serviceUser:     cfg.ServiceUser,
 		serviceHash:     sha256.Sum256([]byte(cfg.ServicePassword)),
 		log:             b.log,
-		now:             time.Now,
+		clock:           clock.Real(),
 	})
 	if err != nil {
 		return nil, err
@@ -140,7 +140,8 @@ func (b *Broker) Run(ctx context.Context) error {
 		return errors.New("broker is already running")
 	}
 	srv := mqtt.New(&mqtt.Options{
-		Logger:                 b.log, // already tagged by the caller
+		// Tagged by the caller; never a payload (see mochiHandler).
+		Logger:                 slog.New(newMochiHandler(b.log.Handler(), clock.Real())),
 		InlineClient:           false,
 		SysTopicResendInterval: 10,
 		Capabilities:           capabilities(),
