@@ -23,6 +23,7 @@ import (
 	"github.com/mochi-mqtt/server/v2/listeners"
 
 	"agoratokens/clock"
+	"agoratokens/internal/logthrottle"
 	"agoratokens/wire"
 )
 
@@ -148,6 +149,9 @@ func (b *Broker) Run(ctx context.Context) error {
 	})
 	if err := srv.AddHook(b.auth, nil); err != nil {
 		return fmt.Errorf("broker auth hook: %w", err)
+	}
+	if err := srv.AddHook(newFloodHook(b.cfg.ServiceUser, clock.Real(), logthrottle.New(b.log, clock.Real(), 0, 0)), nil); err != nil {
+		return fmt.Errorf("broker flood hook: %w", err)
 	}
 	tcp := listeners.NewTCP(listeners.Config{ID: "devices", Address: b.cfg.Listen, TLSConfig: b.tlsConf})
 	if err := srv.AddListener(tcp); err != nil {

@@ -3,8 +3,10 @@ package broker
 import (
 	"context"
 	"errors"
+	"io"
 	"log/slog"
 	"net"
+	"syscall"
 
 	"github.com/mochi-mqtt/server/v2/packets"
 
@@ -61,10 +63,15 @@ func (h *mochiHandler) Handle(ctx context.Context, r slog.Record) error {
 		return true
 	})
 	msg, level := r.Message, r.Level
-	if msg == "" { // the listener's "could not establish the connection"
-		msg = "client connection failed"
-		if errors.Is(err, net.ErrClosed) {
+	if msg == "" { // the listener's: a client's connection ended
+		switch {
+		case errors.Is(err, net.ErrClosed):
 			msg, level = "client connection closed by the broker", slog.LevelDebug
+		case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, syscall.ECONNRESET):
+			// A device that lost power or its network: routine.
+			msg, level = "client connection ended without a DISCONNECT", slog.LevelInfo
+		default:
+			msg = "client connection failed"
 		}
 		if !h.inner.Enabled(ctx, level) {
 			return nil
