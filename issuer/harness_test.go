@@ -32,7 +32,7 @@ const (
 
 // newLogger returns a debug logger writing into a buffer that, when the
 // test ends, must not contain any certificate or broker password.
-func newLogger(t *testing.T) (*slog.Logger, *testlog.Buffer) {
+func newLogger(t testing.TB) (*slog.Logger, *testlog.Buffer) {
 	t.Helper()
 	buf := &testlog.Buffer{}
 	t.Cleanup(func() {
@@ -57,20 +57,31 @@ type setup struct {
 
 // writeSetup writes certificates, a policy and issuer.yaml with the
 // given broker section and extra top-level YAML.
-func writeSetup(t *testing.T, broker, extra string) *setup {
+func writeSetup(t testing.TB, broker, extra string) *setup {
 	t.Helper()
 	dir := t.TempDir()
-	writeFile(t, filepath.Join(dir, "primary.cert"), testCert+"\n", 0o600)
-	writeFile(t, filepath.Join(dir, "next.cert"), testCert2+"\n", 0o600)
-	writeFile(t, filepath.Join(dir, "broker.password"), issuerPass+"\n", 0o600)
-	writeFile(t, filepath.Join(dir, "policy.yaml"), testPolicy, 0o644)
+	writeFileTB(t, filepath.Join(dir, "primary.cert"), testCert+"\n", 0o600)
+	writeFileTB(t, filepath.Join(dir, "next.cert"), testCert2+"\n", 0o600)
+	writeFileTB(t, filepath.Join(dir, "broker.password"), issuerPass+"\n", 0o600)
+	writeFileTB(t, filepath.Join(dir, "policy.yaml"), testPolicy, 0o644)
 	cfg := "app_id: " + testAppID + `
 certificates: [{id: primary, file: primary.cert}]
 policy_file: policy.yaml
 ` + broker + "\n" + extra
 	s := &setup{dir: dir, config: filepath.Join(dir, "issuer.yaml")}
-	writeFile(t, s.config, cfg, 0o644)
+	writeFileTB(t, s.config, cfg, 0o644)
 	return s
+}
+
+// writeFileTB writes a file with mode, for tests and fuzz targets.
+func writeFileTB(t testing.TB, path, content string, mode os.FileMode) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(content), mode); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(path, mode); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // mosquittoEnv starts mosquitto with the example ACL and the issuer's
