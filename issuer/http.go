@@ -219,7 +219,7 @@ func (s *Service) signHTTP(w http.ResponseWriter, r *http.Request, st *state, g 
 	start := time.Now()
 	out, err := st.signer.Sign(g, s.clk.Wall())
 	if err != nil {
-		s.log.Error("signing failed", "token", g.Name, "err", err)
+		s.dlog.Error("signing failed", "token", g.Name, "err", err)
 		s.metrics.request("http", resultUnavailable)
 		httpError(w, http.StatusServiceUnavailable, wire.CodeUnavailable, "signing failed", 5)
 		return

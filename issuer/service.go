@@ -473,7 +473,7 @@ func (s *Service) clientOptions(conn brokerConn) (*mqtt.ClientOptions, error) {
 		SetOnConnectHandler(s.onConnect).
 		SetConnectionLostHandler(func(_ mqtt.Client, err error) {
 			s.ready.Store(false)
-			s.log.Warn("broker connection lost; reconnecting", "broker", redactURL(conn.url), "err", err)
+			s.connLog.Warn("broker connection lost; reconnecting", "broker", redactURL(conn.url), "err", err)
 		}).
 		SetConnectionNotificationHandler(func(_ mqtt.Client, n mqtt.ConnectionNotification) {
 			if f, ok := n.(mqtt.ConnectionNotificationFailed); ok && s.connected.Load() && !s.stopped.Load() {
@@ -548,7 +548,7 @@ func (s *Service) onIssuerStatus(_ mqtt.Client, m mqtt.Message) {
 		return
 	}
 	if st.State == wire.StateOffline && st.Issuer != s.name && !s.stopped.Load() {
-		s.log.Info("another issuer went offline; marking the service online", "other", st.Issuer)
+		s.dlog.Info("another issuer went offline; marking the service online", "other", st.Issuer)
 		select {
 		case s.statusKick <- struct{}{}:
 		default: // one is pending already

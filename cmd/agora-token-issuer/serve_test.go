@@ -121,6 +121,14 @@ func TestInitCheckServe(t *testing.T) {
 	if strings.Contains(serveErr.String(), secret) {
 		t.Fatal("serve logged the certificate")
 	}
+	// A normal shutdown warns about nothing (the embedded broker used to
+	// log each connection it closed: level=WARN msg="" … use of closed
+	// network connection).
+	for _, l := range strings.Split(serveErr.String(), "\n") {
+		if strings.Contains(l, "level=WARN") || strings.Contains(l, `msg=""`) {
+			t.Errorf("serve logged: %s", l)
+		}
+	}
 }
 
 func TestCheckConfigRefuses(t *testing.T) {
