@@ -226,8 +226,9 @@ func (s *Service) BrokerAddr() string {
 // says why. Broker, topic root, share group and listen address changes
 // need a restart; they are logged and otherwise ignored. When the active
 // certificate changes, every device seen since start gets fresh tokens
-// pushed.
-func (s *Service) Reload(ctx context.Context) error {
+// pushed, by Run (so the push ends with Run, not with the caller's
+// context, which Reload does not use beyond its own return).
+func (s *Service) Reload(_ context.Context) error {
 	s.reload.Lock()
 	defer s.reload.Unlock()
 	old := s.state.Load()
