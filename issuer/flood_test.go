@@ -56,9 +56,9 @@ func testFlood(t *testing.T, kind string, qos byte) {
 	switch kind {
 	case "mosquitto":
 		// Queue and in-flight limits as configs/mosquitto/mosquitto.conf
-		// sets them. (With mosquitto's defaults, 2.0.11 drops the flood
-		// beyond 1000 queued messages and then stalls the issuer's
-		// connection until its next PINGREQ.)
+		// sets them. (With its defaults, mosquitto 2.0.11 drops the flood
+		// beyond 1000 queued messages and then delivers nothing more to
+		// the issuer for over 10 s, other devices' requests included.)
 		users := map[string]string{issuerUser: issuerPass}
 		for _, d := range ids {
 			users[d] = "pw-" + d
