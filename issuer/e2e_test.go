@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 
+	"agoratokens/clock"
 	"agoratokens/internal/testbroker"
 	"agoratokens/secretfile"
 	"agoratokens/wire"
@@ -21,18 +22,18 @@ var e2eDevices = []string{"cam-1", "cam-2", "cam-3", "cam-4", "toaster-1", "cam-
 
 // startEnv runs an issuer against a broker of the given kind and returns
 // it, the broker URL and the devices' passwords.
-func startEnv(t *testing.T, kind, extra string, clock *fakeClock) (*running, string, map[string]string) {
+func startEnv(t *testing.T, kind, extra string, clk clock.Clock) (*running, string, map[string]string) {
 	t.Helper()
 	log, _ := newLogger(t)
 	switch kind {
 	case "mosquitto":
 		m, users, brokerYAML := mosquittoEnv(t, e2eDevices...)
 		s := writeSetup(t, brokerYAML, extra)
-		return startService(t, s.config, log, clock.now), m.URL, users
+		return startService(t, s.config, log, clk), m.URL, users
 	case "embedded":
 		s := writeSetup(t, `broker: {embedded: {listen: "127.0.0.1:0", credentials_file: devices.yaml}}`, extra)
 		secrets := writeCredentials(t, filepath.Join(s.dir, "devices.yaml"), e2eDevices...)
-		r := startService(t, s.config, log, clock.now)
+		r := startService(t, s.config, log, clk)
 		return r, "tcp://" + r.BrokerAddr(), secrets
 	}
 	t.Fatalf("unknown broker kind %q", kind)
@@ -42,8 +43,8 @@ func startEnv(t *testing.T, kind, extra string, clock *fakeClock) (*running, str
 func TestIssuerEndToEnd(t *testing.T) {
 	for _, kind := range []string{"mosquitto", "embedded"} {
 		t.Run(kind, func(t *testing.T) {
-			clock := &fakeClock{t: time.Unix(1_763_800_000, 0)}
-			r, url, pw := startEnv(t, kind, "limits: {rate: {per_minute: 6, burst: 3}}", clock)
+			clk := clock.NewFake(time.Unix(1_763_800_000, 0))
+			r, url, pw := startEnv(t, kind, "limits: {rate: {per_minute: 6, burst: 3}}", clk)
 			dev := func(id string) *device { return connectDevice(t, url, id, pw[id]) }
 			cam1, cam2 := dev("cam-1"), dev("cam-2")
 			verifier, err := NewSigner(testAppID, []Certificate{{ID: "primary", Value: secretfile.NewSecret(testCert)}}, "primary", nil)
@@ -52,9 +53,9 @@ func TestIssuerEndToEnd(t *testing.T) {
 			}
 
 			t.Run("device gets its tokens", func(t *testing.T) {
-				clock.add(time.Minute)
+				clk.Advance(time.Minute)
 				rep := cam1.request(t, "r-1")
-				if rep.Error != nil || rep.ID != "r-1" || len(rep.Tokens) != 2 || rep.IssuedAt != clock.now().Unix() {
+				if rep.Error != nil || rep.ID != "r-1" || len(rep.Tokens) != 2 || rep.IssuedAt != clk.Wall().Unix() {
 					t.Fatalf("reply %+v error %+v", rep, rep.Error)
 				}
 				want, _ := mustPolicy(t, testPolicy).Grants("cam-1", nil)
@@ -76,7 +77,7 @@ func TestIssuerEndToEnd(t *testing.T) {
 			})
 
 			t.Run("device A cannot reach device B", func(t *testing.T) {
-				clock.add(time.Minute)
+				clk.Advance(time.Minute)
 				// The embedded broker refuses the subscription; mosquitto
 				// grants it to an MQTT 3.1.1 client but delivers nothing.
 				spy, _, err := testbroker.TrySubscribe(t, cam1.c, cam1.topics.Token("cam-2"))
@@ -115,14 +116,14 @@ func TestIssuerEndToEnd(t *testing.T) {
 			})
 
 			t.Run("policy refuses", func(t *testing.T) {
-				clock.add(time.Minute)
+				clk.Advance(time.Minute)
 				wantError(t, cam1.request(t, "r-3", "doorbell"), "r-3", wire.CodeForbidden)
 				wantError(t, dev("toaster-1").request(t, "t-1"), "t-1", wire.CodeForbidden)
 				wantError(t, dev("cam-stolen-1").request(t, "s-1"), "s-1", wire.CodeForbidden)
 			})
 
 			t.Run("malformed requests get invalid_request", func(t *testing.T) {
-				clock.add(time.Minute)
+				clk.Advance(time.Minute)
 				for _, tc := range []struct{ payload, id string }{
 					{"not json", "unknown"},
 					{`{"v":2,"id":"future"}`, "future"},
@@ -131,16 +132,20 @@ func TestIssuerEndToEnd(t *testing.T) {
 					{`{"v":1,"id":"u-2","tokens":"video"}`, "u-2"},
 					{`{"v":1,"id":"big","pad":"` + strings.Repeat("x", 20<<10) + `"}`, "unknown"},
 				} {
+					// Malformed requests count against the rate limit
+					// (6 a minute) like any other.
+					clk.Advance(10 * time.Second)
 					cam2.send(t, []byte(tc.payload))
 					wantError(t, cam2.reply(t), tc.id, wire.CodeInvalidRequest)
 				}
+				clk.Advance(10 * time.Second)
 				if rep := cam2.request(t, "ok-1", "signal"); rep.Error != nil || len(rep.Tokens) != 1 {
 					t.Fatalf("the issuer stopped serving after bad requests: %+v", rep.Error)
 				}
 			})
 
 			t.Run("rate limit", func(t *testing.T) {
-				clock.add(time.Minute)
+				clk.Advance(time.Minute)
 				cam3 := dev("cam-3")
 				for i := range 3 {
 					if rep := cam3.request(t, fmt.Sprintf("b-%d", i)); rep.Error != nil {
@@ -152,7 +157,7 @@ func TestIssuerEndToEnd(t *testing.T) {
 				if rep.Error.RetryAfter != 10 {
 					t.Errorf("retry_after %d, want 10 (6 a minute)", rep.Error.RetryAfter)
 				}
-				clock.add(10 * time.Second)
+				clk.Advance(10 * time.Second)
 				if rep := cam3.request(t, "b-4"); rep.Error != nil {
 					t.Fatalf("after retry_after: %+v", rep.Error)
 				}
@@ -162,7 +167,7 @@ func TestIssuerEndToEnd(t *testing.T) {
 			})
 
 			t.Run("idempotent retry", func(t *testing.T) {
-				clock.add(time.Minute)
+				clk.Advance(time.Minute)
 				cam4 := dev("cam-4")
 				first := cam4.request(t, "same")
 				again := cam4.request(t, "same")
@@ -185,8 +190,8 @@ func TestIssuerEndToEnd(t *testing.T) {
 }
 
 func TestIssuerStatusAndShutdown(t *testing.T) {
-	clock := &fakeClock{t: time.Unix(1_763_800_000, 0)}
-	r, url, pw := startEnv(t, "mosquitto", "", clock)
+	clk := clock.NewFake(time.Unix(1_763_800_000, 0))
+	r, url, pw := startEnv(t, "mosquitto", "", clk)
 	watcher := testbroker.Connect(t, url, testbroker.ClientOptions{Username: issuerUser, Password: pw[issuerUser]})
 	status := testbroker.Subscribe(t, watcher, wire.NewTopics("").IssuerStatus())
 	var st wire.IssuerStatus

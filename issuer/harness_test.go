@@ -17,6 +17,7 @@ import (
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 
+	"agoratokens/clock"
 	"agoratokens/internal/testbroker"
 	"agoratokens/internal/testlog"
 	"agoratokens/issuer/devices"
@@ -31,7 +32,7 @@ const (
 
 // newLogger returns a debug logger writing into a buffer that, when the
 // test ends, must not contain any certificate or broker password.
-func newLogger(t *testing.T) (*slog.Logger, *testlog.Buffer) {
+func newLogger(t testing.TB) (*slog.Logger, *testlog.Buffer) {
 	t.Helper()
 	buf := &testlog.Buffer{}
 	t.Cleanup(func() {
@@ -56,20 +57,31 @@ type setup struct {
 
 // writeSetup writes certificates, a policy and issuer.yaml with the
 // given broker section and extra top-level YAML.
-func writeSetup(t *testing.T, broker, extra string) *setup {
+func writeSetup(t testing.TB, broker, extra string) *setup {
 	t.Helper()
 	dir := t.TempDir()
-	writeFile(t, filepath.Join(dir, "primary.cert"), testCert+"\n", 0o600)
-	writeFile(t, filepath.Join(dir, "next.cert"), testCert2+"\n", 0o600)
-	writeFile(t, filepath.Join(dir, "broker.password"), issuerPass+"\n", 0o600)
-	writeFile(t, filepath.Join(dir, "policy.yaml"), testPolicy, 0o644)
+	writeFileTB(t, filepath.Join(dir, "primary.cert"), testCert+"\n", 0o600)
+	writeFileTB(t, filepath.Join(dir, "next.cert"), testCert2+"\n", 0o600)
+	writeFileTB(t, filepath.Join(dir, "broker.password"), issuerPass+"\n", 0o600)
+	writeFileTB(t, filepath.Join(dir, "policy.yaml"), testPolicy, 0o644)
 	cfg := "app_id: " + testAppID + `
 certificates: [{id: primary, file: primary.cert}]
 policy_file: policy.yaml
 ` + broker + "\n" + extra
 	s := &setup{dir: dir, config: filepath.Join(dir, "issuer.yaml")}
-	writeFile(t, s.config, cfg, 0o644)
+	writeFileTB(t, s.config, cfg, 0o644)
 	return s
+}
+
+// writeFileTB writes a file with mode, for tests and fuzz targets.
+func writeFileTB(t testing.TB, path, content string, mode os.FileMode) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(content), mode); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(path, mode); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // mosquittoEnv starts mosquitto with the example ACL and the issuer's
@@ -111,10 +123,16 @@ type running struct {
 }
 
 // startService runs the issuer of cfgPath until the test ends and waits
-// until it serves.
-func startService(t *testing.T, cfgPath string, log *slog.Logger, now func() time.Time) *running {
+// until it serves; a nil clk is the real clock.
+func startService(t *testing.T, cfgPath string, log *slog.Logger, clk clock.Clock) *running {
 	t.Helper()
-	s, err := New(Options{ConfigFile: cfgPath, Logger: log, Now: now})
+	return startWith(t, Options{ConfigFile: cfgPath, Logger: log, Clock: clk})
+}
+
+// startWith is startService with any options.
+func startWith(t *testing.T, opts Options) *running {
+	t.Helper()
+	s, err := New(opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -246,24 +264,6 @@ func (p *proxy) cut() {
 		c.Close()
 	}
 	p.conns = nil
-}
-
-// fakeClock is an issuer clock a test moves.
-type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *fakeClock) now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *fakeClock) add(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
 }
 
 // replaceInFile rewrites a file (keeping its mode).

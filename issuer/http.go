@@ -99,7 +99,7 @@ func (s *Service) authed(h func(http.ResponseWriter, *http.Request, *state, stri
 			httpError(w, http.StatusUnauthorized, wire.CodeForbidden, "missing or unknown API key", 0)
 			return
 		}
-		if ok, wait := s.limiter.allow(principal, s.now()); !ok {
+		if ok, wait := s.limiter.allow(principal, s.clk.Now()); !ok {
 			s.metrics.request("http", resultRateLimited)
 			secs := int((wait + time.Second - 1) / time.Second)
 			w.Header().Set("Retry-After", strconv.Itoa(secs))
@@ -130,8 +130,9 @@ func (s *Service) handleTokens(w http.ResponseWriter, r *http.Request, st *state
 			}
 		}
 	}
-	id := "http-" + strconv.FormatInt(s.now().UnixNano(), 36)
-	reply, result := s.decide(st, principal, id, names, s.now())
+	now := s.clk.Wall()
+	id := "http-" + strconv.FormatInt(now.UnixNano(), 36)
+	reply, result := s.decide(st, principal, id, names, now)
 	s.metrics.request("http", result)
 	writeJSON(w, statusOf(reply), reply)
 }
@@ -216,9 +217,9 @@ func (s *Service) signHTTP(w http.ResponseWriter, r *http.Request, st *state, g 
 		}
 	}
 	start := time.Now()
-	out, err := st.signer.Sign(g, s.now())
+	out, err := st.signer.Sign(g, s.clk.Wall())
 	if err != nil {
-		s.log.Error("signing failed", "token", g.Name, "err", err)
+		s.dlog.Error("signing failed", "token", g.Name, "err", err)
 		s.metrics.request("http", resultUnavailable)
 		httpError(w, http.StatusServiceUnavailable, wire.CodeUnavailable, "signing failed", 5)
 		return

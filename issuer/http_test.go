@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"agoratokens/accesstoken"
+	"agoratokens/clock"
 	"agoratokens/wire"
 )
 
@@ -34,7 +35,7 @@ func httpService(t *testing.T) (*Service, *httptest.Server) {
 	s := writeSetup(t, `broker: {url: "tcp://127.0.0.1:1"}`, "listen: 127.0.0.1:0\nhttp: {api_keys_file: keys.yaml}\nlimits: {rate: {per_minute: 60, burst: 20}}")
 	writeFile(t, filepath.Join(s.dir, "keys.yaml"), "keys:\n  - {principal: cam-9, sha256: "+sha(keyCam)+"}\n  - {principal: door-1, sha256: "+sha(keyDoor)+"}\n", 0o644)
 	log, _ := newLogger(t)
-	svc, err := New(Options{ConfigFile: s.config, Logger: log, Now: func() time.Time { return time.Unix(1_763_800_000, 0) }})
+	svc, err := New(Options{ConfigFile: s.config, Logger: log, Clock: clock.NewFake(time.Unix(1_763_800_000, 0))})
 	if err != nil {
 		t.Fatal(err)
 	}

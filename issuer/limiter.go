@@ -10,6 +10,10 @@ import (
 type bucket struct {
 	tokens float64
 	last   time.Time
+	// quiet is when the device may next be told it is rate limited:
+	// under a flood only the first refused request of each retry window
+	// is answered, the rest are shed without a reply.
+	quiet time.Time
 }
 
 // take decides one request at now for a bucket of burst tokens refilled
@@ -77,11 +81,29 @@ func (l *limiter) allow(device string, now time.Time) (bool, time.Duration) {
 	return ok, wait
 }
 
+// admit decides one MQTT request of device at now, before any work is
+// spent on it. When it is refused, tell says whether to answer it: true
+// for the first refusal of each retry window, false for the repeats.
+func (l *limiter) admit(device string, now time.Time) (ok bool, wait time.Duration, tell bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	b, ok, wait := take(l.buckets[device], now, l.perMinute, l.burst)
+	if !ok && !now.Before(b.quiet) {
+		tell = true
+		b.quiet = now.Add(wait)
+	}
+	l.buckets[device] = b
+	if now.Sub(l.swept) > time.Minute {
+		l.sweep(now)
+	}
+	return ok, wait, tell
+}
+
 // sweep forgets buckets that are full again: they hold no information.
 func (l *limiter) sweep(now time.Time) {
 	l.swept = now
 	for d, b := range l.buckets {
-		if refill(b, now, l.perMinute, l.burst).tokens >= float64(l.burst) {
+		if refill(b, now, l.perMinute, l.burst).tokens >= float64(l.burst) && !now.Before(b.quiet) {
 			delete(l.buckets, d)
 		}
 	}

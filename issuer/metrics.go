@@ -14,6 +14,9 @@ const (
 	resultInvalid     = "invalid_request"
 	resultRateLimited = "rate_limited"
 	resultUnavailable = "unavailable"
+	// resultShed: refused because the request queue (the device's or
+	// the issuer's) was full.
+	resultShed = "shed"
 )
 
 // metrics are the issuer's Prometheus metrics, on a registry of its own
@@ -24,7 +27,13 @@ type metrics struct {
 	signing     prometheus.Histogram
 	devices     prometheus.GaugeFunc
 	rateLimited prometheus.Counter
+	unanswered  *prometheus.CounterVec
 	reloads     *prometheus.CounterVec
+
+	// The counters of the MQTT hot path, looked up once: a flood is
+	// counted message by message.
+	mqtt                    map[string]prometheus.Counter
+	unansweredRate, refusQd prometheus.Counter
 
 	mu   sync.Mutex
 	seen map[string]struct{}
@@ -53,13 +62,32 @@ func newMetrics() *metrics {
 		Name: "agora_issuer_rate_limited_total",
 		Help: "Requests refused by the per-device rate limit.",
 	})
+	m.unanswered = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "agora_issuer_refusals_unanswered_total",
+		Help: "Refused MQTT requests left without a reply to keep a flood cheap, by reason " +
+			"(rate_limited: the device was told already in this retry window; refusal_queue: too many refusals waiting).",
+	}, []string{"reason"})
 	m.reloads = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "agora_issuer_reloads_total",
 		Help: "Config reloads, by result (ok, error).",
 	}, []string{"result"})
-	m.registry.MustRegister(m.requests, m.signing, m.devices, m.rateLimited, m.reloads,
+	m.mqtt = map[string]prometheus.Counter{}
+	for _, r := range []string{resultOK, resultReplayed, resultForbidden, resultInvalid, resultRateLimited, resultUnavailable, resultShed} {
+		m.mqtt[r] = m.requests.WithLabelValues("mqtt", r)
+	}
+	m.unansweredRate = m.unanswered.WithLabelValues("rate_limited")
+	m.refusQd = m.unanswered.WithLabelValues("refusal_queue")
+	m.registry.MustRegister(m.requests, m.signing, m.devices, m.rateLimited, m.unanswered, m.reloads,
 		prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
 	return m
+}
+
+// watchQueue exports the requests in flight as a gauge.
+func (m *metrics) watchQueue(inFlight func() int) {
+	m.registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "agora_issuer_requests_in_flight",
+		Help: "MQTT requests taken and not yet answered (queued, being handled, or awaiting their reply's PUBACK).",
+	}, func() float64 { return float64(inFlight()) }))
 }
 
 // sawDevice records a device id for the devices-seen gauge.
@@ -71,7 +99,11 @@ func (m *metrics) sawDevice(device string) {
 
 // request counts one handled request.
 func (m *metrics) request(transport, result string) {
-	m.requests.WithLabelValues(transport, result).Inc()
+	if c, ok := m.mqtt[result]; ok && transport == "mqtt" {
+		c.Inc()
+	} else {
+		m.requests.WithLabelValues(transport, result).Inc()
+	}
 	if result == resultRateLimited {
 		m.rateLimited.Inc()
 	}

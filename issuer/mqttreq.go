@@ -1,6 +1,8 @@
 package issuer
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -9,13 +11,27 @@ import (
 	"agoratokens/wire"
 )
 
-// The MQTT request path. A worker handles a request and hands its reply
-// to paho without waiting for the broker's PUBACK: a worker that waited
-// would hold its slot for a broker round trip, and in a boot storm the
+// The MQTT request path. paho hands each request to onRequest on its one
+// router goroutine (order matters), so onRequest must never block: it
+// decides at the door, before decoding anything, whether the request
+// may be worked on. The device id comes from the topic (the broker's ACL
+// vouches for it), the rate limit and the size are checked first, and a
+// request beyond the rate limit or the queue bounds (admission) is shed:
+// acknowledged at once, answered with a small refusal when that is cheap
+// (once per retry window, through a bounded queue), counted always. So a
+// flooding device costs a map lookup per message, not memory, and paho
+// reading the connection at the speed onRequest decides is the
+// back-pressure.
+//
+// A request admitted goes to the workers. A worker hands the reply to
+// paho without waiting for the broker's PUBACK: a worker that waited
+// would hold its place for a broker round trip, and in a boot storm the
 // round trips, not the signing, would bound the throughput. The replies
 // in flight go to one tracker (ackReplies) that waits for their PUBACKs
 // in order and only then acknowledges the requests they answer, so a
-// request is still acknowledged to the broker only once its reply is.
+// request is still acknowledged to the broker only once its reply is. A
+// request keeps its place in the admission count until then, so the
+// count bounds the replies in flight too.
 
 // pendingReply is a reply published and not yet acknowledged by the
 // broker, with the request it answers.
@@ -26,68 +42,181 @@ type pendingReply struct {
 	deadline time.Time
 }
 
-// repliesInFlight bounds the replies awaiting their PUBACK; a worker
-// publishing more waits for the oldest.
-const repliesInFlight = 4096
-
-// onRequest takes one request from paho (a goroutine per message) and
-// queues it for the workers, holding a worker slot for it: the workers
-// are long-lived goroutines, whose stacks have grown once to what
-// decoding and signing need. The request is acknowledged by the worker
-// (the client's auto-ack is off).
-func (s *Service) onRequest(_ mqtt.Client, m mqtt.Message) {
-	select {
-	case s.sem <- struct{}{}:
-	case <-s.closed:
-		// Not acknowledged: a broker keeping the session would hand it
-		// to another replica.
-		s.log.Warn("request arrived after shutdown; the device will retry", "topic", m.Topic())
-		return
-	}
-	s.work <- m // never blocks: it holds as many places as there are slots
+// job is one item of the worker queue: a request, or a liveness probe.
+type job struct {
+	m      mqtt.Message
+	device string
+	probe  chan struct{} // a probe: closed by the worker that takes it
 }
 
-// worker handles queued requests until stop is closed.
-func (s *Service) worker(stop <-chan struct{}) {
+// refusal is an answer decided at the door, published by the refuser.
+type refusal struct {
+	device, id, code, msg string
+	retryAfter            int
+}
+
+// onRequest takes one request from paho and, without blocking, sheds it
+// or queues it for the workers. The request is acknowledged at once when
+// shed, else once its reply is (the client's auto-ack is off).
+func (s *Service) onRequest(_ mqtt.Client, m mqtt.Message) {
+	device, err := s.topics.DeviceFromReq(m.Topic())
+	if err != nil {
+		// No valid device id: there is no topic to answer on.
+		s.metrics.request("mqtt", resultInvalid)
+		s.dlog.Warn("request on a malformed topic; no reply possible", "err", err)
+		m.Ack()
+		return
+	}
+	if s.stopped.Load() {
+		// Not acknowledged: a broker keeping the session would hand it
+		// to another replica.
+		s.dlog.Warn("request arrived after shutdown began; the device will retry", "device", device)
+		return
+	}
+	payload := m.Payload()
+	maxPayload := s.state.Load().cfg.Limits.MaxPayload
+	if ok, wait, tell := s.limiter.admit(device, s.clk.Now()); !ok {
+		s.metrics.request("mqtt", resultRateLimited)
+		secs := int((wait + time.Second - 1) / time.Second)
+		s.dlog.Info("rate limited", "device", device, "retry_after", secs)
+		if tell {
+			id := "unknown"
+			if len(payload) <= maxPayload {
+				id = requestID(payload) // once per retry window: cheap
+			}
+			s.refuse(refusal{device: device, id: id, code: wire.CodeRateLimited, msg: "too many requests", retryAfter: secs})
+		} else {
+			s.metrics.unansweredRate.Inc()
+		}
+		m.Ack()
+		return
+	}
+	if len(payload) > maxPayload {
+		s.metrics.request("mqtt", resultInvalid)
+		s.dlog.Warn("request too large", "device", device, "bytes", len(payload), "max", maxPayload)
+		s.refuse(refusal{device: device, id: "unknown", code: wire.CodeInvalidRequest,
+			msg: fmt.Sprintf("request is %d bytes, max %d", len(payload), maxPayload)})
+		m.Ack()
+		return
+	}
+	switch s.adm.add(device) {
+	case admitOK:
+		s.work <- job{m: m, device: device} // never blocks: it has a place per request admitted
+	case admitDeviceFull:
+		s.metrics.request("mqtt", resultShed)
+		s.dlog.Warn("request shed: too many requests of the device in flight", "device", device, "max", s.opts.DeviceQueue)
+		s.refuse(refusal{device: device, id: requestID(payload), code: wire.CodeRateLimited,
+			msg: "too many requests in flight", retryAfter: 1})
+		m.Ack()
+	case admitQueueFull:
+		s.metrics.request("mqtt", resultShed)
+		s.dlog.Warn("request shed: the request queue is full", "device", device, "max", s.opts.QueueSize)
+		s.refuse(refusal{device: device, id: requestID(payload), code: wire.CodeUnavailable,
+			msg: "the issuer is overloaded", retryAfter: 1})
+		m.Ack()
+	case admitClosed:
+		s.dlog.Warn("request arrived after shutdown began; the device will retry", "device", device)
+	}
+}
+
+// refuse queues a refusal for the refuser, or counts it when the queue
+// is full.
+func (s *Service) refuse(r refusal) {
+	select {
+	case s.refusals <- r:
+	default:
+		s.metrics.refusQd.Inc()
+	}
+}
+
+// refuser publishes the refusals decided at the door, one at a time,
+// until stop is closed. They go at QoS 0: a lost refusal costs the
+// device only its own retry, and no PUBACK has to be tracked.
+func (s *Service) refuser(stop <-chan struct{}) {
 	for {
 		select {
-		case m := <-s.work:
-			s.handle(m)
-			<-s.sem
+		case r := <-s.refusals:
+			b := s.errorReply(r.id, r.code, r.msg, r.retryAfter)
+			t := s.client().Publish(s.topics.Token(r.device), 0, false, b)
+			select {
+			case <-t.Done():
+				if err := t.Error(); err != nil {
+					s.dlog.Warn("publish refusal failed", "device", r.device, "err", err)
+				}
+			case <-stop:
+				return
+			}
 		case <-stop:
 			return
 		}
 	}
 }
 
-// handle answers one request. It acknowledges the request at once when
-// there is nothing to answer, else once the reply is acknowledged (see
-// ackReplies).
-func (s *Service) handle(m mqtt.Message) {
-	device, err := s.topics.DeviceFromReq(m.Topic())
-	if err != nil {
-		// No valid device id: there is no topic to answer on.
-		s.metrics.request("mqtt", resultInvalid)
-		s.log.Warn("request on a malformed topic; no reply possible", "err", err)
-		m.Ack()
-		return
+// worker handles queued jobs until stop is closed.
+func (s *Service) worker(stop <-chan struct{}) {
+	for {
+		select {
+		case j := <-s.work:
+			if s.opts.WorkerHook != nil {
+				s.opts.WorkerHook()
+			}
+			if j.probe != nil {
+				s.probeMu.Lock()
+				if s.probing == j.probe {
+					s.probing = nil
+				}
+				s.probeMu.Unlock()
+				close(j.probe)
+				continue
+			}
+			s.handle(j)
+		case <-stop:
+			return
+		}
 	}
-	s.metrics.sawDevice(device)
-	reply, result := s.answerMQTT(device, m.Payload())
+}
+
+// Probe checks that the request path is alive: a no-op goes through the
+// worker queue, behind the requests queued, and Probe returns nil once a
+// worker took it, or an error when ctx ends first. A probe still queued
+// from an earlier call is waited for rather than queued again.
+func (s *Service) Probe(ctx context.Context) error {
+	s.probeMu.Lock()
+	ch := s.probing
+	if ch == nil {
+		ch = make(chan struct{})
+		select {
+		case s.work <- job{probe: ch}: // the queue keeps one place for it
+			s.probing = ch
+		default:
+			s.probeMu.Unlock()
+			return errors.New("the worker queue has no place for a probe")
+		}
+	}
+	s.probeMu.Unlock()
+	select {
+	case <-ch:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("no worker took the probe: %w", context.Cause(ctx))
+	}
+}
+
+// handle answers one admitted request. It acknowledges the request (and
+// releases its place) at once when there is nothing to answer, else once
+// the reply is acknowledged (see ackReplies).
+func (s *Service) handle(j job) {
+	s.metrics.sawDevice(j.device)
+	reply, result := s.answerMQTT(j.device, j.m.Payload())
 	s.metrics.request("mqtt", result)
 	if reply == nil {
-		m.Ack()
+		j.m.Ack()
+		s.adm.done(j.device)
 		return
 	}
-	t := s.client().Publish(s.topics.Token(device), 1, false, reply)
-	s.pending.Add(1)
-	select {
-	case s.replies <- pendingReply{tok: t, req: m, device: device, deadline: time.Now().Add(opTimeout)}:
-	case <-s.closed:
-		// Shut down after the drain timeout: nobody waits for this
-		// PUBACK any more, and blocking here would leak the worker.
-		s.pending.Done()
-	}
+	t := s.client().Publish(s.topics.Token(j.device), 1, false, reply)
+	// Never blocks: it has a place per request admitted.
+	s.replies <- pendingReply{tok: t, req: j.m, device: j.device, deadline: s.clk.Now().Add(opTimeout)}
 }
 
 // ackReplies waits for each published reply's PUBACK (or its timeout),
@@ -95,12 +224,10 @@ func (s *Service) handle(m mqtt.Message) {
 // is closed. The broker acknowledges one connection's publishes in
 // order, so waiting in order costs nothing.
 func (s *Service) ackReplies(stop <-chan struct{}) {
-	timer := time.NewTimer(opTimeout)
-	defer timer.Stop()
 	for {
 		select {
 		case p := <-s.replies:
-			s.confirm(p, timer)
+			s.confirm(p)
 		case <-stop:
 			return
 		}
@@ -108,49 +235,39 @@ func (s *Service) ackReplies(stop <-chan struct{}) {
 }
 
 // confirm waits for one reply's PUBACK until its deadline, then
-// acknowledges its request.
-func (s *Service) confirm(p pendingReply, timer *time.Timer) {
-	defer s.pending.Done()
+// acknowledges its request and releases its place.
+func (s *Service) confirm(p pendingReply) {
+	defer s.adm.done(p.device)
 	defer p.req.Ack()
 	select {
 	case <-p.tok.Done():
 	default:
-		timer.Reset(time.Until(p.deadline))
+		timer := s.clk.NewTimer(p.deadline.Sub(s.clk.Now()))
 		select {
 		case <-p.tok.Done():
 			timer.Stop()
-		case <-timer.C:
-			s.log.Warn("publish reply unconfirmed; the device will retry", "device", p.device,
+		case <-timer.C():
+			s.dlog.Warn("publish reply unconfirmed; the device will retry", "device", p.device,
 				"err", fmt.Errorf("no PUBACK within %v", opTimeout))
 			return
 		}
 	}
 	if err := p.tok.Error(); err != nil {
-		s.log.Warn("publish reply failed; the device will retry", "device", p.device, "err", err)
+		s.dlog.Warn("publish reply failed; the device will retry", "device", p.device, "err", err)
 	}
 }
 
-// answerMQTT turns one request payload into the reply to publish.
+// answerMQTT turns one admitted request payload into the reply to
+// publish.
 func (s *Service) answerMQTT(device string, payload []byte) ([]byte, string) {
 	st := s.state.Load()
-	now := s.now()
-	if max := st.cfg.Limits.MaxPayload; len(payload) > max {
-		s.log.Warn("request too large", "device", device, "bytes", len(payload), "max", max)
-		return s.errorReply("unknown", wire.CodeInvalidRequest,
-			fmt.Sprintf("request is %d bytes, max %d", len(payload), max), 0), resultInvalid
-	}
 	req, err := wire.DecodeRequest(payload)
 	if err != nil {
-		s.log.Warn("invalid request", "device", device, "err", err)
+		s.dlog.Warn("invalid request", "device", device, "err", err)
 		return s.errorReply(requestID(payload), wire.CodeInvalidRequest, err.Error(), 0), resultInvalid
 	}
-	if ok, wait := s.limiter.allow(device, now); !ok {
-		s.log.Info("rate limited", "device", device, "id", req.ID, "retry_after", wait)
-		return s.errorReply(req.ID, wire.CodeRateLimited, "too many requests",
-			int((wait+time.Second-1)/time.Second)), resultRateLimited
-	}
 	key := replayKey(device, req.ID)
-	e, owner := s.replay.begin(key, now)
+	e, owner := s.replay.begin(key, s.clk.Now())
 	if !owner {
 		<-e.done
 		if e.reply != nil {
@@ -159,10 +276,10 @@ func (s *Service) answerMQTT(device string, payload []byte) ([]byte, string) {
 		}
 		return s.errorReply(req.ID, wire.CodeUnavailable, "the first attempt failed; retry", 1), resultUnavailable
 	}
-	reply, result := s.decide(st, device, req.ID, req.Tokens, now)
+	reply, result := s.decide(st, device, req.ID, req.Tokens, s.clk.Wall())
 	b, err := wire.Encode(reply)
 	if err != nil {
-		s.log.Error("encode reply", "device", device, "id", req.ID, "err", err)
+		s.dlog.Error("encode reply", "device", device, "id", req.ID, "err", err)
 		s.replay.finish(key, e, nil)
 		return s.errorReply(req.ID, wire.CodeUnavailable, "reply too large; ask for fewer tokens", 0), resultUnavailable
 	}

@@ -8,15 +8,19 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/url"
 	"runtime"
 	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/cenkalti/backoff/v4"
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 	"golang.org/x/sync/errgroup"
 
+	"agoratokens/clock"
+	"agoratokens/internal/logthrottle"
 	"agoratokens/issuer/broker"
 	"agoratokens/wire"
 )
@@ -29,6 +33,14 @@ const (
 	replayMaxItems = 200_000
 )
 
+// The broker connection's retries back off from connectInitial to
+// connectMax; the failures are logged at most a few times a minute.
+const (
+	connectInitial = 500 * time.Millisecond
+	connectMax     = 5 * time.Second
+	connectLogTime = time.Minute
+)
+
 // Options configure a Service. Only ConfigFile is required.
 type Options struct {
 	// ConfigFile is the issuer's config; Reload reads it again.
@@ -37,12 +49,23 @@ type Options struct {
 	Logger *slog.Logger
 	// LogLevel, when set, follows the config's log_level across reloads.
 	LogLevel *slog.LevelVar
-	// Now is the issuer clock (default time.Now).
-	Now func() time.Time
+	// Clock is the issuer's time: token issue times (its wall clock),
+	// rate limits, replay windows, reply and drain deadlines, connection
+	// backoff and log throttling (default the real clock).
+	Clock clock.Clock
 	// Salt picks token salts (default crypto/rand).
 	Salt func() (uint32, error)
 	// Workers bounds the requests handled at once (default 16 per CPU).
 	Workers int
+	// QueueSize bounds the MQTT requests taken and not yet answered,
+	// over all devices (default 1024); beyond it requests are shed.
+	QueueSize int
+	// DeviceQueue bounds them per device (default 8).
+	DeviceQueue int
+	// WorkerHook, when set, is called by a worker before each job it
+	// takes (a request or a liveness probe). Tests wedge the workers
+	// with it; production leaves it nil.
+	WorkerHook func()
 }
 
 // state is everything a reload replaces at once.
@@ -59,7 +82,9 @@ type state struct {
 type Service struct {
 	opts    Options
 	log     *slog.Logger
-	now     func() time.Time
+	dlog    *logthrottle.Logger // lines a device can trigger
+	connLog *logthrottle.Logger // broker connection failures
+	clk     clock.Clock
 	state   atomic.Pointer[state]
 	topics  wire.Topics // fixed at New: changing it needs a restart
 	name    string      // client id, also the "issuer" of the status
@@ -67,19 +92,23 @@ type Service struct {
 	limiter *limiter
 	replay  *replayCache
 
-	sem       chan struct{} // one slot per request queued or being handled
-	work      chan mqtt.Message
-	replies   chan pendingReply
-	pending   sync.WaitGroup // replies awaiting their PUBACK
-	closed    chan struct{}  // closed once draining is over
-	reload    sync.Mutex     // serializes Reload
-	clientV   atomic.Value   // mqtt.Client, set by Run before connecting
-	embedded  atomic.Pointer[broker.Broker]
-	httpAddr  atomic.Value  // string
-	ready     atomic.Bool   // connected and subscribed
-	started   chan struct{} // closed when first ready
-	startOnce sync.Once
-	stopped   atomic.Bool // Run is shutting down
+	adm        *admission
+	work       chan job // a place per request admitted, and one for a probe
+	replies    chan pendingReply
+	refusals   chan refusal
+	statusKick chan struct{} // asks the status loop to say online again
+	pushKick   chan struct{} // asks the push loop to push fresh tokens
+	probeMu    sync.Mutex
+	probing    chan struct{} // the probe queued and not yet taken
+	connected  atomic.Bool   // connected once: later failures are reconnects
+	reload     sync.Mutex    // serializes Reload
+	clientV    atomic.Value  // mqtt.Client, set by Run before connecting
+	embedded   atomic.Pointer[broker.Broker]
+	httpAddr   atomic.Value  // string
+	ready      atomic.Bool   // connected and subscribed
+	started    chan struct{} // closed when first ready
+	startOnce  sync.Once
+	stopped    atomic.Bool // Run is shutting down
 }
 
 // New loads the config, policy and certificates and returns a service
@@ -91,30 +120,41 @@ func New(opts Options) (*Service, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
-	if opts.Now == nil {
-		opts.Now = time.Now
+	if opts.Clock == nil {
+		opts.Clock = clock.Real()
 	}
 	if opts.Workers <= 0 {
 		opts.Workers = 16 * runtime.GOMAXPROCS(0)
+	}
+	if opts.QueueSize <= 0 {
+		opts.QueueSize = defaultQueueSize
+	}
+	if opts.DeviceQueue <= 0 {
+		opts.DeviceQueue = defaultDeviceQueue
 	}
 	st, err := loadState(opts.ConfigFile, opts.Salt)
 	if err != nil {
 		return nil, err
 	}
 	s := &Service{
-		opts:    opts,
-		log:     opts.Logger,
-		now:     opts.Now,
-		topics:  st.cfg.Topics(),
-		metrics: newMetrics(),
-		limiter: newLimiter(st.cfg.Limits.Rate.PerMinute, st.cfg.Limits.Rate.Burst),
-		replay:  newReplayCache(replayWindow, replayMaxItems),
-		sem:     make(chan struct{}, opts.Workers),
-		work:    make(chan mqtt.Message, opts.Workers),
-		replies: make(chan pendingReply, repliesInFlight),
-		closed:  make(chan struct{}),
-		started: make(chan struct{}),
+		opts:       opts,
+		log:        opts.Logger,
+		dlog:       logthrottle.New(opts.Logger, opts.Clock, 0, 0),
+		connLog:    logthrottle.New(opts.Logger, opts.Clock, connectLogTime, 3),
+		clk:        opts.Clock,
+		topics:     st.cfg.Topics(),
+		metrics:    newMetrics(),
+		limiter:    newLimiter(st.cfg.Limits.Rate.PerMinute, st.cfg.Limits.Rate.Burst),
+		replay:     newReplayCache(replayWindow, replayMaxItems),
+		adm:        newAdmission(opts.QueueSize, opts.DeviceQueue),
+		work:       make(chan job, opts.QueueSize+1),
+		replies:    make(chan pendingReply, opts.QueueSize),
+		refusals:   make(chan refusal, refusalQueue),
+		statusKick: make(chan struct{}, 1),
+		pushKick:   make(chan struct{}, 1),
+		started:    make(chan struct{}),
 	}
+	s.metrics.watchQueue(s.adm.inFlight)
 	s.name = st.cfg.Broker.ClientID
 	if s.name == "" {
 		var b [4]byte
@@ -186,8 +226,9 @@ func (s *Service) BrokerAddr() string {
 // says why. Broker, topic root, share group and listen address changes
 // need a restart; they are logged and otherwise ignored. When the active
 // certificate changes, every device seen since start gets fresh tokens
-// pushed.
-func (s *Service) Reload(ctx context.Context) error {
+// pushed, by Run (so the push ends with Run, not with the caller's
+// context, which Reload does not use beyond its own return).
+func (s *Service) Reload(_ context.Context) error {
 	s.reload.Lock()
 	defer s.reload.Unlock()
 	old := s.state.Load()
@@ -208,17 +249,34 @@ func (s *Service) Reload(ctx context.Context) error {
 	s.log.Info("reloaded", "active_certificate", st.cfg.ActiveCertificate,
 		"certificates", len(st.cfg.Certificates), "rules", len(st.policy.Rules))
 	if st.signer.Active() != old.signer.Active() {
-		go func() {
-			n, err := s.PushAll(ctx)
-			if err != nil {
-				s.log.Warn("pushing tokens signed with the new certificate failed; devices get them at their next renewal",
-					"devices", n, "kid", st.signer.Active(), "err", err)
-				return
-			}
-			s.log.Info("pushed tokens signed with the new certificate", "devices", n, "kid", st.signer.Active())
-		}()
+		// The push loop of Run does it (a second rotation before it is
+		// done pushes once more, with the newest certificate).
+		select {
+		case s.pushKick <- struct{}{}:
+		default:
+		}
 	}
 	return nil
+}
+
+// pushLoop pushes fresh tokens to every device seen each time Reload
+// activates another certificate, until ctx ends.
+func (s *Service) pushLoop(ctx context.Context) {
+	for {
+		select {
+		case <-s.pushKick:
+		case <-ctx.Done():
+			return
+		}
+		kid := s.state.Load().signer.Active()
+		n, err := s.PushAll(ctx)
+		if err != nil {
+			s.log.Warn("pushing tokens signed with the new certificate failed; devices get them at their next renewal",
+				"devices", n, "kid", kid, "err", err)
+			continue
+		}
+		s.log.Info("pushed tokens signed with the new certificate", "devices", n, "kid", kid)
+	}
 }
 
 // restartKeys lists the keys whose change a reload cannot apply.
@@ -267,7 +325,8 @@ func (s *Service) Run(ctx context.Context) error {
 	return g.Wait()
 }
 
-// runMQTT connects and serves until ctx ends, then drains.
+// runMQTT connects and serves until ctx ends, then drains. Every
+// goroutine it starts has returned when it returns.
 func (s *Service) runMQTT(ctx context.Context, conn brokerConn) error {
 	opts, err := s.clientOptions(conn)
 	if err != nil {
@@ -276,24 +335,73 @@ func (s *Service) runMQTT(ctx context.Context, conn brokerConn) error {
 	client := mqtt.NewClient(opts)
 	s.clientV.Store(client)
 	stop := make(chan struct{})
-	defer close(stop)
-	go s.ackReplies(stop)
-	for range cap(s.sem) {
-		go s.worker(stop)
+	var wg sync.WaitGroup
+	spawn := func(f func()) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			f()
+		}()
 	}
-	tok := client.Connect()
-	select {
-	case <-tok.Done():
-		if err := tok.Error(); err != nil {
-			return fmt.Errorf("connect broker %s: %w", conn.url, err)
-		}
-	case <-ctx.Done():
+	defer wg.Wait()
+	defer close(stop)
+	spawn(func() { s.ackReplies(stop) })
+	spawn(func() { s.refuser(stop) })
+	spawn(func() { s.statusLoop(stop) })
+	spawn(func() { s.pushLoop(ctx) })
+	for range s.opts.Workers {
+		spawn(func() { s.worker(stop) })
+	}
+	if !s.connect(ctx, client, conn.url) {
 		client.Disconnect(0)
 		return nil
 	}
 	<-ctx.Done()
 	s.shutdown()
 	return nil
+}
+
+// connect connects the client, retrying with exponential backoff until
+// it succeeds (true) or ctx ends (false). paho reconnects by itself after
+// a connection is lost. Each failure's cause is logged, throttled: a
+// wrong password or a broker down is visible in the log at once.
+func (s *Service) connect(ctx context.Context, c mqtt.Client, brokerURL string) bool {
+	bo := &backoff.ExponentialBackOff{
+		InitialInterval: connectInitial, RandomizationFactor: 0.2, Multiplier: 2,
+		MaxInterval: connectMax, Stop: backoff.Stop, Clock: s.clk,
+	}
+	bo.Reset()
+	for failures := 1; ; failures++ {
+		tok := c.Connect()
+		select {
+		case <-tok.Done():
+		case <-ctx.Done():
+			return false
+		}
+		err := tok.Error()
+		if err == nil {
+			return true
+		}
+		wait := bo.NextBackOff()
+		s.connLog.Warn("cannot connect to the broker; retrying", "broker", redactURL(brokerURL),
+			"failures", failures, "retry_in", wait.Round(time.Millisecond), "err", err)
+		t := s.clk.NewTimer(wait)
+		select {
+		case <-t.C():
+		case <-ctx.Done():
+			t.Stop()
+			return false
+		}
+	}
+}
+
+// redactURL drops a password from a broker URL for the log.
+func redactURL(u string) string {
+	p, err := url.Parse(u)
+	if err != nil {
+		return "(unparsable URL)"
+	}
+	return p.Redacted()
 }
 
 // shutdown stops taking requests, lets the ones in flight finish,
@@ -322,31 +430,17 @@ func (s *Service) shutdown() {
 	s.log.Info("stopped")
 }
 
-// drain waits until no request is being handled (taking every worker
-// slot) and every reply is acknowledged, then refuses any request that
-// still arrives.
+// drain admits no more requests and waits until every request taken is
+// answered and its reply acknowledged, or timeout passes.
 func (s *Service) drain(timeout time.Duration) {
-	defer close(s.closed)
-	timer := time.NewTimer(timeout)
+	idle := s.adm.close()
+	timer := s.clk.NewTimer(timeout)
 	defer timer.Stop()
-	for i := 0; i < cap(s.sem); i++ {
-		select {
-		case s.sem <- struct{}{}:
-		case <-timer.C:
-			s.log.Warn("shutdown: requests still in flight after the drain timeout", "timeout", timeout)
-			return
-		}
-	}
-	// Every worker slot is ours: no reply can be added while we wait.
-	acked := make(chan struct{})
-	go func() {
-		s.pending.Wait()
-		close(acked)
-	}()
 	select {
-	case <-acked:
-	case <-timer.C:
-		s.log.Warn("shutdown: replies still unacknowledged after the drain timeout", "timeout", timeout)
+	case <-idle:
+	case <-timer.C():
+		s.log.Warn("shutdown: requests still in flight after the drain timeout",
+			"timeout", timeout, "requests", s.adm.inFlight())
 	}
 }
 
@@ -365,18 +459,27 @@ func (s *Service) clientOptions(conn brokerConn) (*mqtt.ClientOptions, error) {
 	}
 	// Auto-ack is off: a request is acknowledged once its reply is (see
 	// onRequest), and every handler acknowledges its messages itself.
-	// Reconnection backs off to 5 s at most: the whole fleet waits on
-	// the issuer, and a few issuers reconnecting often load no broker.
+	// Order matters: the handlers run on paho's router goroutine, one
+	// message at a time, and never block (see mqttreq.go), so a flood
+	// waits in the broker and the socket, not in goroutines of ours.
+	// The first connection is retried by connect (with the cause in the
+	// log); reconnection backs off to connectMax at most: the whole
+	// fleet waits on the issuer, and a few issuers reconnecting often
+	// load no broker.
 	o := mqtt.NewClientOptions().AddBroker(conn.url).SetClientID(s.name).
-		SetCleanSession(true).SetOrderMatters(false).SetAutoAckDisabled(true).
-		SetAutoReconnect(true).SetConnectRetry(true).
-		SetConnectRetryInterval(time.Second).SetMaxReconnectInterval(5*time.Second).
+		SetCleanSession(true).SetOrderMatters(true).SetAutoAckDisabled(true).
+		SetAutoReconnect(true).SetConnectRetry(false).SetMaxReconnectInterval(connectMax).
 		SetConnectTimeout(opTimeout).SetKeepAlive(30*time.Second).
 		SetBinaryWill(s.topics.IssuerStatus(), will, 1, true).
 		SetOnConnectHandler(s.onConnect).
 		SetConnectionLostHandler(func(_ mqtt.Client, err error) {
 			s.ready.Store(false)
-			s.log.Warn("broker connection lost; reconnecting", "broker", conn.url, "err", err)
+			s.connLog.Warn("broker connection lost; reconnecting", "broker", redactURL(conn.url), "err", err)
+		}).
+		SetConnectionNotificationHandler(func(_ mqtt.Client, n mqtt.ConnectionNotification) {
+			if f, ok := n.(mqtt.ConnectionNotificationFailed); ok && s.connected.Load() && !s.stopped.Load() {
+				s.connLog.Warn("cannot reconnect to the broker; retrying", "broker", redactURL(conn.url), "err", f.Reason)
+			}
 		})
 	if conn.username != "" {
 		o.SetUsername(conn.username)
@@ -412,6 +515,7 @@ func (s *Service) onConnect(c mqtt.Client) {
 	if !st.WaitTimeout(opTimeout) || st.Error() != nil {
 		s.log.Warn("subscribe to the issuer status failed", "err", st.Error())
 	}
+	s.connected.Store(true)
 	s.ready.Store(true)
 	s.startOnce.Do(func() { close(s.started) })
 	s.log.Info("connected and serving", "filter", filter, "issuer", s.name)
@@ -435,16 +539,36 @@ func (s *Service) publishStatus(state string) {
 
 // onIssuerStatus restores "online" when another replica's last will (or
 // its shutdown) marked the issuers offline while this one still serves.
+// It runs on paho's router and must not block: the status loop
+// publishes.
 func (s *Service) onIssuerStatus(_ mqtt.Client, m mqtt.Message) {
 	defer m.Ack()
 	var st wire.IssuerStatus
 	if err := wire.Decode(m.Payload(), &st); err != nil {
-		s.log.Warn("ignoring a malformed issuer status", "err", err)
+		s.dlog.Warn("ignoring a malformed issuer status", "err", err)
 		return
 	}
 	if st.State == wire.StateOffline && st.Issuer != s.name && !s.stopped.Load() {
-		s.log.Info("another issuer went offline; marking the service online", "other", st.Issuer)
-		go s.publishStatus(wire.StateOnline)
+		s.dlog.Info("another issuer went offline; marking the service online", "other", st.Issuer)
+		select {
+		case s.statusKick <- struct{}{}:
+		default: // one is pending already
+		}
+	}
+}
+
+// statusLoop publishes "online" each time onIssuerStatus asks, until
+// stop is closed.
+func (s *Service) statusLoop(stop <-chan struct{}) {
+	for {
+		select {
+		case <-s.statusKick:
+			if !s.stopped.Load() {
+				s.publishStatus(wire.StateOnline)
+			}
+		case <-stop:
+			return
+		}
 	}
 }
 
@@ -454,14 +578,14 @@ func (s *Service) decide(st *state, device, id string, names []string, now time.
 	if err != nil {
 		var de *DecisionError
 		if errors.As(err, &de) {
-			s.log.Info("request refused", "device", device, "id", id, "code", de.Code, "reason", de.Message)
+			s.dlog.Info("request refused", "device", device, "id", id, "code", de.Code, "reason", de.Message)
 			res := resultForbidden
 			if de.Code == wire.CodeInvalidRequest {
 				res = resultInvalid
 			}
 			return errReply(id, de.Code, de.Message, 0), res
 		}
-		s.log.Error("policy", "device", device, "err", err)
+		s.dlog.Error("policy", "device", device, "err", err)
 		return errReply(id, wire.CodeUnavailable, "internal error", 5), resultUnavailable
 	}
 	start := time.Now()
@@ -469,7 +593,7 @@ func (s *Service) decide(st *state, device, id string, names []string, now time.
 	for _, g := range grants {
 		wg, err := st.signer.Sign(g, now)
 		if err != nil {
-			s.log.Error("signing failed", "device", device, "token", g.Name, "err", err)
+			s.dlog.Error("signing failed", "device", device, "token", g.Name, "err", err)
 			return errReply(id, wire.CodeUnavailable, "signing failed", 5), resultUnavailable
 		}
 		out = append(out, wg)
@@ -503,7 +627,7 @@ func (s *Service) PushAll(ctx context.Context) (int, error) {
 		return 0, errors.New("push: not connected")
 	}
 	st := s.state.Load()
-	now := s.now()
+	now := s.clk.Wall()
 	id := fmt.Sprintf("%s%s-%d", wire.PushPrefix, st.signer.Active(), now.Unix())
 	s.metrics.mu.Lock()
 	devices := make([]string, 0, len(s.metrics.seen))
@@ -514,7 +638,7 @@ func (s *Service) PushAll(ctx context.Context) (int, error) {
 	slices.Sort(devices)
 	var n atomic.Int64
 	g, ctx := errgroup.WithContext(ctx)
-	g.SetLimit(cap(s.sem))
+	g.SetLimit(s.opts.Workers)
 	for _, d := range devices {
 		g.Go(func() error {
 			if ctx.Err() != nil {
@@ -529,8 +653,15 @@ func (s *Service) PushAll(ctx context.Context) (int, error) {
 				return nil
 			}
 			t := c.Publish(s.topics.Token(d), 1, false, b)
-			if t.WaitTimeout(opTimeout) && t.Error() == nil {
-				n.Add(1)
+			timer := s.clk.NewTimer(opTimeout)
+			defer timer.Stop()
+			select {
+			case <-t.Done():
+				if t.Error() == nil {
+					n.Add(1)
+				}
+			case <-timer.C():
+			case <-ctx.Done():
 			}
 			return nil
 		})

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -15,6 +16,7 @@ import (
 	"agoratokens/internal/testlog"
 	"agoratokens/issuer"
 	"agoratokens/issuer/devices"
+	"agoratokens/sdnotify"
 	"agoratokens/sdnotify/sdnotifytest"
 	"agoratokens/wire"
 )
@@ -119,6 +121,14 @@ func TestInitCheckServe(t *testing.T) {
 	if strings.Contains(serveErr.String(), secret) {
 		t.Fatal("serve logged the certificate")
 	}
+	// A normal shutdown warns about nothing (the embedded broker used to
+	// log each connection it closed: level=WARN msg="" … use of closed
+	// network connection).
+	for _, l := range strings.Split(serveErr.String(), "\n") {
+		if strings.Contains(l, "level=WARN") || strings.Contains(l, `msg=""`) {
+			t.Errorf("serve logged: %s", l)
+		}
+	}
 }
 
 func TestCheckConfigRefuses(t *testing.T) {
@@ -173,5 +183,80 @@ func TestInitFromEnvironment(t *testing.T) {
 	t.Setenv("AGORA_APP_CERTIFICATE", "")
 	if code, _, errOut := runCmd(t, context.Background(), "init", t.TempDir()); code != 2 || !strings.Contains(errOut, "set both") {
 		t.Fatalf("init with only an app id: %d %s", code, errOut)
+	}
+}
+
+// TestWatchdogProbesTheRequestPath: serve pings the systemd watchdog
+// only while a probe through the worker queue is answered. A healthy
+// issuer keeps pinging; once its workers are wedged it stops (for as many
+// rounds as the test waits), and pings again once they are free.
+func TestWatchdogProbesTheRequestPath(t *testing.T) {
+	t.Setenv("AGORA_APP_ID", "")
+	t.Setenv("AGORA_APP_CERTIFICATE", "")
+	dir := filepath.Join(t.TempDir(), "setup")
+	addr := "127.0.0.1:" + strconv.Itoa(testbroker.FreePort(t))
+	if code, _, errOut := runCmd(t, context.Background(), "init", dir, "--listen", addr); code != 0 {
+		t.Fatalf("init: %s", errOut)
+	}
+	notifySock := sdnotifytest.Listen(t)
+	t.Setenv("WATCHDOG_USEC", "2000000") // a ping every second, a probe deadline of half that
+	var logs testlog.Buffer
+	log := logs.Logger()
+	var wedged atomic.Bool
+	release := make(chan struct{})
+	svc, err := issuer.New(issuer.Options{ConfigFile: filepath.Join(dir, "issuer.yaml"), Logger: log,
+		WorkerHook: func() {
+			if wedged.Load() {
+				<-release
+			}
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	notify := sdnotify.New(log)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- serve(ctx, svc, notify, make(chan os.Signal), log) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("serve: %v", err)
+		}
+	}()
+	defer func() {
+		if wedged.Load() {
+			close(release)
+		}
+	}()
+
+	notifySock.Expect("READY=1", 15*time.Second)
+	for range 2 {
+		notifySock.Expect("WATCHDOG=1", 10*time.Second) // healthy: it keeps pinging
+	}
+
+	wedged.Store(true)
+	const wedgedStatus = "STATUS=not responding: the request path did not answer the watchdog probe"
+	notifySock.Expect(wedgedStatus, 10*time.Second)
+	// Three rounds in a row fail (each logs); then the workers are free.
+	if !logs.Wait(15*time.Second, func(s string) bool { return strings.Count(s, "watchdog: the request path did not answer") >= 3 }) {
+		t.Fatalf("the probes did not keep failing:\n%s", logs.String())
+	}
+	wedged.Store(false)
+	close(release)
+	// Nothing was sent while wedged (a status repeats only when it
+	// changes), so the next notifications are the recovery: status, ping.
+	var seen []string
+	for {
+		msg := notifySock.Next(10 * time.Second)
+		seen = append(seen, msg)
+		if msg == "WATCHDOG=1" {
+			t.Fatalf("pinged while wedged: %q", seen)
+		}
+		if strings.HasPrefix(msg, "STATUS=serving") {
+			break
+		}
+	}
+	if msg := notifySock.Next(10 * time.Second); msg != "WATCHDOG=1" {
+		t.Fatalf("after the recovery %q, want WATCHDOG=1", msg)
 	}
 }

@@ -2,7 +2,6 @@ package broker
 
 import (
 	"testing"
-	"time"
 
 	"agoratokens/wire"
 )
@@ -64,20 +63,5 @@ func TestDeviceClientID(t *testing.T) {
 		if got := deviceClientID("dev-1", tc.id); got != tc.want {
 			t.Errorf("deviceClientID(dev-1, %q) = %v, want %v", tc.id, got, tc.want)
 		}
-	}
-}
-
-func TestLogLimiter(t *testing.T) {
-	now := time.Unix(1000, 0)
-	l := logLimiter{perSecond: 2, now: func() time.Time { return now }}
-	for i, want := range []bool{true, true, false, false} {
-		if ok, _ := l.allow(); ok != want {
-			t.Fatalf("event %d: allow %v, want %v", i, ok, want)
-		}
-	}
-	now = now.Add(time.Second)
-	ok, dropped := l.allow()
-	if !ok || dropped != 2 {
-		t.Fatalf("next second: allow %v dropped %d, want true 2", ok, dropped)
 	}
 }

@@ -7,11 +7,13 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"time"
+	"unicode/utf8"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
 
+	"agoratokens/clock"
+	"agoratokens/internal/logthrottle"
 	"agoratokens/issuer/devices"
 	"agoratokens/wire"
 )
@@ -26,7 +28,7 @@ type authConfig struct {
 	serviceUser     string
 	serviceHash     [sha256.Size]byte
 	log             *slog.Logger
-	now             func() time.Time
+	clock           clock.Clock
 }
 
 // authHook logs clients in and checks every publish and subscription
@@ -39,11 +41,11 @@ type authHook struct {
 	reloadMu sync.Mutex
 	loaded   loadedFile // the file behind creds
 
-	refusals logLimiter
+	refusals *logthrottle.Logger // a client can trigger each refusal
 }
 
 func newAuthHook(cfg authConfig) (*authHook, error) {
-	h := &authHook{cfg: cfg, refusals: logLimiter{perSecond: 20, now: cfg.now}}
+	h := &authHook{cfg: cfg, refusals: logthrottle.New(cfg.log, cfg.clock, 0, 0)}
 	if _, err := h.reload(); err != nil {
 		return nil, err
 	}
@@ -164,55 +166,23 @@ func stripShare(filter string) string {
 	return f
 }
 
-// safeUser quotes a name from the network (user name, client id) for a
-// log line, shortened.
+// safeUser shortens a name from the network (user name, client id) for
+// a log line. The log handler quotes it where needed (slog's text
+// handler quotes a value with spaces or control characters, the JSON
+// handler escapes), so quoting it here would quote it twice.
 func safeUser(u string) string {
-	if len(u) > 80 {
-		u = u[:80] + "…"
+	const max = 80
+	if len(u) <= max {
+		return u
 	}
-	return fmt.Sprintf("%q", u)
+	cut := max
+	for cut > 0 && !utf8.RuneStart(u[cut]) {
+		cut--
+	}
+	return u[:cut] + "…"
 }
 
-// refused logs a refusal at warn level, at most perSecond a second; the
-// next line logged says how many were dropped.
+// refused logs a refusal at warn level, throttled per message.
 func (h *authHook) refused(msg string, args ...any) {
-	ok, dropped := h.refusals.allow()
-	if !ok {
-		return
-	}
-	if dropped > 0 {
-		args = append(args, "suppressed", dropped)
-	}
-	h.cfg.log.Warn(msg, args...)
-}
-
-// logLimiter lets perSecond events through each second and counts the
-// rest.
-type logLimiter struct {
-	perSecond int
-	now       func() time.Time
-
-	mu      sync.Mutex
-	window  time.Time
-	n       int
-	dropped int
-}
-
-// allow reports whether to log, and how many events were dropped since
-// the last one logged.
-func (l *logLimiter) allow() (bool, int) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	now := l.now()
-	if now.Sub(l.window) >= time.Second {
-		l.window, l.n = now, 0
-	}
-	if l.n >= l.perSecond {
-		l.dropped++
-		return false, 0
-	}
-	l.n++
-	d := l.dropped
-	l.dropped = 0
-	return true, d
+	h.refusals.Warn(msg, args...)
 }

@@ -18,20 +18,28 @@ import (
 	"net"
 	"sync"
 	"sync/atomic"
-	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/listeners"
 
+	"agoratokens/clock"
+	"agoratokens/internal/logthrottle"
 	"agoratokens/wire"
 )
 
 // DefaultListen is the broker's address when Config.Listen is empty.
 const DefaultListen = "127.0.0.1:1883"
 
-// maxPacketSize bounds an MQTT packet. It is well above wire.MaxPayload
-// so that the issuer, not the broker, answers an oversize request.
-const maxPacketSize = 256 << 10
+// maxPacketSize bounds an MQTT packet. It is twice wire.MaxPayload so
+// that the issuer, not the broker, answers a request a little too large;
+// a client sending a larger packet is disconnected.
+const maxPacketSize = 2 * wire.MaxPayload
+
+// maxWritesPending bounds the packets queued for one client. Beyond it
+// the broker drops what it would send the client (a QoS 1 message is
+// retried by its sender). With maxPacketSize it bounds what a client
+// that reads slowly (the issuer under a flood) costs: 32 MiB.
+const maxWritesPending = 1024
 
 // Config configures the embedded broker.
 type Config struct {
@@ -114,7 +122,7 @@ func New(cfg Config) (*Broker, error) {
 		serviceUser:     cfg.ServiceUser,
 		serviceHash:     sha256.Sum256([]byte(cfg.ServicePassword)),
 		log:             b.log,
-		now:             time.Now,
+		clock:           clock.Real(),
 	})
 	if err != nil {
 		return nil, err
@@ -133,13 +141,17 @@ func (b *Broker) Run(ctx context.Context) error {
 		return errors.New("broker is already running")
 	}
 	srv := mqtt.New(&mqtt.Options{
-		Logger:                 b.log, // already tagged by the caller
+		// Tagged by the caller; never a payload (see mochiHandler).
+		Logger:                 slog.New(newMochiHandler(b.log.Handler(), clock.Real())),
 		InlineClient:           false,
 		SysTopicResendInterval: 10,
 		Capabilities:           capabilities(),
 	})
 	if err := srv.AddHook(b.auth, nil); err != nil {
 		return fmt.Errorf("broker auth hook: %w", err)
+	}
+	if err := srv.AddHook(newFloodHook(b.cfg.ServiceUser, clock.Real(), logthrottle.New(b.log, clock.Real(), 0, 0)), nil); err != nil {
+		return fmt.Errorf("broker flood hook: %w", err)
 	}
 	tcp := listeners.NewTCP(listeners.Config{ID: "devices", Address: b.cfg.Listen, TLSConfig: b.tlsConf})
 	if err := srv.AddListener(tcp); err != nil {
@@ -162,10 +174,11 @@ func (b *Broker) Run(ctx context.Context) error {
 	return nil
 }
 
-// capabilities are mochi's defaults with a bounded packet size.
+// capabilities are mochi's defaults with bounded packets and queues.
 func capabilities() *mqtt.Capabilities {
 	c := mqtt.NewDefaultServerCapabilities()
 	c.MaximumPacketSize = maxPacketSize
+	c.MaximumClientWritesPending = maxWritesPending
 	return c
 }
 

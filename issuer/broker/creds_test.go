@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"agoratokens/clock"
 	"agoratokens/issuer/devices"
 	"agoratokens/wire"
 )
@@ -48,7 +49,7 @@ func newTestHook(t *testing.T) (*authHook, string, *devices.File) {
 	}
 	h, err := newAuthHook(authConfig{
 		topics: wire.NewTopics(""), credentialsFile: path, serviceUser: "issuer",
-		log: slog.New(slog.DiscardHandler), now: time.Now,
+		log: slog.New(slog.DiscardHandler), clock: clock.Real(),
 	})
 	if err != nil {
 		t.Fatal(err)
