@@ -7,14 +7,10 @@ import (
 	"strings"
 )
 
-// Check loads the config at path and everything it names (certificates,
-// broker password, policy, API keys) exactly as serve does, and writes a
-// summary to w. The summary never contains a secret.
-func Check(path string, w io.Writer) error {
-	st, err := loadState(path, nil)
-	if err != nil {
-		return err
-	}
+// Check writes a summary of what Load read from the config at path to w.
+// The summary never contains a secret.
+func Check(path string, l *Loaded, w io.Writer) {
+	st := l.state()
 	c := st.cfg
 	p := func(format string, a ...any) { fmt.Fprintf(w, format+"\n", a...) }
 	p("config:       %s", path)
@@ -69,5 +65,4 @@ func Check(path string, w io.Writer) error {
 		p("http:         %s: health, metrics and token API (%d key(s))", c.Listen, len(st.keys.entries))
 	}
 	p("log_level:    %s", c.LogLevel)
-	return nil
 }

@@ -7,6 +7,8 @@ import "fmt"
 type Loaded struct {
 	Config *Config
 	Policy *Policy
+	Signer *Signer
+	keys   *apiKeys // nil: no API keys file
 	// Warnings are what serve accepts but an operator should hear about,
 	// each naming its key and file.
 	Warnings []error
@@ -17,7 +19,10 @@ type Loaded struct {
 // (with their modes), the broker's TLS files, the embedded broker's device
 // credentials, the policy and the API keys. check-config uses it, so that
 // "config OK" means serve starts.
-func Load(path string) (*Loaded, error) {
+func Load(path string) (*Loaded, error) { return load(path, nil) }
+
+// load is Load with the signer's salt source (nil: crypto/rand).
+func load(path string, salt func() (uint32, error)) (*Loaded, error) {
 	cfg, err := LoadConfig(path)
 	if err != nil {
 		return nil, err
@@ -26,13 +31,20 @@ func Load(path string) (*Loaded, error) {
 	if err != nil {
 		return nil, err
 	}
-	if _, err := NewSigner(cfg.AppID, cfg.Certs(), cfg.ActiveCertificate, nil); err != nil {
+	sig, err := NewSigner(cfg.AppID, cfg.Certs(), cfg.ActiveCertificate, salt)
+	if err != nil {
 		return nil, fmt.Errorf("certificates: %w", err)
 	}
+	l := &Loaded{Config: cfg, Policy: pol, Signer: sig, Warnings: cfg.Warnings()}
 	if cfg.HTTP.APIKeysFile != "" {
-		if _, err := loadAPIKeys(cfg.HTTP.APIKeysFile); err != nil {
+		if l.keys, err = loadAPIKeys(cfg.HTTP.APIKeysFile); err != nil {
 			return nil, err
 		}
 	}
-	return &Loaded{Config: cfg, Policy: pol, Warnings: cfg.Warnings()}, nil
+	return l, nil
+}
+
+// state is what the service runs on, from what Load read.
+func (l *Loaded) state() *state {
+	return &state{cfg: l.Config, policy: l.Policy, signer: l.Signer, keys: l.keys}
 }

@@ -167,25 +167,11 @@ func New(opts Options) (*Service, error) {
 
 // loadState reads the config file and everything it names.
 func loadState(file string, salt func() (uint32, error)) (*state, error) {
-	cfg, err := LoadConfig(file)
+	l, err := load(file, salt)
 	if err != nil {
 		return nil, err
 	}
-	pol, err := LoadPolicy(cfg.PolicyFile, cfg.Limits)
-	if err != nil {
-		return nil, err
-	}
-	sig, err := NewSigner(cfg.AppID, cfg.Certs(), cfg.ActiveCertificate, salt)
-	if err != nil {
-		return nil, fmt.Errorf("certificates: %w", err)
-	}
-	st := &state{cfg: cfg, policy: pol, signer: sig}
-	if cfg.HTTP.APIKeysFile != "" {
-		if st.keys, err = loadAPIKeys(cfg.HTTP.APIKeysFile); err != nil {
-			return nil, err
-		}
-	}
-	return st, nil
+	return l.state(), nil
 }
 
 func (s *Service) setState(st *state) {
