@@ -23,11 +23,15 @@ import (
 
 // Defaults of the configuration.
 const (
-	DefaultStateDir         = "/var/lib/agora-token-agent"
-	DefaultSocketPath       = "/run/agora-token-agent/agent.sock"
-	DefaultSocketMode       = 0o660
-	DefaultMaxClients       = 32
-	DefaultRenewBefore      = 30 * time.Second
+	DefaultStateDir    = "/var/lib/agora-token-agent"
+	DefaultSocketPath  = "/run/agora-token-agent/agent.sock"
+	DefaultSocketMode  = 0o660
+	DefaultMaxClients  = 32
+	DefaultRenewBefore = 30 * time.Second
+	// Renewal starts at a random point of each token's life between
+	// these fractions (renew_window).
+	DefaultRenewWindowStart = 0.6
+	DefaultRenewWindowEnd   = 0.8
 	DefaultRequestTimeout   = 10 * time.Second
 	DefaultRenewMinInterval = 10 * time.Second
 	DefaultKeepAlive        = 60 * time.Second
@@ -71,6 +75,9 @@ type Config struct {
 	// RenewBefore is how long before expiry renewal starts (and
 	// will_expire is emitted).
 	RenewBefore time.Duration
+	// RenewWindow is where in each token's life its renewal starts (a
+	// random point, see RenewWindow); zero: the default window.
+	RenewWindow RenewWindow
 	// RenewMinInterval is the least time between two renewals forced by
 	// Renew (a media process reporting a token error).
 	RenewMinInterval time.Duration
@@ -156,6 +163,9 @@ func (c *Config) fillDefaults() {
 		}
 	}
 	def(&c.RenewBefore, DefaultRenewBefore)
+	if c.RenewWindow == (RenewWindow{}) {
+		c.RenewWindow = RenewWindow{DefaultRenewWindowStart, DefaultRenewWindowEnd}
+	}
 	def(&c.RenewMinInterval, DefaultRenewMinInterval)
 	def(&c.RequestTimeout, DefaultRequestTimeout)
 	def(&c.Backoff.Initial, DefaultBackoffInitial)
@@ -224,6 +234,7 @@ type fileConfig struct {
 	TopicRoot        string       `yaml:"topic_root"`
 	Tokens           []string     `yaml:"tokens"`
 	RenewBefore      *duration    `yaml:"renew_before"`
+	RenewWindow      []float64    `yaml:"renew_window"`
 	RenewMinInterval *duration    `yaml:"renew_min_interval"`
 	Backoff          *fileBackoff `yaml:"backoff"`
 	RequestTimeout   *duration    `yaml:"request_timeout"`
@@ -367,6 +378,17 @@ func (f *fileConfig) validate(dir string) (*Config, error) {
 	c.RenewBefore = positive(&e, "renew_before", f.RenewBefore, DefaultRenewBefore)
 	if c.RenewBefore >= 24*time.Hour {
 		e.add("renew_before", "%v is not under the 24 h token lifetime limit", c.RenewBefore)
+	}
+	c.RenewWindow = RenewWindow{DefaultRenewWindowStart, DefaultRenewWindowEnd}
+	switch {
+	case f.RenewWindow == nil:
+	case len(f.RenewWindow) != 2:
+		e.add("renew_window", "want two fractions [start, end] such as [0.6, 0.8], got %d values", len(f.RenewWindow))
+	default:
+		c.RenewWindow = RenewWindow{f.RenewWindow[0], f.RenewWindow[1]}
+		if p := c.RenewWindow.problem(); p != "" {
+			e.add("renew_window", "%s", p)
+		}
 	}
 	c.RenewMinInterval = positive(&e, "renew_min_interval", f.RenewMinInterval, DefaultRenewMinInterval)
 	c.RequestTimeout = positive(&e, "request_timeout", f.RequestTimeout, DefaultRequestTimeout)

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	mrand "math/rand/v2"
 	"os"
 	"sort"
 	"strconv"
@@ -59,6 +60,10 @@ type Deps struct {
 	BootClock func() (bootID string, uptime time.Duration, err error)
 	// OnHealth is called, from the engine's loop, when Health changes.
 	OnHealth func(Health)
+	// Rand draws each token's renewal point in renew_window (tests seed
+	// it). Nil: a source seeded from crypto/rand, different on each
+	// device and each start.
+	Rand *mrand.Rand
 }
 
 // subscriberBuffer is how many events a subscriber may lag behind before
@@ -82,6 +87,7 @@ type Engine struct {
 	store  *store
 	boot   func() (string, time.Duration, error)
 	health func(Health)
+	rnd    *mrand.Rand // used with mu held
 	device string
 	topics wire.Topics
 	ready  chan struct{}
@@ -132,6 +138,11 @@ type slot struct {
 	inflight   string
 	forced     bool
 	lastForced time.Time
+	// renewAt is when, after tok arrived, its renewal starts: drawn once
+	// per token in renew_window (see drawRenewal). warned: will_expire
+	// was emitted for tok.
+	renewAt time.Duration
+	warned  bool
 	// refused is the issuer's refusal of this token (forbidden,
 	// invalid_request) until it is granted again; solo: ask for it in a
 	// request of its own (a shared request was refused).
@@ -209,12 +220,18 @@ func New(cfg Config, deps Deps) (*Engine, error) {
 	}
 	var rnd [4]byte
 	_, _ = rand.Read(rnd[:])
+	if deps.Rand == nil {
+		var seed [32]byte
+		_, _ = rand.Read(seed[:])
+		deps.Rand = mrand.New(mrand.NewChaCha8(seed))
+	}
 	e := &Engine{
 		cfg: cfg, log: deps.Logger.With("device", device), clk: deps.Clock,
 		store:   &store{dir: cfg.StateDir, log: deps.Logger, uid: os.Geteuid()},
 		unsaved: map[string]*savedToken{},
 		boot:    deps.BootClock,
 		health:  deps.OnHealth,
+		rnd:     deps.Rand,
 		device:  device,
 		topics:  wire.NewTopics(cfg.TopicRoot),
 		ready:   make(chan struct{}),
@@ -264,6 +281,9 @@ func (c *Config) check() error {
 	}
 	if c.RenewBefore >= 24*time.Hour {
 		e.add("renew_before", "%v is not under the 24 h token lifetime limit", c.RenewBefore)
+	}
+	if p := c.RenewWindow.problem(); p != "" {
+		e.add("renew_window", "%s", p)
 	}
 	if c.Backoff.Max < c.Backoff.Initial {
 		e.add("backoff.max", "%v is less than backoff.initial %v", c.Backoff.Max, c.Backoff.Initial)
@@ -366,11 +386,26 @@ func (e *Engine) loadState() {
 			e.slots[s.name] = s
 		}
 		life := time.Duration(st.Grant.Lifetime()) * time.Second
-		s.tok = &Token{Grant: st.Grant, ReceivedAt: now.Add(left - life)}
+		e.hold(s, &Token{Grant: st.Grant, ReceivedAt: now.Add(left - life)}, now)
 		s.state = StateValid
 		e.dirty = true
-		e.log.Info("serving persisted token", "token", s.name, "kid", st.Grant.KID, "expires_in", left.Round(time.Second), "aged_by", how)
+		e.log.Info("serving persisted token", "token", s.name, "kid", st.Grant.KID, "expires_in", left.Round(time.Second),
+			"aged_by", how, "renew_in", s.tok.ReceivedAt.Add(s.renewAt).Sub(now).Round(time.Second))
+		if e.discover != nil && e.discover.tok == nil {
+			// The persisted names are the granted set: nothing is asked
+			// for at boot. A name granted since is picked up by the next
+			// renewal (a request for every granted token).
+			e.discover.tok = s.tok
+		}
 	}
+}
+
+// hold makes tok the slot's current token and draws its renewal point
+// (e.mu held, or before the loop starts).
+func (e *Engine) hold(s *slot, tok *Token, now time.Time) {
+	life := time.Duration(tok.Lifetime()) * time.Second
+	s.tok, s.warned = tok, false
+	s.renewAt = drawRenewal(e.rnd.Float64(), e.cfg.RenewWindow, life, e.cfg.RenewBefore, now.Sub(tok.ReceivedAt))
 }
 
 // persist writes the tokens waiting to be persisted, at once while the
@@ -538,14 +573,14 @@ func (e *Engine) decideSlot(s *slot, now time.Time) action {
 		if s.tok != nil { // discovery done
 			return action{State: StateValid}
 		}
-		return decide(now, time.Time{}, 0, 0, s.lastFail, s.wait)
+		return decide(now, time.Time{}, 0, 0, 0, s.lastFail, s.wait)
 	}
 	var recv time.Time
 	var life time.Duration
 	if s.tok != nil {
 		recv, life = s.tok.ReceivedAt, time.Duration(s.tok.Lifetime())*time.Second
 	}
-	return decide(now, recv, life, e.cfg.RenewBefore, s.lastFail, s.wait)
+	return decide(now, recv, life, e.cfg.RenewBefore, s.renewAt, s.lastFail, s.wait)
 }
 
 // step acts on everything due at the clock's now and returns when to wake
@@ -570,20 +605,19 @@ func (e *Engine) step(ctx context.Context) time.Time {
 	}
 	// Tokens that fall due together share a request, except those asked
 	// for alone (solo) since a shared request was refused: one bad name
-	// must not hold the others back.
+	// must not hold the others back. Without a tokens list, the shared
+	// request names none: the issuer answers with every token it grants,
+	// so a name granted since the last one is picked up.
 	var batch, solos []*slot
-	all := false
+	all := e.discover != nil
 	for _, s := range e.allSlots() {
 		a := e.decideSlot(s, now)
-		e.transition(s, a.State, now)
+		e.transition(s, a, now)
 		earliest(a.Next)
 		if (a.Request || s.forced) && s.inflight == "" {
 			switch {
 			case s.solo:
 				solos = append(solos, s)
-			case s == e.discover:
-				all = true
-				fallthrough
 			default:
 				batch = append(batch, s)
 			}
@@ -627,21 +661,31 @@ func (e *Engine) step(ctx context.Context) time.Time {
 	return next
 }
 
-// transition records a slot's new state and emits will_expire or expired
-// when the token enters that state.
-func (e *Engine) transition(s *slot, st TokenState, now time.Time) {
-	if s == e.discover || st == s.state {
+// transition records a slot's new state, and emits will_expire when the
+// token reaches its will-expire point with no fresh token yet, and expired
+// when it expires.
+func (e *Engine) transition(s *slot, a action, now time.Time) {
+	if s == e.discover {
+		return
+	}
+	if s.tok == nil {
+		s.state = a.State
+		return
+	}
+	if a.WillExpire && !s.warned {
+		s.warned = true
+		e.log.Warn("token will expire and no fresh one has come; still renewing", "token", s.name,
+			"expires_in", s.tok.ExpiresIn(now).Round(time.Second), "failures", s.failures)
+		e.emit(Event{Kind: EventWillExpire, Name: s.name, Token: *s.tok, At: now})
+	}
+	if a.State == s.state {
 		return
 	}
 	prev := s.state
-	s.state = st
-	if s.tok == nil {
-		return
-	}
-	switch st {
+	s.state = a.State
+	switch a.State {
 	case StateRenewing:
-		e.log.Info("token will expire; renewing", "token", s.name, "expires_in", s.tok.ExpiresIn(now).Round(time.Second))
-		e.emit(Event{Kind: EventWillExpire, Name: s.name, Token: *s.tok, At: now})
+		e.log.Info("renewing token", "token", s.name, "expires_in", s.tok.ExpiresIn(now).Round(time.Second))
 	case StateExpired:
 		e.log.Warn("token expired before a fresh one arrived", "token", s.name, "previous_state", prev)
 		e.emit(Event{Kind: EventExpired, Name: s.name, Token: *s.tok, At: now})
