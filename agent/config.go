@@ -23,15 +23,11 @@ import (
 
 // Defaults of the configuration.
 const (
-	DefaultStateDir    = "/var/lib/agora-token-agent"
-	DefaultSocketPath  = "/run/agora-token-agent/agent.sock"
-	DefaultSocketMode  = 0o660
-	DefaultMaxClients  = 32
-	DefaultRenewBefore = 30 * time.Second
-	// Renewal starts at a random point of each token's life between
-	// these fractions (renew_window).
-	DefaultRenewWindowStart = 0.6
-	DefaultRenewWindowEnd   = 0.8
+	DefaultStateDir         = "/var/lib/agora-token-agent"
+	DefaultSocketPath       = "/run/agora-token-agent/agent.sock"
+	DefaultSocketMode       = 0o660
+	DefaultMaxClients       = 32
+	DefaultRenewBefore      = 30 * time.Second
 	DefaultRequestTimeout   = 10 * time.Second
 	DefaultRenewMinInterval = 10 * time.Second
 	DefaultKeepAlive        = 60 * time.Second
@@ -49,6 +45,13 @@ const (
 	NoJitter = -1.0
 	// AutoDeviceID asks the agent to derive the device id from the board.
 	AutoDeviceID = "auto"
+)
+
+// The default renew_window: renewal starts at a random point of each
+// token's life between these fractions of its lifetime.
+const (
+	DefaultRenewWindowStart = 0.6
+	DefaultRenewWindowEnd   = 0.8
 )
 
 // HTTP source kinds.
