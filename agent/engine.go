@@ -376,14 +376,16 @@ func (e *Engine) loadState() {
 			e.log.Info("persisted token is no longer configured; ignored", "token", st.Grant.Name)
 			continue
 		}
+		if s == nil {
+			// Without a tokens list, the persisted names are the granted
+			// set; one whose token did not survive is asked for at boot.
+			s = e.newSlot(st.Grant.Name)
+			e.slots[s.name] = s
+		}
 		left, how := bootRemaining(st, bootID, uptime, wall)
 		if left <= 0 {
 			e.log.Info("persisted token not served", "token", st.Grant.Name, "why", how, "expires_at", st.Grant.ExpiresAt)
 			continue
-		}
-		if s == nil {
-			s = e.newSlot(st.Grant.Name)
-			e.slots[s.name] = s
 		}
 		life := time.Duration(st.Grant.Lifetime()) * time.Second
 		e.hold(s, &Token{Grant: st.Grant, ReceivedAt: now.Add(left - life)}, now)

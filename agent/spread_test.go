@@ -303,3 +303,33 @@ func TestFleetRenewalsSpread(t *testing.T) {
 		t.Fatalf("renewals span %v of the 20 s window, want them spread", spread)
 	}
 }
+
+// Without a tokens list, a persisted token that expired during the power
+// cut is asked for at boot (one request for every granted token), even
+// though another persisted token is still valid and served.
+func TestEngineBootAsksForAPersistedTokenThatExpired(t *testing.T) {
+	dir := t.TempDir()
+	clk := clock.NewFake(time.Unix(1_763_800_000, 0))
+	h := startSeeded(t, spreadConfig(dir), clk, nil, 5)
+	h.tr.next(t).answer(mkGrant(t, "video", "cam-42", "7", h.wall(), 1000), mkGrant(t, "signal", "cam-42", "7", h.wall(), 100))
+	h.event(EventToken, "video")
+	h.event(EventToken, "signal")
+	h.e.sync()
+	h.stop()
+
+	clk.Advance(200 * time.Second) // signal (100 s) expired during the cut, video has 800 s left
+	h2 := startSeeded(t, spreadConfig(dir), clk, &fakeBoot{id: "boot-b", clk: clk, start: clk.Now()}, 6)
+	if _, ok := h2.e.Current("video", clk.Now()); !ok {
+		t.Fatal("persisted video not served at boot")
+	}
+	r := h2.tr.next(t)
+	if r.Tokens != nil {
+		t.Fatalf("boot request names %v, want none (every granted token)", r.Tokens)
+	}
+	if st := h2.e.Status(clk.Now()); len(st.Tokens) != 2 {
+		t.Fatalf("status lists %+v, want video and signal", st.Tokens)
+	}
+	r.answer(mkGrant(t, "video", "cam-42", "7", h2.wall(), 1000), mkGrant(t, "signal", "cam-42", "7", h2.wall(), 100))
+	h2.event(EventToken, "video")
+	h2.event(EventToken, "signal")
+}
