@@ -75,8 +75,8 @@ type Config struct {
 	// Tokens are the token names to keep; empty means every token the
 	// issuer grants.
 	Tokens []string
-	// RenewBefore is how long before expiry renewal starts (and
-	// will_expire is emitted).
+	// RenewBefore is how long before expiry renewal starts at the
+	// latest, and will_expire is emitted if no fresh token has come.
 	RenewBefore time.Duration
 	// RenewWindow is where in each token's life its renewal starts (a
 	// random point, see RenewWindow); zero: the default window.
