@@ -2,6 +2,7 @@ package agent
 
 import (
 	"math"
+	"math/rand/v2"
 	"strings"
 	"testing"
 	"time"
@@ -159,6 +160,39 @@ func TestRetryAfter(t *testing.T) {
 	} {
 		if got := retryAfter(tc.secs); got != tc.want {
 			t.Errorf("retryAfter(%d) = %s, want %s", tc.secs, got, tc.want)
+		}
+	}
+}
+
+// Draws from a seeded source, for lifetimes from under 2×renew_before to
+// 24 h: decide keeps each token valid until its drawn point, requests
+// there, inside the (scaled) window, and shows will_expire only at
+// renew_before ahead of expiry.
+func TestDrawThenDecide(t *testing.T) {
+	rnd := rand.New(rand.NewPCG(1, 2))
+	t0 := time.Now()
+	const before = 30 * time.Second
+	w := RenewWindow{0.6, 0.8}
+	for _, life := range []time.Duration{2 * time.Second, 40 * time.Second, 100 * time.Second, 150 * time.Second, time.Hour, 24 * time.Hour} {
+		latest := latestRenewal(life, before)
+		lo, hi := time.Duration(0.6*float64(life)), time.Duration(0.8*float64(life))
+		if hi > latest {
+			lo, hi = time.Duration(float64(lo)*float64(latest)/float64(hi)), latest
+		}
+		for range 1000 {
+			at := drawRenewal(rnd.Float64(), w, life, before, 0)
+			if at < lo || at >= hi {
+				t.Fatalf("life %v: drawn point %v outside [%v, %v)", life, at, lo, hi)
+			}
+			if a := decide(t0.Add(at-1), t0, life, before, at, time.Time{}, 0); a.State != StateValid || a.Request || !a.Next.Equal(t0.Add(at)) {
+				t.Fatalf("life %v: just before the drawn point %v: %+v", life, at, a)
+			}
+			if a := decide(t0.Add(at), t0, life, before, at, time.Time{}, 0); a.State != StateRenewing || !a.Request || a.WillExpire {
+				t.Fatalf("life %v: at the drawn point %v: %+v", life, at, a)
+			}
+			if a := decide(t0.Add(latest), t0, life, before, at, t0.Add(at), latest); !a.WillExpire || a.State != StateRenewing {
+				t.Fatalf("life %v: renewal failed, at renew_before ahead: %+v, want will_expire", life, a)
+			}
 		}
 	}
 }
