@@ -405,9 +405,15 @@ func (e *Engine) loadState() {
 // hold makes tok the slot's current token and draws its renewal point
 // (e.mu held, or before the loop starts).
 func (e *Engine) hold(s *slot, tok *Token, now time.Time) {
-	life := time.Duration(tok.Lifetime()) * time.Second
 	s.tok, s.warned = tok, false
-	s.renewAt = drawRenewal(e.rnd.Float64(), e.cfg.RenewWindow, life, e.cfg.RenewBefore, now.Sub(tok.ReceivedAt))
+	e.draw(s, now)
+}
+
+// draw draws the renewal point of the slot's token, as old as it is at
+// now (e.mu held).
+func (e *Engine) draw(s *slot, now time.Time) {
+	life := time.Duration(s.tok.Lifetime()) * time.Second
+	s.renewAt = drawRenewal(e.rnd.Float64(), e.cfg.RenewWindow, life, e.cfg.RenewBefore, now.Sub(s.tok.ReceivedAt))
 }
 
 // persist writes the tokens waiting to be persisted, at once while the
@@ -468,8 +474,14 @@ func (e *Engine) persistFailed(err error) {
 }
 
 // connected is called by the transport after each (re)connection: what
-// is due, or failed while it was down, is requested at once.
+// is missing, failed while it was down, or has reached its will-expire
+// point, is requested at once. A renewal that fell due while the broker
+// was away, and still has time before its will-expire point, draws a new
+// point in what is left (as a persisted token does at boot): after a
+// broker outage the fleet's held renewals do not all go out as it
+// reconnects.
 func (e *Engine) connected() {
+	now := e.clk.Now()
 	e.mu.Lock()
 	e.online = true
 	for _, s := range e.allSlots() {
@@ -477,6 +489,10 @@ func (e *Engine) connected() {
 		if s.failures > 0 && s.refused == nil {
 			s.lastFail, s.wait = time.Time{}, 0
 			s.bo.Reset()
+		}
+		if s != e.discover && s.tok != nil && s.refused == nil && s.inflight == "" && !s.warned &&
+			e.decideSlot(s, now).State == StateRenewing {
+			e.draw(s, now)
 		}
 	}
 	e.mu.Unlock()

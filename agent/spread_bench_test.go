@@ -27,6 +27,11 @@ func BenchmarkFleetRenewalSpread(b *testing.B) {
 		cuts := []time.Duration{10 * time.Minute, 45 * time.Minute}
 		bootRequests := make([]int, len(cuts))
 		afterCut := []map[int64]int{{}, {}}
+		// A 10-minute broker outage from cutAt instead of the power cut:
+		// the renewals that fall due during it, how many go out at the
+		// reconnection (all agents reconnecting in the same second, the
+		// worst case), and when the others go.
+		held, heldAtOnce, afterOutage := 0, 0, map[int64]int{}
 		for i := range agents {
 			rnd := rand.New(rand.NewPCG(uint64(i), 42))
 			recv := t0
@@ -40,6 +45,15 @@ func BenchmarkFleetRenewalSpread(b *testing.B) {
 					cycle[n][int64(sent.Sub(t0)/time.Second)]++
 				}
 				if sent.Sub(t0) >= cutAt {
+					if back := t0.Add(cutAt + 10*time.Minute); sent.Before(back) {
+						held++
+						at := drawRenewal(rnd.Float64(), w, life, before, back.Sub(recv))
+						if a := decide(back, recv, life, before, at, time.Time{}, 0); a.Request {
+							heldAtOnce++
+						} else {
+							afterOutage[int64(recv.Add(at).Sub(back)/time.Second)]++
+						}
+					}
 					break
 				}
 				recv = sent // the reply comes at once
@@ -72,6 +86,11 @@ func BenchmarkFleetRenewalSpread(b *testing.B) {
 				b.ReportMetric(mean, "mean/s")
 			}
 		}
+		peak, mean, span := evenness(afterOutage)
+		b.Logf("10-minute broker outage: %d renewals fall due during it; %d go out at the reconnection, the rest peak %d/s, mean %.1f/s over %d s",
+			held, heldAtOnce, peak, mean, span)
+		b.ReportMetric(float64(held), "held-by-outage")
+		b.ReportMetric(float64(peak), "after-outage-peak/s")
 		for c, cutFor := range cuts {
 			peak, mean, span := evenness(afterCut[c])
 			b.Logf("%v power cut: %d requests at boot (tokens expired during the cut); then peak %d/s, mean %.1f/s over %d s",

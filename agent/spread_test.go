@@ -163,11 +163,17 @@ func TestEngineShortOutageCostsNothing(t *testing.T) {
 	if hl := h.health(); !hl.Failing || !hl.Renewing {
 		t.Fatalf("health %+v during the outage past the drawn point, want renewal waiting", hl)
 	}
+	// Back 30 s before will_expire is due, past the window: the held
+	// renewal goes out in the first half of those 30 s.
 	hooks.Connected()
-	h.e.sync()
+	back := h.clk.Now()
+	sent := h.stepUntilRequest(100*time.Millisecond, 30*time.Second)
+	if d := sent.Sub(back); d > 15*time.Second {
+		t.Fatalf("held renewal sent %v after the reconnection, want within 15 s", d)
+	}
 	h.tr.next(t).answer(mkGrant(t, "video", "cam-42", "7", h.wall(), int64(spreadLife/time.Second)))
 	h.event(EventToken, "video")
-	h.advance(spreadLife - (spreadWarnAt - 30*time.Second) + time.Second) // past the old token's expiry
+	h.advance(spreadLife - sent.Sub(start) + time.Second) // past the old token's expiry
 	h.noEvent()
 	if hl := h.health(); hl != (Health{}) {
 		t.Fatalf("health %+v after the outage, want all clear", hl)
@@ -332,4 +338,73 @@ func TestEngineBootAsksForAPersistedTokenThatExpired(t *testing.T) {
 	r.answer(mkGrant(t, "video", "cam-42", "7", h2.wall(), 1000), mkGrant(t, "signal", "cam-42", "7", h2.wall(), 100))
 	h2.event(EventToken, "video")
 	h2.event(EventToken, "signal")
+}
+
+// Twenty engines whose renewals fell due during a broker outage do not
+// all send them as they reconnect: each draws a new point in the first
+// half of what is left before will_expire, and none shows will_expire.
+func TestFleetHeldRenewalsSpreadAfterOutage(t *testing.T) {
+	const agents = 20
+	const step = time.Millisecond
+	clk := clock.NewFake(time.Unix(1_763_800_000, 0))
+	var fleet []*harness
+	var hooks []TransportHooks
+	for i := range agents {
+		c := spreadConfig(t.TempDir(), "video")
+		c.RenewBefore = 10 * time.Second // window [60 s, 80 s), will_expire at 90 s
+		h := startSeeded(t, c, clk, nil, uint64(100+i))
+		fleet = append(fleet, h)
+		hooks = append(hooks, <-h.tr.hooks)
+		h.tr.next(t).answer(mkGrant(t, "video", "cam-42", fmt.Sprint(i+1), h.wall(), 100))
+		h.event(EventToken, "video")
+	}
+	start := clk.Now()
+	advance := func(d time.Duration) {
+		clk.Advance(d)
+		for _, h := range fleet {
+			h.e.sync()
+		}
+	}
+	advance(55 * time.Second)
+	for i, h := range fleet {
+		hooks[i].Disconnected()
+		h.e.sync()
+	}
+	advance(26 * time.Second) // every drawn point has passed
+	for i, h := range fleet {
+		if n := h.inflight(); n != 0 {
+			t.Fatalf("agent %d: %d requests while disconnected", i, n)
+		}
+		hooks[i].Connected()
+	}
+	sent := map[time.Duration]int{}
+	renewed := 0
+	for renewed < agents {
+		if clk.Now().Sub(start) > 85500*time.Millisecond {
+			t.Fatalf("%d of %d held renewals sent by 85.5 s (reconnected at 81 s, will_expire at 90 s)", renewed, agents)
+		}
+		advance(step)
+		for i, h := range fleet {
+			h.noEvent() // no will_expire
+			if h.inflight() == 0 {
+				continue
+			}
+			renewed++
+			sent[clk.Now().Sub(start)]++
+			h.tr.next(t).answer(mkGrant(t, "video", "cam-42", fmt.Sprint(i+1), h.wall(), 100))
+			h.event(EventToken, "video")
+		}
+	}
+	var moments []time.Duration
+	for at, n := range sent {
+		if n > 2 {
+			t.Errorf("%d agents sent their held renewal in the same %v step at %v", n, step, at)
+		}
+		moments = append(moments, at)
+	}
+	slices.Sort(moments)
+	t.Logf("held renewals at %v", moments)
+	if spread := moments[len(moments)-1] - moments[0]; spread < 2*time.Second {
+		t.Fatalf("held renewals span %v of 4.5 s, want them spread", spread)
+	}
 }
