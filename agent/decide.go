@@ -53,8 +53,8 @@ func latestRenewal(lifetime, renewBefore time.Duration) time.Duration {
 // drawRenewal is the renewal point of a token (how long after it arrived
 // its renewal starts), a pure function of a uniform draw u in [0, 1), the
 // window, the lifetime, renewBefore, and the token's age when the draw is
-// made (0 for a token just received; a persisted token loaded at boot is
-// older).
+// made (0 for a token just received; a persisted token loaded at boot,
+// or one whose renewal a broker outage held, is older).
 //
 // The window is scaled down, keeping its proportions, when it would end
 // after latestRenewal (short tokens): renewal never starts later than
