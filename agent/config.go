@@ -48,6 +48,13 @@ const (
 	AutoDeviceID = "auto"
 )
 
+// The default renew_window: renewal starts at a random point of each
+// token's life between these fractions of its lifetime.
+const (
+	DefaultRenewWindowStart = 0.6
+	DefaultRenewWindowEnd   = 0.8
+)
+
 // HTTP source kinds.
 const (
 	HTTPKindIssuer       = "issuer"
@@ -69,9 +76,12 @@ type Config struct {
 	// Tokens are the token names to keep; empty means every token the
 	// issuer grants.
 	Tokens []string
-	// RenewBefore is how long before expiry renewal starts (and
-	// will_expire is emitted).
+	// RenewBefore is how long before expiry renewal starts at the
+	// latest, and will_expire is emitted if no fresh token has come.
 	RenewBefore time.Duration
+	// RenewWindow is where in each token's life its renewal starts (a
+	// random point, see RenewWindow); zero: the default window.
+	RenewWindow RenewWindow
 	// RenewMinInterval is the least time between two renewals forced by
 	// Renew (a media process reporting a token error).
 	RenewMinInterval time.Duration
@@ -168,6 +178,9 @@ func (c *Config) fillDefaults() {
 		}
 	}
 	def(&c.RenewBefore, DefaultRenewBefore)
+	if c.RenewWindow == (RenewWindow{}) {
+		c.RenewWindow = RenewWindow{DefaultRenewWindowStart, DefaultRenewWindowEnd}
+	}
 	def(&c.RenewMinInterval, DefaultRenewMinInterval)
 	def(&c.RequestTimeout, DefaultRequestTimeout)
 	def(&c.Backoff.Initial, DefaultBackoffInitial)
@@ -232,6 +245,7 @@ type fileConfig struct {
 	TopicRoot        string       `yaml:"topic_root"`
 	Tokens           []string     `yaml:"tokens"`
 	RenewBefore      *duration    `yaml:"renew_before"`
+	RenewWindow      []float64    `yaml:"renew_window"`
 	RenewMinInterval *duration    `yaml:"renew_min_interval"`
 	Backoff          *fileBackoff `yaml:"backoff"`
 	RequestTimeout   *duration    `yaml:"request_timeout"`
@@ -375,6 +389,17 @@ func (f *fileConfig) validate(dir string) (*Config, error) {
 	c.RenewBefore = positive(&e, "renew_before", f.RenewBefore, DefaultRenewBefore)
 	if c.RenewBefore >= 24*time.Hour {
 		e.add("renew_before", "%v is not under the 24 h token lifetime limit", c.RenewBefore)
+	}
+	c.RenewWindow = RenewWindow{DefaultRenewWindowStart, DefaultRenewWindowEnd}
+	switch {
+	case f.RenewWindow == nil:
+	case len(f.RenewWindow) != 2:
+		e.add("renew_window", "want two fractions [start, end] such as [0.6, 0.8], got %d values", len(f.RenewWindow))
+	default:
+		c.RenewWindow = RenewWindow{f.RenewWindow[0], f.RenewWindow[1]}
+		if p := c.RenewWindow.problem(); p != "" {
+			e.add("renew_window", "%s", p)
+		}
 	}
 	c.RenewMinInterval = positive(&e, "renew_min_interval", f.RenewMinInterval, DefaultRenewMinInterval)
 	c.RequestTimeout = positive(&e, "request_timeout", f.RequestTimeout, DefaultRequestTimeout)

@@ -188,3 +188,53 @@ func TestConfigErrorWording(t *testing.T) {
 		})
 	}
 }
+
+func TestConfigRenewWindow(t *testing.T) {
+	const ok = "device_id: dev-1\nbroker: {url: tcp://127.0.0.1:1883}\n"
+	for _, tc := range []struct {
+		name, yaml string
+		want       RenewWindow
+		err        string
+	}{
+		{"default", ok, RenewWindow{0.6, 0.8}, ""},
+		{"set", ok + "renew_window: [0.5, 0.75]\n", RenewWindow{0.5, 0.75}, ""},
+		{"a point", ok + "renew_window: [0.7, 0.7]\n", RenewWindow{0.7, 0.7}, ""},
+		{"one value", ok + "renew_window: [0.6]\n", RenewWindow{}, "renew_window (line 3): want two fractions"},
+		{"three values", ok + "renew_window: [0.6, 0.7, 0.8]\n", RenewWindow{}, "renew_window (line 3): want two fractions"},
+		{"a scalar", ok + "renew_window: 0.6\n", RenewWindow{}, "renew_window"},
+		{"not numbers", ok + "renew_window: [soon, later]\n", RenewWindow{}, "renew_window"},
+		{"percent, not fractions", ok + "renew_window: [60, 80]\n", RenewWindow{}, "renew_window (line 3): [60, 80]: both ends must be fractions"},
+		{"zero start", ok + "renew_window: [0, 0.8]\n", RenewWindow{}, "renew_window"},
+		{"end at expiry", ok + "renew_window: [0.6, 1]\n", RenewWindow{}, "renew_window"},
+		{"reversed", ok + "renew_window: [0.8, 0.6]\n", RenewWindow{}, "renew_window (line 3): [0.8, 0.6]: the end is before the start"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := ParseConfig(strings.NewReader(tc.yaml), "/x")
+			if tc.err != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.err) {
+					t.Fatalf("error %v, want one naming %q", err, tc.err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if c.RenewWindow != tc.want {
+				t.Fatalf("renew_window = %v, want %v", c.RenewWindow, tc.want)
+			}
+		})
+	}
+	// A Config built in Go gets the default window, and the same check.
+	base := Config{DeviceID: "dev-1", Broker: &BrokerConfig{URL: "tcp://127.0.0.1:1883"}, StateDir: t.TempDir()}
+	e, err := New(base, Deps{Transport: newFakeTransport()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e.cfg.RenewWindow != (RenewWindow{DefaultRenewWindowStart, DefaultRenewWindowEnd}) {
+		t.Fatalf("New: renew_window %v, want the default", e.cfg.RenewWindow)
+	}
+	base.RenewWindow = RenewWindow{0.9, 0.5}
+	if _, err := New(base, Deps{Transport: newFakeTransport()}); err == nil || !strings.Contains(err.Error(), "config: renew_window") {
+		t.Fatalf("New with a reversed window = %v, want an error naming renew_window", err)
+	}
+}

@@ -2,6 +2,7 @@ package agent
 
 import (
 	"errors"
+	"fmt"
 	"time"
 
 	"agoratokens/wire"
@@ -13,47 +14,103 @@ type action struct {
 	State TokenState
 	// Request: ask for a fresh token now.
 	Request bool
+	// WillExpire: the token is within renew_before of expiry (or past
+	// half of a short token's life) and no fresh one has come: the moment
+	// of the SDK's onTokenPrivilegeWillExpire.
+	WillExpire bool
 	// Next is when to look at this token again; zero when only an
 	// outside event (a reply, a failure) can change the decision.
 	Next time.Time
 }
 
-// renewPoint is when renewal of a token received at receivedAt with the
-// given lifetime starts: renewBefore ahead of expiry, but never before
-// half of the lifetime has passed, so that a token shorter than twice
-// renewBefore is still used before it is renewed.
-func renewPoint(receivedAt time.Time, lifetime, renewBefore time.Duration) time.Time {
-	lead := renewBefore
-	if lead > lifetime/2 {
-		lead = lifetime / 2
+// RenewWindow is the part of each token's life in which its renewal
+// starts, as fractions of the lifetime: renewal starts at a point drawn
+// uniformly in [Start, End), once per token received, so that a fleet
+// that got its tokens together does not renew together.
+type RenewWindow struct {
+	Start, End float64
+}
+
+// problem says what is wrong with w ("" if nothing).
+func (w RenewWindow) problem() string {
+	switch {
+	case !(w.Start > 0 && w.Start < 1) || !(w.End > 0 && w.End < 1):
+		return fmt.Sprintf("[%v, %v]: both ends must be fractions of the lifetime between 0 and 1 (exclusive)", w.Start, w.End)
+	case w.End < w.Start:
+		return fmt.Sprintf("[%v, %v]: the end is before the start", w.Start, w.End)
 	}
-	return receivedAt.Add(lifetime - lead)
+	return ""
+}
+
+// latestRenewal is how long after it arrived a token must be renewed by
+// (its will-expire point): renewBefore ahead of expiry, but not before
+// half of the lifetime, so that a token shorter than twice renewBefore is
+// still used before it is renewed.
+func latestRenewal(lifetime, renewBefore time.Duration) time.Duration {
+	return lifetime - min(renewBefore, lifetime/2)
+}
+
+// drawRenewal is the renewal point of a token (how long after it arrived
+// its renewal starts), a pure function of a uniform draw u in [0, 1), the
+// window, the lifetime, renewBefore, and the token's age when the draw is
+// made (0 for a token just received; a persisted token loaded at boot,
+// or one whose renewal a broker outage held, is older).
+//
+// The window is scaled down, keeping its proportions, when it would end
+// after latestRenewal (short tokens): renewal never starts later than
+// renewBefore ahead of expiry. A token already inside its window draws in
+// what is left of it; one already past it draws in the first half of the
+// time left before latestRenewal — a fleet whose power came back after a
+// long cut spreads its late renewals too, instead of sending them all at
+// once.
+func drawRenewal(u float64, w RenewWindow, lifetime, renewBefore, age time.Duration) time.Duration {
+	latest := latestRenewal(lifetime, renewBefore)
+	lo := time.Duration(w.Start * float64(lifetime))
+	hi := time.Duration(w.End * float64(lifetime))
+	if hi > latest {
+		lo = time.Duration(float64(lo) * float64(latest) / float64(hi))
+		hi = latest
+	}
+	switch {
+	case age >= latest:
+		return age // due now
+	case age >= hi:
+		lo, hi = age, age+(latest-age)/2
+	case age > lo:
+		lo = age
+	}
+	return lo + time.Duration(u*float64(hi-lo))
 }
 
 // decide is the renewal decision for one token, a pure function of the
 // clock reading now (monotonic), when the current token arrived (zero:
-// none yet) and its lifetime as the issuer stated, renewBefore, and the
-// last failed attempt with the backoff to wait after it (zero: none).
+// none yet) and its lifetime as the issuer stated, renewBefore, the
+// token's drawn renewal point renewAt (how long after receivedAt renewal
+// starts, see drawRenewal; clamped to latestRenewal), and the last failed
+// attempt with the backoff to wait after it (zero: none).
 //
 // All times are readings of the same monotonic clock, so a step of the
 // wall clock moves none of them.
-func decide(now, receivedAt time.Time, lifetime, renewBefore time.Duration, lastAttempt time.Time, backoff time.Duration) action {
+func decide(now, receivedAt time.Time, lifetime, renewBefore, renewAt time.Duration, lastAttempt time.Time, backoff time.Duration) action {
 	var a action
-	var deadline time.Time
+	var deadline, warnAt time.Time
 	switch {
 	case receivedAt.IsZero():
 		a.State = StateMissing
 	default:
 		deadline = receivedAt.Add(lifetime)
-		renewAt := renewPoint(receivedAt, lifetime, renewBefore)
+		latest := latestRenewal(lifetime, renewBefore)
+		warnAt = receivedAt.Add(latest)
+		start := receivedAt.Add(max(0, min(renewAt, latest)))
 		switch {
 		case !now.Before(deadline):
 			a.State = StateExpired
-		case !now.Before(renewAt):
+		case !now.Before(start):
 			a.State = StateRenewing
+			a.WillExpire = !now.Before(warnAt)
 		default:
 			a.State = StateValid
-			a.Next = renewAt
+			a.Next = start
 			return a
 		}
 	}
@@ -69,9 +126,14 @@ func decide(now, receivedAt time.Time, lifetime, renewBefore time.Duration, last
 	} else {
 		a.Next = retryAt
 	}
-	// A renewing token still has its expiry to report.
-	if a.State == StateRenewing && (a.Next.IsZero() || deadline.Before(a.Next)) {
-		a.Next = deadline
+	// A renewing token still has its will-expire point and its expiry to
+	// report.
+	if a.State == StateRenewing {
+		for _, t := range []time.Time{warnAt, deadline} {
+			if t.After(now) && (a.Next.IsZero() || t.Before(a.Next)) {
+				a.Next = t
+			}
+		}
 	}
 	return a
 }

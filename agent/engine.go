@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	mrand "math/rand/v2"
 	"os"
 	"sort"
 	"strconv"
@@ -65,6 +66,10 @@ type Deps struct {
 	BootClock func() (bootID string, uptime time.Duration, err error)
 	// OnHealth is called, from the engine's loop, when Health changes.
 	OnHealth func(Health)
+	// Rand draws each token's renewal point in renew_window (tests seed
+	// it). Nil: a source seeded from crypto/rand, different on each
+	// device and each start.
+	Rand *mrand.Rand
 }
 
 // subscriberBuffer is how many events a subscriber may lag behind before
@@ -88,6 +93,7 @@ type Engine struct {
 	store  *store
 	boot   func() (string, time.Duration, error)
 	health func(Health)
+	rnd    *mrand.Rand // used with mu held
 	device string
 	topics wire.Topics
 	ready  chan struct{}
@@ -138,6 +144,11 @@ type slot struct {
 	inflight   string
 	forced     bool
 	lastForced time.Time
+	// renewAt is when, after tok arrived, its renewal starts: drawn once
+	// per token in renew_window (see drawRenewal). warned: will_expire
+	// was emitted for tok.
+	renewAt time.Duration
+	warned  bool
 	// refused is the issuer's refusal of this token (forbidden,
 	// invalid_request) until it is granted again; solo: ask for it in a
 	// request of its own (a shared request was refused).
@@ -212,12 +223,18 @@ func New(cfg Config, deps Deps) (*Engine, error) {
 	}
 	var rnd [4]byte
 	_, _ = rand.Read(rnd[:])
+	if deps.Rand == nil {
+		var seed [32]byte
+		_, _ = rand.Read(seed[:])
+		deps.Rand = mrand.New(mrand.NewChaCha8(seed))
+	}
 	e := &Engine{
 		cfg: cfg, log: deps.Logger.With("device", device), clk: deps.Clock,
 		store:   &store{dir: cfg.StateDir, log: deps.Logger, uid: os.Geteuid()},
 		unsaved: map[string]*savedToken{},
 		boot:    deps.BootClock,
 		health:  deps.OnHealth,
+		rnd:     deps.Rand,
 		device:  device,
 		topics:  wire.NewTopics(cfg.TopicRoot),
 		ready:   make(chan struct{}),
@@ -267,6 +284,9 @@ func (c *Config) check() error {
 	}
 	if c.RenewBefore >= 24*time.Hour {
 		e.add("renew_before", "%v is not under the 24 h token lifetime limit", c.RenewBefore)
+	}
+	if p := c.RenewWindow.problem(); p != "" {
+		e.add("renew_window", "%s", p)
 	}
 	if c.Backoff.Max < c.Backoff.Initial {
 		e.add("backoff.max", "%v is less than backoff.initial %v", c.Backoff.Max, c.Backoff.Initial)
@@ -359,21 +379,44 @@ func (e *Engine) loadState() {
 			e.log.Info("persisted token is no longer configured; ignored", "token", st.Grant.Name)
 			continue
 		}
+		if s == nil {
+			// Without a tokens list, the persisted names are the granted
+			// set; one whose token did not survive is asked for at boot.
+			s = e.newSlot(st.Grant.Name)
+			e.slots[s.name] = s
+		}
 		left, how := bootRemaining(st, bootID, uptime, wall)
 		if left <= 0 {
 			e.log.Info("persisted token not served", "token", st.Grant.Name, "why", how, "expires_at", st.Grant.ExpiresAt)
 			continue
 		}
-		if s == nil {
-			s = e.newSlot(st.Grant.Name)
-			e.slots[s.name] = s
-		}
 		life := time.Duration(st.Grant.Lifetime()) * time.Second
-		s.tok = &Token{Grant: st.Grant, ReceivedAt: now.Add(left - life)}
+		e.hold(s, &Token{Grant: st.Grant, ReceivedAt: now.Add(left - life)}, now)
 		s.state = StateValid
 		e.dirty = true
-		e.log.Info("serving persisted token", "token", s.name, "kid", st.Grant.KID, "expires_in", left.Round(time.Second), "aged_by", how)
+		e.log.Info("serving persisted token", "token", s.name, "kid", st.Grant.KID, "expires_in", left.Round(time.Second),
+			"aged_by", how, "renew_in", s.tok.ReceivedAt.Add(s.renewAt).Sub(now).Round(time.Second))
+		if e.discover != nil && e.discover.tok == nil {
+			// The persisted names are the granted set: nothing is asked
+			// for at boot. A name granted since is picked up by the next
+			// renewal (a request for every granted token).
+			e.discover.tok = s.tok
+		}
 	}
+}
+
+// hold makes tok the slot's current token and draws its renewal point
+// (e.mu held, or before the loop starts).
+func (e *Engine) hold(s *slot, tok *Token, now time.Time) {
+	s.tok, s.warned = tok, false
+	e.draw(s, now)
+}
+
+// draw draws the renewal point of the slot's token, as old as it is at
+// now (e.mu held).
+func (e *Engine) draw(s *slot, now time.Time) {
+	life := time.Duration(s.tok.Lifetime()) * time.Second
+	s.renewAt = drawRenewal(e.rnd.Float64(), e.cfg.RenewWindow, life, e.cfg.RenewBefore, now.Sub(s.tok.ReceivedAt))
 }
 
 // persist writes the tokens waiting to be persisted, at once while the
@@ -434,8 +477,14 @@ func (e *Engine) persistFailed(err error) {
 }
 
 // connected is called by the transport after each (re)connection: what
-// is due, or failed while it was down, is requested at once.
+// is missing, failed while it was down, or has reached its will-expire
+// point, is requested at once. A renewal that fell due while the broker
+// was away, and still has time before its will-expire point, draws a new
+// point in what is left (as a persisted token does at boot): after a
+// broker outage the fleet's held renewals do not all go out as it
+// reconnects.
 func (e *Engine) connected() {
+	now := e.clk.Now()
 	e.mu.Lock()
 	e.online = true
 	for _, s := range e.allSlots() {
@@ -443,6 +492,10 @@ func (e *Engine) connected() {
 		if s.failures > 0 && s.refused == nil {
 			s.lastFail, s.wait = time.Time{}, 0
 			s.bo.Reset()
+		}
+		if s != e.discover && s.tok != nil && s.refused == nil && s.inflight == "" && !s.warned &&
+			e.decideSlot(s, now).State == StateRenewing {
+			e.draw(s, now)
 		}
 	}
 	e.mu.Unlock()
@@ -541,14 +594,14 @@ func (e *Engine) decideSlot(s *slot, now time.Time) action {
 		if s.tok != nil { // discovery done
 			return action{State: StateValid}
 		}
-		return decide(now, time.Time{}, 0, 0, s.lastFail, s.wait)
+		return decide(now, time.Time{}, 0, 0, 0, s.lastFail, s.wait)
 	}
 	var recv time.Time
 	var life time.Duration
 	if s.tok != nil {
 		recv, life = s.tok.ReceivedAt, time.Duration(s.tok.Lifetime())*time.Second
 	}
-	return decide(now, recv, life, e.cfg.RenewBefore, s.lastFail, s.wait)
+	return decide(now, recv, life, e.cfg.RenewBefore, s.renewAt, s.lastFail, s.wait)
 }
 
 // step acts on everything due at the clock's now and returns when to wake
@@ -573,20 +626,19 @@ func (e *Engine) step(ctx context.Context) time.Time {
 	}
 	// Tokens that fall due together share a request, except those asked
 	// for alone (solo) since a shared request was refused: one bad name
-	// must not hold the others back.
+	// must not hold the others back. Without a tokens list, the shared
+	// request names none: the issuer answers with every token it grants,
+	// so a name granted since the last one is picked up.
 	var batch, solos []*slot
-	all := false
+	all := e.discover != nil
 	for _, s := range e.allSlots() {
 		a := e.decideSlot(s, now)
-		e.transition(s, a.State, now)
+		e.transition(s, a, now)
 		earliest(a.Next)
 		if (a.Request || s.forced) && s.inflight == "" {
 			switch {
 			case s.solo:
 				solos = append(solos, s)
-			case s == e.discover:
-				all = true
-				fallthrough
 			default:
 				batch = append(batch, s)
 			}
@@ -639,21 +691,31 @@ func (e *Engine) step(ctx context.Context) time.Time {
 	return next
 }
 
-// transition records a slot's new state and emits will_expire or expired
-// when the token enters that state.
-func (e *Engine) transition(s *slot, st TokenState, now time.Time) {
-	if s == e.discover || st == s.state {
+// transition records a slot's new state, and emits will_expire when the
+// token reaches its will-expire point with no fresh token yet, and expired
+// when it expires.
+func (e *Engine) transition(s *slot, a action, now time.Time) {
+	if s == e.discover {
+		return
+	}
+	if s.tok == nil {
+		s.state = a.State
+		return
+	}
+	if a.WillExpire && !s.warned {
+		s.warned = true
+		e.log.Warn("token will expire and no fresh one has come; still renewing", "token", s.name,
+			"expires_in", s.tok.ExpiresIn(now).Round(time.Second), "failures", s.failures)
+		e.emit(Event{Kind: EventWillExpire, Name: s.name, Token: *s.tok, At: now})
+	}
+	if a.State == s.state {
 		return
 	}
 	prev := s.state
-	s.state = st
-	if s.tok == nil {
-		return
-	}
-	switch st {
+	s.state = a.State
+	switch a.State {
 	case StateRenewing:
-		e.log.Info("token will expire; renewing", "token", s.name, "expires_in", s.tok.ExpiresIn(now).Round(time.Second))
-		e.emit(Event{Kind: EventWillExpire, Name: s.name, Token: *s.tok, At: now})
+		e.log.Info("renewing token", "token", s.name, "expires_in", s.tok.ExpiresIn(now).Round(time.Second))
 	case StateExpired:
 		e.log.Warn("token expired before a fresh one arrived", "token", s.name, "previous_state", prev)
 		e.emit(Event{Kind: EventExpired, Name: s.name, Token: *s.tok, At: now})

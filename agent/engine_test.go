@@ -287,8 +287,47 @@ func TestEngineDiscoversGrantedTokens(t *testing.T) {
 	}
 	h.advance(70 * time.Second)
 	h.event(EventWillExpire, "video")
+	// The renewal names none either: a name the policy granted since
+	// (audio) comes with it.
+	r = h.tr.next(t)
+	if r.Tokens != nil {
+		t.Fatalf("renewal asks for %v, want every granted token", r.Tokens)
+	}
+	r.answer(mkGrant(t, "video", "cam-42", "7", h.wall(), 100), mkGrant(t, "signal", "cam-42", "7", h.wall(), 200),
+		mkGrant(t, "audio", "cam-42", "7", h.wall(), 100))
+	h.event(EventToken, "video")
+	h.event(EventToken, "signal")
+	h.event(EventToken, "audio")
+	if _, ok := h.e.Current("audio", h.clk.Now()); !ok {
+		t.Fatal("a token granted since discovery is not served after the renewal")
+	}
+}
+
+// Without a tokens list, a name the issuer leaves out of a reply for every
+// granted token is no longer granted: it is reported refused and asked for
+// alone, rarely, and the other tokens' schedule is not disturbed.
+func TestEngineDiscoveredTokenNoLongerGranted(t *testing.T) {
+	h := startHarness(t, testConfig(t.TempDir()), nil, nil)
+	h.tr.next(t).answer(mkGrant(t, "video", "cam-42", "7", h.wall(), 100), mkGrant(t, "signal", "cam-42", "7", h.wall(), 3600))
+	h.event(EventToken, "video")
+	h.event(EventToken, "signal")
+	h.advance(70 * time.Second)
+	h.event(EventWillExpire, "video")
+	h.tr.next(t).answer(mkGrant(t, "signal", "cam-42", "7", h.wall(), 3600)) // video is gone from the policy
+	h.event(EventToken, "signal")
+	waitFailure(t, h)
+	st := h.e.Status(h.clk.Now())
+	if len(st.Refused) != 1 || st.Refused[0].Name != "video" || st.Refused[0].Code != wire.CodeForbidden {
+		t.Fatalf("refused = %+v, want video forbidden", st.Refused)
+	}
+	// No request until the long refusal wait is over, then video alone.
+	h.advance(refusedRetry - time.Millisecond)
+	if n := h.inflight(); n != 0 {
+		t.Fatalf("%d requests during the refusal wait, want 0", n)
+	}
+	h.advance(time.Millisecond)
 	if r := h.tr.next(t); len(r.Tokens) != 1 || r.Tokens[0] != "video" {
-		t.Fatalf("renewal asks for %v, want [video]", r.Tokens)
+		t.Fatalf("request after the refusal wait asks for %v, want [video] alone", r.Tokens)
 	}
 }
 

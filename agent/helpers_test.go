@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"math/rand/v2"
 	"strings"
 	"sync"
 	"testing"
@@ -44,7 +45,11 @@ type fakeTransport struct {
 	hooks     chan TransportHooks
 	connected bool
 	up        chan struct{} // closed once Run has started (and called Connected if connected)
+	// seed seeds the engine's renewal draws (startHarnessOn).
+	seed uint64
 }
+
+func (f *fakeTransport) rand() *rand.Rand { return rand.New(rand.NewPCG(f.seed, 1)) }
 
 type fakeReq struct {
 	wire.Request
@@ -148,10 +153,16 @@ type harness struct {
 	lastH    Health
 }
 
+// testConfig is the engine tests' config. Its renew_window is the point
+// 0.7: with the 100 s test tokens, renewal starts at 70 s, which is also
+// their will-expire point (renew_before 30 s ahead), so these tests see
+// will_expire as each renewal starts — a renewal that has not come back
+// by then. Tests of the window itself set their own.
 func testConfig(dir string, tokens ...string) Config {
 	return Config{
 		DeviceID: "dev-1", Broker: &BrokerConfig{URL: "tcp://127.0.0.1:1"},
-		Tokens: tokens, RenewBefore: 30 * time.Second, RequestTimeout: 10 * time.Second,
+		Tokens: tokens, RenewBefore: 30 * time.Second, RenewWindow: RenewWindow{0.7, 0.7},
+		RequestTimeout:   10 * time.Second,
 		RenewMinInterval: 10 * time.Second,
 		Backoff:          BackoffConfig{Initial: time.Second, Max: 8 * time.Second, Multiplier: 2, Jitter: NoJitter},
 		StateDir:         dir,
@@ -175,7 +186,7 @@ func startHarnessOn(t *testing.T, cfg Config, clk *clock.Fake, boot *fakeBoot, t
 	}
 	h := &harness{t: t, clk: clk, tr: tr, done: make(chan error, 1), logs: &testlog.Buffer{}}
 	log := slog.New(slog.NewTextHandler(io.MultiWriter(tlogWriter{t}, h.logs), &slog.HandlerOptions{Level: slog.LevelDebug}))
-	e, err := New(cfg, Deps{Clock: clk, Transport: tr, BootClock: boot.read, Logger: log,
+	e, err := New(cfg, Deps{Clock: clk, Transport: tr, BootClock: boot.read, Logger: log, Rand: tr.rand(),
 		OnHealth: func(hl Health) {
 			h.healthMu.Lock()
 			h.lastH = hl

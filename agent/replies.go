@@ -46,10 +46,22 @@ func (e *Engine) handleResult(r fetchResult) {
 		// lifetime from then never overstates it.
 		e.offer(g, a.sentAt, now, a.seq, false)
 	}
+	granted := map[string]bool{}
+	for _, g := range rep.Tokens {
+		granted[g.Name] = true
+	}
 	for _, s := range e.slotsOf(a) {
-		if e.satisfied(s, now) {
+		switch {
+		case e.satisfied(s, now):
 			e.slotOK(s)
-		} else {
+		case a.names == nil && s != e.discover && !granted[s.name]:
+			// Asked for every granted token, the issuer left this one
+			// out: the policy no longer grants it. It is a refusal
+			// (asked for alone, rarely), not a passing failure to retry
+			// with requests that renew every other token too.
+			e.slotFailed(s, now, &IssuerError{Code: wire.CodeForbidden,
+				Message: "not among the tokens the issuer grants this device any more"})
+		default:
 			e.slotFailed(s, now, fmt.Errorf("reply %s brought no fresh valid token for it", a.id))
 		}
 	}
@@ -215,7 +227,8 @@ func (e *Engine) offer(g *wire.Grant, receivedAt, now time.Time, seq uint64, pus
 		e.discover.tok = &tok // discovery is done
 		e.slotOK(e.discover)
 	}
-	s.tok, s.tokSeq = &tok, seq
+	e.hold(s, &tok, now)
+	s.tokSeq = seq
 	if push {
 		s.tokSeq = e.reqSeq
 	}

@@ -37,8 +37,11 @@ type EventKind string
 const (
 	// EventToken: a new token (first one, renewal or push) is current.
 	EventToken EventKind = "token"
-	// EventWillExpire: the current token expires within renew_before;
-	// renewal has started (like the SDK's onTokenPrivilegeWillExpire).
+	// EventWillExpire: the current token expires within renew_before
+	// (or is past half of a token shorter than twice that) and no fresh
+	// one has come: renewal, started earlier in renew_window, has not
+	// succeeded yet (like the SDK's onTokenPrivilegeWillExpire). A device
+	// whose renewals succeed never sees it.
 	EventWillExpire EventKind = "will_expire"
 	// EventExpired: the token expired before a fresh one arrived (like
 	// the SDK's onRequestToken); renewal goes on.
@@ -63,7 +66,7 @@ type TokenState string
 // Token states.
 const (
 	StateValid    TokenState = "valid"
-	StateRenewing TokenState = "renewing" // valid, within renew_before
+	StateRenewing TokenState = "renewing" // valid, past its renewal point; renewal under way
 	StateExpired  TokenState = "expired"
 	StateMissing  TokenState = "missing" // wanted, never received
 )

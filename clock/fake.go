@@ -63,8 +63,10 @@ func (f *Fake) Advance(d time.Duration) {
 		}
 	}
 	f.timers = keep
-	f.mu.Unlock()
+	// Ordered under the lock: a timer's owner may Reset it (writing at)
+	// as soon as the lock is free.
 	sort.Slice(due, func(i, j int) bool { return due[i].at.Before(due[j].at) })
+	f.mu.Unlock()
 	for _, t := range due {
 		t.fire(now)
 	}
