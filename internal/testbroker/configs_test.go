@@ -233,3 +233,31 @@ func TestShippedMosquittoClientIDIsTheUser(t *testing.T) {
 		t.Fatal("the real cam-0043 is no longer connected")
 	}
 }
+
+// use_username_as_clientid is a listener setting in mosquitto 2.x: the
+// shipped config must carry it under every listener, the commented-out
+// TLS one included, so that enabling TLS keeps devices apart.
+func TestShippedMosquittoEveryListenerTiesClientIDToUser(t *testing.T) {
+	raw, err := os.ReadFile(shippedConf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(string(raw), "\n")
+	listeners := 0
+	for i, l := range lines {
+		prefix, ok := "", strings.HasPrefix(l, "listener ")
+		if !ok && strings.HasPrefix(l, "#listener ") {
+			prefix, ok = "#", true
+		}
+		if !ok {
+			continue
+		}
+		listeners++
+		if i+1 >= len(lines) || lines[i+1] != prefix+"use_username_as_clientid true" {
+			t.Errorf("line %d %q is not followed by %q", i+1, l, prefix+"use_username_as_clientid true")
+		}
+	}
+	if listeners < 2 {
+		t.Errorf("found %d listener lines, want the loopback and the TLS one", listeners)
+	}
+}
