@@ -232,6 +232,22 @@ func TestShippedMosquittoClientIDIsTheUser(t *testing.T) {
 	if !real.IsConnectionOpen() {
 		t.Fatal("the real cam-0043 is no longer connected")
 	}
+
+	// Its session survived too: offline, it still gets what the issuer
+	// sent meanwhile once it is back (as the agent, clean session off).
+	real.Disconnect(0)
+	Publish(t, issuer, tp.Token("cam-0043"), false, []byte(`{"v":1,"id":"while-away"}`))
+	queued := make(chan mqtt.Message, 1)
+	back := mqtt.NewClient(Options(m.URL, ClientOptions{ClientID: "cam-0043", Username: "cam-0043", Password: users["cam-0043"]}).
+		SetCleanSession(false).
+		SetDefaultPublishHandler(func(_ mqtt.Client, msg mqtt.Message) { queued <- msg }))
+	if tok := back.Connect(); !tok.WaitTimeout(opTimeout) || tok.Error() != nil {
+		t.Fatalf("reconnect the real cam-0043: %v", tok.Error())
+	}
+	t.Cleanup(func() { back.Disconnect(0) })
+	if msg := Receive(t, queued, 10*time.Second); string(msg.Payload()) != `{"v":1,"id":"while-away"}` {
+		t.Fatalf("the real cam-0043's session delivered %s", msg.Payload())
+	}
 }
 
 // use_username_as_clientid is a listener setting in mosquitto 2.x: the
