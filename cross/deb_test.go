@@ -230,3 +230,48 @@ func TestInstallReinstallPurge(t *testing.T) {
 		t.Error("unit still enabled after purge")
 	}
 }
+
+// Both packages install into an empty root, one with only a dpkg
+// database: no /etc at all. The agent's package brings /etc with its
+// conffile; the issuer's has no file there, and its postinst must still
+// create the system user and the config directory.
+func TestInstallIntoEmptyRoot(t *testing.T) {
+	for _, pkg := range []string{"agora-token-agent", "agora-token-issuer"} {
+		t.Run(pkg, func(t *testing.T) {
+			deb := pkgPath(t, pkg, "amd64")
+			root := t.TempDir()
+			for _, d := range []string{"var/lib/dpkg/info", "var/lib/dpkg/updates"} {
+				if err := os.MkdirAll(filepath.Join(root, d), 0o755); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := os.WriteFile(filepath.Join(root, "var/lib/dpkg/status"), nil, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			out := dpkgRoot(t, root, "-i", deb)
+
+			passwd, _ := os.ReadFile(filepath.Join(root, "etc/passwd"))
+			m := regexp.MustCompile(`(?m)^` + pkg + `:x:(\d+):(\d+):[^:]*:/var/lib/` + pkg + `:/usr/sbin/nologin$`).FindStringSubmatch(string(passwd))
+			if m == nil {
+				t.Fatalf("postinst made no %s system user:\n%s\n%s", pkg, passwd, out)
+			}
+			dir := filepath.Join(root, "etc", pkg)
+			fi, err := os.Stat(dir)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if fi.Mode().String() != "drwxr-x---" {
+				t.Errorf("/etc/%s mode %s, want drwxr-x---", pkg, fi.Mode())
+			}
+			if got := strings.TrimSpace(run(t, "stat", "-c", "%u:%g", dir)); got != "0:"+m[2] {
+				t.Errorf("/etc/%s owned by %s, want 0:%s (root, the service's group)", pkg, got, m[2])
+			}
+			if _, err := os.Lstat(filepath.Join(root, "etc/systemd/system/multi-user.target.wants", pkg+".service")); err != nil {
+				t.Errorf("postinst did not enable the unit: %v", err)
+			}
+			if st := run(t, "dpkg", "--root="+root, "-s", pkg); !strings.Contains(st, "Status: install ok installed") {
+				t.Errorf("dpkg -s %s:\n%s", pkg, st)
+			}
+		})
+	}
+}

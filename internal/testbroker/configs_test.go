@@ -19,7 +19,12 @@ var (
 	shippedACL  = filepath.Join("..", "..", "configs", "mosquitto", "acl")
 )
 
-const issuerUser = "agora-issuer"
+// The shipped ACL's issuer users: one per replica, since the shipped
+// config makes the user name the client id.
+const (
+	issuerUser  = "agora-issuer"
+	issuerUser2 = "agora-issuer-2"
+)
 
 // startShipped runs mosquitto with the shipped mosquitto.conf and ACL,
 // their paths moved into the test's temp dir.
@@ -139,11 +144,23 @@ func TestShippedMosquittoACL(t *testing.T) {
 }
 
 func TestShippedMosquittoSharedSubscription(t *testing.T) {
-	users := map[string]string{"dev-1": "secret-one-0123456789", issuerUser: "issuer-secret-0123456789"}
+	users := map[string]string{"dev-1": "secret-one-0123456789", issuerUser: "issuer-secret-0123456789", issuerUser2: "issuer-two-secret-0123456789"}
 	m := startShipped(t, users)
 	tp := wire.NewTopics(wire.DefaultRoot)
-	a := Subscribe(t, Connect(t, m.URL, ClientOptions{Username: issuerUser, Password: users[issuerUser]}), tp.SharedReqs("issuers"))
-	b := Subscribe(t, Connect(t, m.URL, ClientOptions{Username: issuerUser, Password: users[issuerUser]}), tp.SharedReqs("issuers"))
+	// Two replicas, each with its own user (and so its own client id).
+	lost := make(chan string, 2)
+	replica := func(user string) <-chan mqtt.Message {
+		opts := Options(m.URL, ClientOptions{Username: user, Password: users[user]}).
+			SetConnectionLostHandler(func(mqtt.Client, error) { lost <- user })
+		c := mqtt.NewClient(opts)
+		if tok := c.Connect(); !tok.WaitTimeout(opTimeout) || tok.Error() != nil {
+			t.Fatalf("connect %s: %v", user, tok.Error())
+		}
+		t.Cleanup(func() { c.Disconnect(0) })
+		return Subscribe(t, c, tp.SharedReqs("issuers"))
+	}
+	a := replica(issuerUser)
+	b := replica(issuerUser2)
 	dev := Connect(t, m.URL, ClientOptions{ClientID: "dev-1", Username: "dev-1", Password: users["dev-1"]})
 	const n = 20
 	for range n {
@@ -162,5 +179,101 @@ func TestShippedMosquittoSharedSubscription(t *testing.T) {
 	}
 	if na == 0 || nb == 0 {
 		t.Fatalf("not split: %d/%d", na, nb)
+	}
+	select {
+	case user := <-lost:
+		t.Fatalf("replica %s lost its connection", user)
+	default:
+	}
+}
+
+// A device that logs in with its own credentials but another device's
+// client id must not take over that device's connection or session: the
+// shipped config replaces every client id with the user name.
+func TestShippedMosquittoClientIDIsTheUser(t *testing.T) {
+	users := map[string]string{"cam-0042": "secret-42-0123456789", "cam-0043": "secret-43-0123456789", issuerUser: "issuer-secret-0123456789"}
+	m := startShipped(t, users)
+	tp := wire.NewTopics(wire.DefaultRoot)
+
+	// The real cam-0043, as the agent connects: a persistent session.
+	lost := make(chan error, 1)
+	opts := Options(m.URL, ClientOptions{ClientID: "cam-0043", Username: "cam-0043", Password: users["cam-0043"]}).
+		SetCleanSession(false).
+		SetConnectionLostHandler(func(_ mqtt.Client, err error) { lost <- err })
+	real := mqtt.NewClient(opts)
+	if tok := real.Connect(); !tok.WaitTimeout(opTimeout) || tok.Error() != nil {
+		t.Fatalf("connect the real cam-0043: %v", tok.Error())
+	}
+	t.Cleanup(func() { real.Disconnect(0) })
+	tokens := Subscribe(t, real, tp.Token("cam-0043"))
+
+	// cam-0042 with cam-0043's client id and a clean session, which on a
+	// broker that takes the id as given closes the real cam-0043's
+	// connection and wipes its session.
+	Connect(t, m.URL, ClientOptions{ClientID: "cam-0043", Username: "cam-0042", Password: users["cam-0042"]})
+
+	issuer := Connect(t, m.URL, ClientOptions{Username: issuerUser, Password: users[issuerUser]})
+	Publish(t, issuer, tp.Token("cam-0043"), false, []byte(`{"v":1,"id":"for-43"}`))
+	select {
+	case msg := <-tokens:
+		if string(msg.Payload()) != `{"v":1,"id":"for-43"}` {
+			t.Fatalf("the real cam-0043 got %s", msg.Payload())
+		}
+	case err := <-lost:
+		t.Fatalf("the real cam-0043 lost its connection when cam-0042 connected with its client id: %v", err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("the real cam-0043 got no reply on its subscription")
+	}
+	select {
+	case err := <-lost:
+		t.Fatalf("the real cam-0043 lost its connection: %v", err)
+	default:
+	}
+	if !real.IsConnectionOpen() {
+		t.Fatal("the real cam-0043 is no longer connected")
+	}
+
+	// Its session survived too: offline, it still gets what the issuer
+	// sent meanwhile once it is back (as the agent, clean session off).
+	real.Disconnect(0)
+	Publish(t, issuer, tp.Token("cam-0043"), false, []byte(`{"v":1,"id":"while-away"}`))
+	queued := make(chan mqtt.Message, 1)
+	back := mqtt.NewClient(Options(m.URL, ClientOptions{ClientID: "cam-0043", Username: "cam-0043", Password: users["cam-0043"]}).
+		SetCleanSession(false).
+		SetDefaultPublishHandler(func(_ mqtt.Client, msg mqtt.Message) { queued <- msg }))
+	if tok := back.Connect(); !tok.WaitTimeout(opTimeout) || tok.Error() != nil {
+		t.Fatalf("reconnect the real cam-0043: %v", tok.Error())
+	}
+	t.Cleanup(func() { back.Disconnect(0) })
+	if msg := Receive(t, queued, 10*time.Second); string(msg.Payload()) != `{"v":1,"id":"while-away"}` {
+		t.Fatalf("the real cam-0043's session delivered %s", msg.Payload())
+	}
+}
+
+// use_username_as_clientid is a listener setting in mosquitto 2.x: the
+// shipped config must carry it under every listener, the commented-out
+// TLS one included, so that enabling TLS keeps devices apart.
+func TestShippedMosquittoEveryListenerTiesClientIDToUser(t *testing.T) {
+	raw, err := os.ReadFile(shippedConf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(string(raw), "\n")
+	listeners := 0
+	for i, l := range lines {
+		prefix, ok := "", strings.HasPrefix(l, "listener ")
+		if !ok && strings.HasPrefix(l, "#listener ") {
+			prefix, ok = "#", true
+		}
+		if !ok {
+			continue
+		}
+		listeners++
+		if i+1 >= len(lines) || lines[i+1] != prefix+"use_username_as_clientid true" {
+			t.Errorf("line %d %q is not followed by %q", i+1, l, prefix+"use_username_as_clientid true")
+		}
+	}
+	if listeners < 2 {
+		t.Errorf("found %d listener lines, want the loopback and the TLS one", listeners)
 	}
 }
