@@ -33,8 +33,12 @@ func runCheckConfig(ctx context.Context, args []string, stdout, stderr io.Writer
 	if len(cfg.Tokens) > 0 {
 		tokens = strings.Join(cfg.Tokens, ", ")
 	}
-	fmt.Fprintf(stdout, "%s: OK\n  device:   %s\n  source:   %s\n  tokens:   %s\n  renew:    %v before expiry\n  state:    %s\n  socket:   %s\n",
-		path, eng.DeviceID(), source, tokens, cfg.RenewBefore, cfg.StateDir, cfg.Socket.Path)
+	w := cfg.RenewWindow
+	if w == (agent.RenewWindow{}) {
+		w = agent.RenewWindow{Start: agent.DefaultRenewWindowStart, End: agent.DefaultRenewWindowEnd}
+	}
+	fmt.Fprintf(stdout, "%s: OK\n  device:   %s\n  source:   %s\n  tokens:   %s\n  renew:    at a random %.0f%%–%.0f%% of each token's life, at the latest %v before expiry\n  state:    %s\n  socket:   %s\n",
+		path, eng.DeviceID(), source, tokens, w.Start*100, w.End*100, cfg.RenewBefore, cfg.StateDir, cfg.Socket.Path)
 	return 0
 }
 

@@ -22,6 +22,7 @@ import (
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/listeners"
 
+	"agoratokens/brokertls"
 	"agoratokens/clock"
 	"agoratokens/internal/logthrottle"
 	"agoratokens/wire"
@@ -110,7 +111,7 @@ func New(cfg Config) (*Broker, error) {
 		return nil, errors.New("broker TLS needs both a certificate file and a key file")
 	}
 	if cfg.TLSCertFile != "" {
-		pair, err := tls.LoadX509KeyPair(cfg.TLSCertFile, cfg.TLSKeyFile)
+		pair, err := brokertls.KeyPair("tls_cert_file", cfg.TLSCertFile, "tls_key_file", cfg.TLSKeyFile)
 		if err != nil {
 			return nil, fmt.Errorf("broker TLS certificate: %w", err)
 		}
