@@ -558,7 +558,11 @@ func (e *Engine) loop(ctx context.Context) error {
 		case r := <-e.pushes:
 			e.handleUnsolicited(r)
 		case ack := <-e.syncs:
-			// The next step runs before the acknowledgement.
+			// What was queued before sync was called is handled, and the
+			// next step runs, before the acknowledgement (select picks
+			// among ready cases at random, so a queued push could
+			// otherwise come after it).
+			e.drainQueued()
 			e.step(ctx)
 			close(ack)
 		}
@@ -567,6 +571,20 @@ func (e *Engine) loop(ctx context.Context) error {
 
 // sync makes the loop run one step at the current time and waits until it
 // has (tests use it after moving the fake clock).
+// drainQueued handles the results and pushes already queued.
+func (e *Engine) drainQueued() {
+	for {
+		select {
+		case r := <-e.results:
+			e.handleResult(r)
+		case r := <-e.pushes:
+			e.handleUnsolicited(r)
+		default:
+			return
+		}
+	}
+}
+
 func (e *Engine) sync() {
 	ack := make(chan struct{})
 	e.syncs <- ack
