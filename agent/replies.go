@@ -235,8 +235,11 @@ func (e *Engine) offer(g *wire.Grant, receivedAt, now time.Time, seq uint64, pus
 	s.state = StateValid
 	e.dirty = true
 	e.log.Info("new token", "token", g.Name, "kid", g.KID, "expires_at", g.ExpiresAt, "lifetime_s", g.Lifetime())
-	e.emit(Event{Kind: EventToken, Name: g.Name, Token: tok, At: now})
+	// Its persisted form is taken before anyone hears of the token: the
+	// boot clock is read now, not after a watcher (or a test moving the
+	// fake clock) has acted on the event.
 	e.saves = append(e.saves, e.saved(&tok, now))
+	e.emit(Event{Kind: EventToken, Name: g.Name, Token: tok, At: now})
 	return true
 }
 
