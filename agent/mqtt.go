@@ -11,6 +11,7 @@ import (
 
 	"github.com/cenkalti/backoff/v4"
 	mqtt "github.com/eclipse/paho.mqtt.golang"
+	"github.com/eclipse/paho.mqtt.golang/packets"
 
 	"agoratokens/brokertls"
 	"agoratokens/buildinfo"
@@ -98,7 +99,7 @@ func newMQTT(cfg *Config, device string, clk clock.Clock, log *slog.Logger) (*mq
 	ka := keepAliveFor(cfg)
 	opts := mqtt.NewClientOptions().AddBroker(b.URL).SetClientID(device).
 		SetCleanSession(false).SetKeepAlive(ka).SetPingTimeout(pingTimeoutFor(cfg, ka)).
-		SetAutoReconnect(false).SetConnectRetry(false).
+		SetAutoReconnect(false).SetConnectRetry(false).SetStore(noStore{}).
 		SetConnectTimeout(cfg.RequestTimeout).SetWriteTimeout(cfg.RequestTimeout).
 		SetOrderMatters(false).
 		SetConnectionLostHandler(m.onLost).
@@ -506,6 +507,23 @@ func (m *mqttSource) Report(st wire.DeviceStatus) {
 		m.publishStatus(c, st)
 	}
 }
+
+// noStore is the paho store of each connection: it keeps nothing. Every
+// dial is a new paho client, so a client never has a session of its own to
+// resume; and paho's resume, which runs as the connection comes up, would
+// set the DUP flag on a publish the agent makes on the new connection
+// while paho's writer sends it (a data race in paho 1.5). The broker keeps
+// the session (clean session off); a request lost with a connection is
+// retried by the engine.
+type noStore struct{}
+
+func (noStore) Open()                             {}
+func (noStore) Put(string, packets.ControlPacket) {}
+func (noStore) Get(string) packets.ControlPacket  { return nil }
+func (noStore) All() []string                     { return nil }
+func (noStore) Del(string)                        {}
+func (noStore) Close()                            {}
+func (noStore) Reset()                            {}
 
 func (m *mqttSource) publishStatus(c mqtt.Client, st wire.DeviceStatus) {
 	p, err := wire.Encode(st)
