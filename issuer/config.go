@@ -67,6 +67,11 @@ type Config struct {
 	HTTP HTTPConfig `yaml:"http"`
 	// LogLevel is debug, info (default), warn or error.
 	LogLevel string `yaml:"log_level"`
+	// StateDir keeps what the issuer must remember across restarts: the
+	// latest expiry it signed per certificate, and (embedded broker) the
+	// running service's broker login for the fleet commands. Default:
+	// "state" beside the config file.
+	StateDir string `yaml:"state_dir"`
 
 	certs    []Certificate // read by Resolve
 	password Secret        // broker password, read by Resolve
@@ -345,6 +350,10 @@ func (c *Config) Resolve(dir string) error {
 		abs(&c.Certificates[i].File)
 	}
 	abs(&c.PolicyFile)
+	if c.StateDir == "" {
+		c.StateDir = "state"
+	}
+	abs(&c.StateDir)
 	abs(&c.HTTP.APIKeysFile)
 	abs(&c.Broker.PasswordFile)
 	abs(&c.Broker.CAFile)

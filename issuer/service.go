@@ -43,6 +43,8 @@ type Options struct {
 	Salt func() (uint32, error)
 	// Workers bounds the requests handled at once (default 16 per CPU).
 	Workers int
+	// MaxDevices bounds the fleet registry (default DefaultMaxDevices).
+	MaxDevices int
 }
 
 // state is everything a reload replaces at once.
@@ -80,6 +82,7 @@ type Service struct {
 	started   chan struct{} // closed when first ready
 	startOnce sync.Once
 	stopped   atomic.Bool // Run is shutting down
+	fleet     fleetState  // registry, ledger and campaign (fleet.go)
 }
 
 // New loads the config, policy and certificates and returns a service
@@ -122,6 +125,7 @@ func New(opts Options) (*Service, error) {
 		s.name = "agora-token-issuer-" + hex.EncodeToString(b[:])
 	}
 	s.setState(st)
+	s.initFleet(st.cfg)
 	return s, nil
 }
 
@@ -195,6 +199,9 @@ func (s *Service) Reload(ctx context.Context) error {
 		s.log.Error("reload: keeping the previous device credentials", "err", err)
 	}
 	st, err := loadState(s.opts.ConfigFile, s.opts.Salt)
+	if err == nil {
+		err = s.followCampaign(st)
+	}
 	if err != nil {
 		s.metrics.reloads.WithLabelValues("error").Inc()
 		s.log.Error("reload failed; keeping the previous config", "err", err)
@@ -301,6 +308,7 @@ func (s *Service) runMQTT(ctx context.Context, conn brokerConn) error {
 func (s *Service) shutdown() {
 	s.stopped.Store(true)
 	s.ready.Store(false)
+	s.stopFleet()
 	c := s.client()
 	if c.IsConnectionOpen() {
 		// With a shared subscription, new requests now go to the other
@@ -406,6 +414,7 @@ func (s *Service) onConnect(c mqtt.Client) {
 		return
 	}
 	s.publishStatus(wire.StateOnline)
+	s.subscribeFleet(c)
 	// Watch the shared status: when a replica dies its last will says
 	// offline for everyone; the replicas still up say online again.
 	st := c.Subscribe(s.topics.IssuerStatus(), 1, s.onIssuerStatus)
@@ -443,6 +452,7 @@ func (s *Service) onIssuerStatus(_ mqtt.Client, m mqtt.Message) {
 		return
 	}
 	if st.State == wire.StateOffline && st.Issuer != s.name && !s.stopped.Load() {
+		s.replicaGone(st.Issuer)
 		s.log.Info("another issuer went offline; marking the service online", "other", st.Issuer)
 		go s.publishStatus(wire.StateOnline)
 	}
@@ -473,6 +483,7 @@ func (s *Service) decide(st *state, device, id string, names []string, now time.
 			return errReply(id, wire.CodeUnavailable, "signing failed", 5), resultUnavailable
 		}
 		out = append(out, wg)
+		s.fleet.ledger.record(wg.KID, wg.ExpiresAt)
 	}
 	s.metrics.signing.Observe(time.Since(start).Seconds())
 	s.log.Debug("granted", "device", device, "id", id, "tokens", len(out), "kid", st.signer.Active())
