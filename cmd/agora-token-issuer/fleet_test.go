@@ -37,7 +37,7 @@ func writeFleetSetup(t *testing.T, brokerYAML string) string {
 	t.Helper()
 	dir := t.TempDir()
 	for name, content := range map[string]string{
-		"primary.cert": fleetCert, "next.cert": fleetCert2, "broker.password": fleetIssuerP,
+		"primary.cert": fleetCert, "broker.password": fleetIssuerP,
 	} {
 		if err := os.WriteFile(filepath.Join(dir, name), []byte(content+"\n"), 0o600); err != nil {
 			t.Fatal(err)

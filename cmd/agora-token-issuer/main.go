@@ -67,6 +67,8 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		return runDevice(ctx, rest, stdout, stderr)
 	case "token":
 		return runToken(ctx, rest, stdin, stdout, stderr)
+	case "certificate":
+		return runCertificate(ctx, rest, stdout, stderr)
 	case "fleet":
 		return runFleet(ctx, rest, stdout, stderr)
 	case "fleet-sim":
