@@ -237,4 +237,17 @@ func (s *Service) pushCampaign(cp *wire.Campaign, device string, replicas []stri
 	return true
 }
 
+// CampaignPushed lists the devices this replica pushed in the campaign
+// it follows, sorted.
+func (s *Service) CampaignPushed() []string {
+	s.fleet.mu.Lock()
+	out := make([]string, 0, len(s.fleet.pushed))
+	for d := range s.fleet.pushed {
+		out = append(out, d)
+	}
+	s.fleet.mu.Unlock()
+	sortStrings(out)
+	return out
+}
+
 func sortStrings(s []string) { slices.Sort(s) }

@@ -49,6 +49,7 @@ type fleetState struct {
 	stop     chan struct{}  // closed at shutdown
 	wg       sync.WaitGroup // the fleet loop
 	wake     chan struct{}  // something changed: look at the work again
+	repNext  chan struct{}  // closed at the next change of replicas
 }
 
 // initFleet builds the registry and reads the ledger (New).
@@ -59,6 +60,7 @@ func (s *Service) initFleet(cfg *Config) {
 	s.fleet.pushed = map[string]bool{}
 	s.fleet.stop = make(chan struct{})
 	s.fleet.wake = make(chan struct{}, 1)
+	s.fleet.repNext = make(chan struct{})
 	s.fleet.registry.changed = func(DeviceRecord) { s.fleet.poke() }
 }
 
@@ -147,6 +149,7 @@ func (s *Service) onReplicaStatus(_ mqtt.Client, m mqtt.Message) {
 	} else {
 		s.fleet.replicas[name] = time.Now()
 	}
+	s.fleet.replicasChangedLocked()
 	s.fleet.mu.Unlock()
 	s.fleet.poke()
 }
@@ -160,6 +163,7 @@ func (s *Service) replicaGone(name string) {
 	s.fleet.mu.Lock()
 	_, known := s.fleet.replicas[name]
 	delete(s.fleet.replicas, name)
+	s.fleet.replicasChangedLocked()
 	s.fleet.mu.Unlock()
 	if known {
 		if c := s.client(); c != nil {
@@ -167,6 +171,19 @@ func (s *Service) replicaGone(name string) {
 		}
 		s.fleet.poke()
 	}
+}
+
+func (f *fleetState) replicasChangedLocked() {
+	close(f.repNext)
+	f.repNext = make(chan struct{})
+}
+
+// ReplicasChanged returns a channel closed when the replicas known next
+// change.
+func (s *Service) ReplicasChanged() <-chan struct{} {
+	s.fleet.mu.Lock()
+	defer s.fleet.mu.Unlock()
+	return s.fleet.repNext
 }
 
 // Replicas returns the names of the replicas sharing campaign work,
@@ -303,9 +320,29 @@ func DialTool(ctx context.Context, cfg *Config, prefix string) (mqtt.Client, err
 // Snapshot is the fleet as the retained statuses on the broker show it:
 // the devices and the issuer replicas.
 type Snapshot struct {
-	Devices  *Registry
-	Replicas map[string]wire.IssuerStatus
-	Campaign *wire.Campaign
+	Devices *Registry
+
+	mu       sync.Mutex
+	replicas map[string]wire.IssuerStatus
+	campaign *wire.Campaign
+}
+
+// ReplicaStatuses returns the replicas' statuses by name.
+func (sn *Snapshot) ReplicaStatuses() map[string]wire.IssuerStatus {
+	sn.mu.Lock()
+	defer sn.mu.Unlock()
+	out := make(map[string]wire.IssuerStatus, len(sn.replicas))
+	for k, v := range sn.replicas {
+		out[k] = v
+	}
+	return out
+}
+
+// Campaign returns the campaign retained on the broker, nil if none.
+func (sn *Snapshot) Campaign() *wire.Campaign {
+	sn.mu.Lock()
+	defer sn.mu.Unlock()
+	return sn.campaign
 }
 
 // ReadSnapshot reads every retained device status, replica status and
@@ -313,11 +350,14 @@ type Snapshot struct {
 // all when a marker it publishes to itself arrives: the broker queues
 // the retained messages of a subscription before anything published
 // after it, and the client hands them over in order.
-func ReadSnapshot(ctx context.Context, c mqtt.Client, topics wire.Topics, log *slog.Logger) (*Snapshot, error) {
+//
+// With live set the subscriptions stay, and the snapshot follows the
+// broker until c disconnects.
+func ReadSnapshot(ctx context.Context, c mqtt.Client, topics wire.Topics, log *slog.Logger, live bool) (*Snapshot, error) {
 	if log == nil {
 		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	}
-	snap := &Snapshot{Devices: NewRegistry(topics, 0, log, time.Now), Replicas: map[string]wire.IssuerStatus{}}
+	snap := &Snapshot{Devices: NewRegistry(topics, 0, log, time.Now), replicas: map[string]wire.IssuerStatus{}}
 	var b [8]byte
 	_, _ = rand.Read(b[:])
 	marker := topics.Marker(hex.EncodeToString(b[:]))
@@ -329,15 +369,23 @@ func ReadSnapshot(ctx context.Context, c mqtt.Client, topics wire.Topics, log *s
 	}{
 		{topics.AllStatuses(), func(_ mqtt.Client, m mqtt.Message) { snap.Devices.Observe(m.Topic(), m.Payload()) }},
 		{topics.AllReplicas(), func(_ mqtt.Client, m mqtt.Message) {
+			name := strings.TrimPrefix(m.Topic(), topics.ReplicaStatus(""))
 			var st wire.IssuerStatus
-			if len(m.Payload()) > 0 && wire.Decode(m.Payload(), &st) == nil {
-				snap.Replicas[strings.TrimPrefix(m.Topic(), topics.ReplicaStatus(""))] = st
+			snap.mu.Lock()
+			defer snap.mu.Unlock()
+			switch {
+			case len(m.Payload()) == 0:
+				delete(snap.replicas, name)
+			case wire.Decode(m.Payload(), &st) == nil:
+				snap.replicas[name] = st
 			}
 		}},
 		{topics.Campaign(), func(_ mqtt.Client, m mqtt.Message) {
 			var cp wire.Campaign
 			if len(m.Payload()) > 0 && wire.Decode(m.Payload(), &cp) == nil {
-				snap.Campaign = &cp
+				snap.mu.Lock()
+				snap.campaign = &cp
+				snap.mu.Unlock()
 			}
 		}},
 		{marker, func(mqtt.Client, mqtt.Message) { once.Do(func() { close(done) }) }},
@@ -362,8 +410,10 @@ func ReadSnapshot(ctx context.Context, c mqtt.Client, topics wire.Topics, log *s
 	case <-ctx.Done():
 		return nil, fmt.Errorf("waiting for the retained statuses: %w", ctx.Err())
 	}
-	for _, sub := range subs {
-		c.Unsubscribe(sub.filter).WaitTimeout(opTimeout)
+	if !live {
+		for _, sub := range subs {
+			c.Unsubscribe(sub.filter).WaitTimeout(opTimeout)
+		}
 	}
 	return snap, nil
 }
@@ -375,7 +425,7 @@ func (sn *Snapshot) LatestExpiry(local map[string]int64) map[string]int64 {
 	for k, v := range local {
 		out[k] = v
 	}
-	for _, r := range sn.Replicas {
+	for _, r := range sn.ReplicaStatuses() {
 		for k, v := range r.LatestExpiry {
 			if v > out[k] {
 				out[k] = v

@@ -241,14 +241,14 @@ func certificateRemove(ctx context.Context, configPath, id string, force bool, s
 	if c, err := issuer.DialTool(bctx, cfg, "agora-token-issuer-cert"); err != nil {
 		fmt.Fprintf(stderr, "note: cannot reach the broker (%v); only this machine's record of signed tokens was checked\n", err)
 	} else {
-		snap, err := issuer.ReadSnapshot(bctx, c, cfg.Topics(), nil)
+		snap, err := issuer.ReadSnapshot(bctx, c, cfg.Topics(), nil, false)
 		c.Disconnect(100)
 		if err != nil {
 			fmt.Fprintf(stderr, "note: cannot read the replicas' statuses (%v); only this machine's record was checked\n", err)
 		} else {
 			latest = snap.LatestExpiry(latest)
-			if snap.Campaign != nil && snap.Campaign.To == id {
-				return fmt.Errorf("certificate %q is the target of the running rotation campaign %s", id, snap.Campaign.ID)
+			if cp := snap.Campaign(); cp != nil && cp.To == id {
+				return fmt.Errorf("certificate %q is the target of the rotation campaign %s", id, cp.ID)
 			}
 		}
 	}

@@ -136,7 +136,7 @@ func readFleet(ctx context.Context, configPath string) (*issuer.Snapshot, *issue
 		return nil, nil, err
 	}
 	defer c.Disconnect(100)
-	snap, err := issuer.ReadSnapshot(ctx, c, cfg.Topics(), nil)
+	snap, err := issuer.ReadSnapshot(ctx, c, cfg.Topics(), nil, false)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -193,9 +193,9 @@ func writeFleetJSON(w io.Writer, sel []issuer.DeviceRecord, snap *issuer.Snapsho
 		}
 		out.Devices = append(out.Devices, dj)
 	}
-	if len(snap.Replicas) > 0 {
+	if reps := snap.ReplicaStatuses(); len(reps) > 0 {
 		out.Issuers = map[string]any{}
-		for n, r := range snap.Replicas {
+		for n, r := range reps {
 			out.Issuers[n] = r
 		}
 	}
@@ -245,13 +245,14 @@ func writeFleetTable(w io.Writer, sel []issuer.DeviceRecord, snap *issuer.Snapsh
 	if t.Malformed > 0 {
 		fmt.Fprintf(w, "%d malformed statuses ignored\n", t.Malformed)
 	}
-	names := make([]string, 0, len(snap.Replicas))
-	for n := range snap.Replicas {
+	reps := snap.ReplicaStatuses()
+	names := make([]string, 0, len(reps))
+	for n := range reps {
 		names = append(names, n)
 	}
 	slices.Sort(names)
 	for _, n := range names {
-		r := snap.Replicas[n]
+		r := reps[n]
 		fmt.Fprintf(w, "issuer %s: %s, signing with %s\n", n, r.State, r.Active)
 	}
 }

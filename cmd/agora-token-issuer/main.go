@@ -69,6 +69,8 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		return runToken(ctx, rest, stdin, stdout, stderr)
 	case "certificate":
 		return runCertificate(ctx, rest, stdout, stderr)
+	case "rotate":
+		return runRotate(ctx, rest, stdout, stderr)
 	case "fleet":
 		return runFleet(ctx, rest, stdout, stderr)
 	case "fleet-sim":
