@@ -104,6 +104,10 @@ func (s *Service) followCampaign(st *state) error {
 	if err != nil {
 		return fmt.Errorf("campaign %s: certificate %q: %w (add it to certificates: on every replica)", cp.ID, cp.To, err)
 	}
+	if st.cfg.ActiveCertificate != cp.To {
+		s.log.Warn("the rotation campaign on the broker outranks the config's active_certificate; use rotate --to to change it",
+			"campaign", cp.ID, "kid", cp.To, "active_certificate", st.cfg.ActiveCertificate)
+	}
 	st.signer = sig
 	return nil
 }
@@ -174,8 +178,8 @@ func (s *Service) fleetLoop() {
 		cp := s.fleet.campaign
 		replicas := s.replicasLocked(time.Now())
 		s.fleet.mu.Unlock()
-		if cp == nil || s.state.Load().signer.Active() != cp.To {
-			todo = nil
+		if c := s.client(); cp == nil || s.state.Load().signer.Active() != cp.To || c == nil || !c.IsConnectionOpen() {
+			todo = nil // wait: a campaign, or the reconnect, pokes the loop
 			continue
 		}
 		if len(todo) == 0 {
@@ -206,6 +210,10 @@ func (s *Service) pushCampaign(cp *wire.Campaign, device string, replicas []stri
 	if !ok || !d.Online || !d.HoldsOther(cp.To) || owner(device, replicas) != s.name {
 		return false
 	}
+	c := s.client()
+	if c == nil || !c.IsConnectionOpen() {
+		return false // the connect handler pokes the loop again
+	}
 	s.fleet.mu.Lock()
 	if s.fleet.pushed[device] || s.fleet.campaign != cp {
 		s.fleet.mu.Unlock()
@@ -213,10 +221,6 @@ func (s *Service) pushCampaign(cp *wire.Campaign, device string, replicas []stri
 	}
 	s.fleet.pushed[device] = true
 	s.fleet.mu.Unlock()
-	c := s.client()
-	if c == nil || !c.IsConnectionOpen() {
-		return false
-	}
 	st := s.state.Load()
 	reply, result := s.decide(st, device, wire.PushPrefix+cp.To+"-"+cp.ID, nil, s.now())
 	if result != resultOK {

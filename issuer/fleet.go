@@ -97,6 +97,7 @@ func (s *Service) subscribeFleet(c mqtt.Client) {
 		}
 	}
 	s.publishReplica(wire.StateOnline)
+	s.fleet.poke() // after a reconnect: the campaign goes on
 	s.fleet.runOnce.Do(func() {
 		s.fleet.wg.Add(1)
 		go func() {

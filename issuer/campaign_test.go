@@ -1,0 +1,145 @@
+package issuer
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"agoratokens/wire"
+)
+
+func TestCampaignProgress(t *testing.T) {
+	now := time.Unix(1_800_000_000, 0)
+	tok := func(kid string, in time.Duration) wire.TokenStatus {
+		return wire.TokenStatus{Name: "video", KID: kid, ExpiresAt: now.Add(in).Unix()}
+	}
+	dev := func(id string, online bool, toks ...wire.TokenStatus) DeviceRecord {
+		return DeviceRecord{ID: id, Online: online, Tokens: toks}
+	}
+	on := map[string]wire.IssuerStatus{"a": {State: "online", Active: "next"}}
+	for _, tc := range []struct {
+		name             string
+		devices          []DeviceRecord
+		replicas         map[string]wire.IssuerStatus
+		latest           map[string]int64
+		complete, safe   bool
+		todo, stragglers int
+		safeAt           time.Time
+	}{
+		{name: "all on next, old expired", devices: []DeviceRecord{dev("d1", true, tok("next", time.Hour))},
+			replicas: on, latest: map[string]int64{"primary": now.Add(-time.Second).Unix()},
+			complete: true, safe: true, safeAt: now.Add(-time.Second)},
+		{name: "all on next, an old token signed may be live", devices: []DeviceRecord{dev("d1", true, tok("next", time.Hour))},
+			replicas: on, latest: map[string]int64{"primary": now.Add(time.Minute).Unix()},
+			complete: true, safe: false, safeAt: now.Add(time.Minute)},
+		{name: "old expiry exactly now is safe", devices: []DeviceRecord{dev("d1", true, tok("next", time.Hour))},
+			replicas: on, latest: map[string]int64{"primary": now.Unix()}, complete: true, safe: true, safeAt: now},
+		{name: "an online device on the old kid", devices: []DeviceRecord{dev("d1", true, tok("primary", -time.Hour)), dev("d2", true, tok("next", time.Hour))},
+			replicas: on, complete: false, todo: 1, safeAt: now.Add(-time.Hour)},
+		{name: "an offline straggler with a live old token", devices: []DeviceRecord{dev("d1", false, tok("primary", 10*time.Minute))},
+			replicas: on, latest: map[string]int64{"primary": now.Add(-time.Hour).Unix()},
+			complete: true, safe: false, stragglers: 1, safeAt: now.Add(10 * time.Minute)},
+		{name: "an offline device whose old token expired", devices: []DeviceRecord{dev("d1", false, tok("primary", -time.Minute))},
+			replicas: on, complete: true, safe: true, safeAt: now.Add(-time.Minute)},
+		{name: "a replica still on the old kid", devices: []DeviceRecord{dev("d1", true, tok("next", time.Hour))},
+			replicas: map[string]wire.IssuerStatus{"a": {State: "online", Active: "next"}, "b": {State: "online", Active: "primary"}},
+			complete: false},
+		{name: "no replica running", devices: []DeviceRecord{dev("d1", true, tok("next", time.Hour))}, complete: false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := CampaignProgress("next", tc.devices, tc.replicas, tc.latest, now)
+			if p.Complete() != tc.complete || p.Safe(now) != tc.safe || p.ToDo != tc.todo || p.Stragglers != tc.stragglers {
+				t.Fatalf("progress %+v: complete %v safe %v, want %v %v", p, p.Complete(), p.Safe(now), tc.complete, tc.safe)
+			}
+			if !tc.safeAt.IsZero() && !p.SafeAt.Equal(tc.safeAt) {
+				t.Fatalf("safe at %v, want %v", p.SafeAt, tc.safeAt)
+			}
+			// Never safe while a token of another kid can be live.
+			if p.Safe(now) {
+				for _, d := range tc.devices {
+					for _, tk := range d.Tokens {
+						if tk.KID != "next" && tk.ExpiresAt > now.Unix() {
+							t.Fatalf("safe while %s holds a live %s token", d.ID, tk.KID)
+						}
+					}
+				}
+				for kid, e := range tc.latest {
+					if kid != "next" && e > now.Unix() {
+						t.Fatalf("safe while a %s token signed may be live", kid)
+					}
+				}
+			}
+		})
+	}
+}
+
+// TestReplicaStartedMidCampaignFollowsIt: the campaign is retained, so
+// an issuer started after it signs with its certificate at once, pushes
+// the online devices still on the old kid, and records the new kid's
+// latest expiry in its state dir.
+func TestReplicaStartedMidCampaignFollowsIt(t *testing.T) {
+	m, users, brokerYAML := mosquittoEnv(t, "cam-1")
+	s := writeSetup(t, brokerYAML, "")
+	replaceInFile(t, s.config, "certificates: [{id: primary, file: primary.cert}]",
+		"certificates: [{id: primary, file: primary.cert}, {id: next, file: next.cert}]\nactive_certificate: primary")
+	log, _ := newLogger(t)
+	first := startService(t, s.config, log, nil)
+
+	cam := connectDevice(t, m.URL, "cam-1", users["cam-1"])
+	if r := cam.request(t, "r-1"); r.Error != nil || r.Tokens[0].KID != "primary" {
+		t.Fatalf("before the campaign: %+v", r)
+	}
+	exp := time.Now().Add(time.Hour).Unix()
+	publishDeviceStatus(t, cam, wire.TokenStatus{Name: "video", KID: "primary", ExpiresAt: exp})
+	first.stop(t)
+
+	cfg, err := LoadConfig(s.config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tool, err := DialTool(context.Background(), cfg, "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tool.Disconnect(0)
+	cp := NewCampaign("next", 1000, time.Now())
+	if err := PublishCampaign(context.Background(), tool, cfg.Topics(), cp); err != nil {
+		t.Fatal(err)
+	}
+
+	second := startService(t, s.config, log, nil)
+	push := cam.reply(t)
+	if !push.IsPush() || push.ID != wire.PushPrefix+"next-"+cp.ID || len(push.Tokens) == 0 {
+		t.Fatalf("the restarted issuer pushed %+v, want the campaign's push", push)
+	}
+	for _, g := range push.Tokens {
+		if _, kid, err := second.state.Load().signer.Verify(g.Token); err != nil || kid != "next" || g.KID != "next" {
+			t.Fatalf("pushed %s: kid %q/%q %v", g.Name, kid, g.KID, err)
+		}
+	}
+	if r := cam.request(t, "r-2"); r.Error != nil || r.Tokens[0].KID != "next" {
+		t.Fatalf("a request after the campaign: %+v", r)
+	}
+	ledger, err := ReadLedger(filepath.Join(s.dir, "state"))
+	if err != nil || ledger["next"] < time.Now().Add(time.Hour).Unix() || ledger["primary"] < exp {
+		t.Fatalf("ledger %v %v: want both kids' latest expiries", ledger, err)
+	}
+	if got := second.CampaignPushed(); fmt.Sprint(got) != "[cam-1]" {
+		t.Fatalf("pushed %v", got)
+	}
+}
+
+// publishDeviceStatus publishes a device's retained online status.
+func publishDeviceStatus(t *testing.T, d *device, toks ...wire.TokenStatus) {
+	t.Helper()
+	b, err := wire.Encode(wire.DeviceStatus{V: 1, State: "online", Agent: "test", Tokens: toks})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tokn := d.c.Publish(d.topics.Status(d.id), 1, true, b)
+	if !tokn.WaitTimeout(waitTimeout) || tokn.Error() != nil {
+		t.Fatal(tokn.Error())
+	}
+}
