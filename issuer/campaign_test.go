@@ -143,3 +143,18 @@ func publishDeviceStatus(t *testing.T, d *device, toks ...wire.TokenStatus) {
 		t.Fatal(tokn.Error())
 	}
 }
+
+// TestBoundUnrecorded: a certificate with no record of its tokens is
+// taken to have signed until the campaign began, for max_ttl.
+func TestBoundUnrecorded(t *testing.T) {
+	cfg := &Config{Certificates: []CertificateConfig{{ID: "primary"}, {ID: "old"}, {ID: "next"}}, Limits: Limits{MaxTTL: 24 * time.Hour}}
+	start := time.Unix(1_800_000_000, 0)
+	got := BoundUnrecorded(cfg, "next", map[string]int64{"primary": 5}, start)
+	if len(got) != 2 || got["primary"] != 5 || got["old"] != start.Add(24*time.Hour).Unix() {
+		t.Fatalf("bounded %v", got)
+	}
+	p := CampaignProgress("next", nil, map[string]wire.IssuerStatus{"a": {State: "online", Active: "next"}}, got, start.Add(time.Hour))
+	if !p.Complete() || p.Safe(start.Add(time.Hour)) || !p.SafeAt.Equal(start.Add(24*time.Hour)) {
+		t.Fatalf("progress %+v", p)
+	}
+}

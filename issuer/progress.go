@@ -78,6 +78,24 @@ func (p *Progress) Safe(now time.Time) bool {
 	return p.Complete() && p.Stragglers == 0 && !now.Before(p.SafeAt)
 }
 
+// BoundUnrecorded adds to latest, for every certificate of cfg other
+// than to that it has no record of (tokens signed before the issuer kept
+// its ledger, or by a replica whose status is gone), the latest expiry
+// such a token could have: switched at the campaign's start, it lived
+// at most limits.max_ttl.
+func BoundUnrecorded(cfg *Config, to string, latest map[string]int64, startedAt time.Time) map[string]int64 {
+	out := map[string]int64{}
+	for k, v := range latest {
+		out[k] = v
+	}
+	for _, c := range cfg.Certificates {
+		if _, ok := out[c.ID]; !ok && c.ID != to {
+			out[c.ID] = startedAt.Add(cfg.Limits.MaxTTL).Unix()
+		}
+	}
+	return out
+}
+
 // CampaignProgress computes a campaign's progress at now. latest is the
 // latest expiry per kid signed (replicas' statuses merged with the local
 // ledger).

@@ -132,12 +132,17 @@ func runRotate(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		}
 		return fail(err)
 	}
-	return followCampaign(wctx, ctx, snap, *to, local, stdout)
+	// The local record and the replicas' (the latest of each wins), with
+	// a bound for the certificates neither has a record of.
+	latest := func() map[string]int64 {
+		return issuer.BoundUnrecorded(cfg, *to, snap.LatestExpiry(local), time.Unix(cp.StartedAt, 0))
+	}
+	return followCampaign(wctx, ctx, snap, *to, latest, stdout)
 }
 
 // followCampaign shows the campaign's progress until it is complete (0)
 // or wctx ends (3; 1 if the parent ctx ended, e.g. SIGINT).
-func followCampaign(wctx, parent context.Context, snap *issuer.Snapshot, to string, local map[string]int64, stdout io.Writer) int {
+func followCampaign(wctx, parent context.Context, snap *issuer.Snapshot, to string, latest func() map[string]int64, stdout io.Writer) int {
 	tty := isTerminal(stdout)
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
@@ -147,7 +152,7 @@ func followCampaign(wctx, parent context.Context, snap *issuer.Snapshot, to stri
 	for {
 		changed := snap.Devices.Changed()
 		now := time.Now()
-		p := issuer.CampaignProgress(to, snap.Devices.Snapshot(), snap.ReplicaStatuses(), snap.LatestExpiry(local), now)
+		p := issuer.CampaignProgress(to, snap.Devices.Snapshot(), snap.ReplicaStatuses(), latest(), now)
 		if startDone < 0 {
 			startDone = p.Done
 		}
