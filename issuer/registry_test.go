@@ -2,6 +2,7 @@ package issuer
 
 import (
 	"encoding/json"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -146,5 +147,33 @@ func TestDeviceCannotPublishCampaign(t *testing.T) {
 	testbroker.Publish(t, issuerC, tp.Campaign(), false, cp)
 	if got := testbroker.Receive(t, campaigns, waitTimeout); got.Topic() != tp.Campaign() {
 		t.Fatalf("got %s", got.Topic())
+	}
+}
+
+// TestDeviceCannotStartCampaignEmbedded: the embedded broker keeps a
+// device's campaign from the issuer.
+func TestDeviceCannotStartCampaignEmbedded(t *testing.T) {
+	s := writeSetup(t, `broker: {embedded: {listen: "127.0.0.1:0", credentials_file: devices.yaml}}`,
+		"")
+	replaceInFile(t, s.config, "certificates: [{id: primary, file: primary.cert}]",
+		"certificates: [{id: primary, file: primary.cert}, {id: next, file: next.cert}]\nactive_certificate: primary")
+	secrets := writeCredentials(t, filepath.Join(s.dir, "devices.yaml"), "cam-1")
+	log, _ := newLogger(t)
+	r := startService(t, s.config, log, nil)
+	tp := wire.NewTopics("")
+	dev := testbroker.Connect(t, "tcp://"+r.BrokerAddr(), testbroker.ClientOptions{ClientID: "cam-1", Username: "cam-1", Password: secrets["cam-1"]})
+	cp, _ := json.Marshal(wire.Campaign{V: 1, ID: "evil", To: "next", Rate: 1000})
+	tok := dev.Publish(tp.Campaign(), 1, true, cp)
+	tok.WaitTimeout(waitTimeout) // mochi refuses it and disconnects the device
+	// A later status through a new connection: once it arrived, the
+	// campaign, had it been let through, would have too.
+	dev2 := testbroker.Connect(t, "tcp://"+r.BrokerAddr(), testbroker.ClientOptions{ClientID: "cam-1", Username: "cam-1", Password: secrets["cam-1"]})
+	testbroker.Publish(t, dev2, tp.Status("cam-1"), true, statusJSON(t, "online"))
+	waitRegistry(t, r.Fleet(), func(reg *Registry) bool { return reg.Len() == 1 })
+	r.fleet.mu.Lock()
+	cpSeen := r.fleet.campaign
+	r.fleet.mu.Unlock()
+	if cpSeen != nil || r.state.Load().signer.Active() != "primary" {
+		t.Fatalf("the issuer followed a device's campaign %+v", cpSeen)
 	}
 }
