@@ -158,3 +158,68 @@ func TestBoundUnrecorded(t *testing.T) {
 		t.Fatalf("progress %+v", p)
 	}
 }
+
+// TestCampaignWorkOrderAndSplit: a replica's work is its share of the
+// online devices on another kid, the earliest-expiring first; the
+// replicas' shares do not overlap and cover every such device.
+func TestCampaignWorkOrderAndSplit(t *testing.T) {
+	s := writeSetup(t, `broker: {url: "tcp://127.0.0.1:1"}`, "")
+	log, _ := newLogger(t)
+	svcs := map[string]*Service{}
+	for _, name := range []string{"issuer-a", "issuer-b", "issuer-c"} {
+		svc, err := New(Options{ConfigFile: s.config, Logger: log})
+		if err != nil {
+			t.Fatal(err)
+		}
+		svc.name = name
+		svcs[name] = svc
+	}
+	tp := wire.NewTopics("")
+	cp := &wire.Campaign{V: 1, ID: "c1", To: "next", Rate: 10}
+	const n = 300
+	for _, svc := range svcs {
+		for i := range n {
+			id := fmt.Sprintf("cam-%03d", i)
+			kid := "primary"
+			if i%10 == 0 {
+				kid = "next" // already done
+			}
+			st := "online"
+			if i%7 == 0 {
+				st = "offline"
+			}
+			b, _ := wire.Encode(wire.DeviceStatus{V: 1, State: st,
+				Tokens: []wire.TokenStatus{{Name: "video", KID: kid, ExpiresAt: int64(10_000 - i)}}})
+			svc.Fleet().Observe(tp.Status(id), b)
+		}
+	}
+	replicas := []string{"issuer-a", "issuer-b", "issuer-c"}
+	seen := map[string]string{}
+	for name, svc := range svcs {
+		work := svc.campaignWork(cp, replicas)
+		if len(work) < n/10 {
+			t.Errorf("%s has %d devices of about %d: the split is lopsided", name, len(work), n/3)
+		}
+		for i, d := range work {
+			if i > 0 && d.EarliestExpiry() < work[i-1].EarliestExpiry() {
+				t.Fatalf("%s: %s (expiry %d) after %s (%d): not earliest first", name, d.ID, d.EarliestExpiry(), work[i-1].ID, work[i-1].EarliestExpiry())
+			}
+			if !d.Online || !d.HoldsOther("next") {
+				t.Fatalf("%s: %+v needs no push", name, d)
+			}
+			if other, dup := seen[d.ID]; dup {
+				t.Fatalf("%s in the work of %s and %s", d.ID, other, name)
+			}
+			seen[d.ID] = name
+		}
+	}
+	want := 0
+	for i := range n {
+		if i%10 != 0 && i%7 != 0 {
+			want++
+		}
+	}
+	if len(seen) != want {
+		t.Fatalf("the replicas share %d devices, want %d", len(seen), want)
+	}
+}
