@@ -32,8 +32,6 @@ Filters (all must match):
   --device GLOB       device ids matching GLOB (path.Match syntax)
 
 Exit status: 0 ok, 1 failure (e.g. no broker), 2 usage error.
-
-Options:
 `
 
 // fleetFilter selects devices.
@@ -76,7 +74,7 @@ func runFleet(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	}
 	fs := flag.NewFlagSet("fleet status", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.Usage = func() { fmt.Fprint(stderr, fleetUsage); fs.PrintDefaults() }
+	fs.Usage = func() { fmt.Fprint(stderr, fleetUsage+"\nOptions:\n"); fs.PrintDefaults() }
 	configPath := fs.String("config", "", "issuer config file (YAML)")
 	var f fleetFilter
 	fs.BoolVar(&f.offline, "offline", false, "only devices offline")
