@@ -129,6 +129,19 @@ func TestReplicaStartedMidCampaignFollowsIt(t *testing.T) {
 	if got := second.CampaignPushed(); fmt.Sprint(got) != "[cam-1]" {
 		t.Fatalf("pushed %v", got)
 	}
+	mfs, err := second.metrics.registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]float64{}
+	for _, mf := range mfs {
+		for _, m := range mf.GetMetric() {
+			got[mf.GetName()] = m.GetGauge().GetValue() + m.GetCounter().GetValue()
+		}
+	}
+	if got["agora_issuer_fleet_devices"] != 1 || got["agora_issuer_campaign_pushed"] != 1 {
+		t.Fatalf("fleet metrics %v", got)
+	}
 }
 
 // publishDeviceStatus publishes a device's retained online status.

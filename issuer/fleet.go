@@ -16,6 +16,7 @@ import (
 	"time"
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"agoratokens/wire"
 )
@@ -62,6 +63,25 @@ func (s *Service) initFleet(cfg *Config) {
 	s.fleet.wake = make(chan struct{}, 1)
 	s.fleet.repNext = make(chan struct{})
 	s.fleet.registry.changed = func(DeviceRecord) { s.fleet.poke() }
+	reg := s.fleet.registry
+	s.metrics.registry.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "agora_issuer_fleet_devices",
+			Help: "Devices in the fleet registry (from their retained statuses).",
+		}, func() float64 { return float64(reg.Len()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "agora_issuer_fleet_statuses_ignored_total",
+			Help: "Device statuses ignored: malformed, or the registry full.",
+		}, func() float64 { return float64(reg.Malformed() + reg.Overflow()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "agora_issuer_campaign_pushed",
+			Help: "Devices this replica pushed in the rotation campaign it follows.",
+		}, func() float64 {
+			s.fleet.mu.Lock()
+			defer s.fleet.mu.Unlock()
+			return float64(len(s.fleet.pushed))
+		}),
+	)
 }
 
 func (f *fleetState) poke() {
