@@ -177,7 +177,17 @@ func TestFleetStatus(t *testing.T) {
 func TestFleetStatusEmbedded(t *testing.T) {
 	addr := "127.0.0.1:" + strconv.Itoa(testbroker.FreePort(t))
 	cfg := writeFleetSetup(t, "broker: {embedded: {listen: "+addr+", credentials_file: devices.yaml}}")
-	if err := devices.New().Save(filepath.Join(filepath.Dir(cfg), "devices.yaml")); err != nil {
+	creds := devices.New()
+	secrets := map[string]string{}
+	for i := range 50 {
+		id := fmt.Sprintf("cam-%02d", i)
+		sec, err := creds.Add(id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		secrets[id] = sec
+	}
+	if err := creds.Save(filepath.Join(filepath.Dir(cfg), "devices.yaml")); err != nil {
 		t.Fatal(err)
 	}
 	code, out, errOut := runCmd(t, context.Background(), "fleet", "status", "--config", cfg)
@@ -198,12 +208,18 @@ func TestFleetStatusEmbedded(t *testing.T) {
 		cancel()
 		t.Fatal(err)
 	}
+	// Retained statuses on the embedded broker: the marker arrives after
+	// all of them there too.
+	for id, sec := range secrets {
+		publishStatus(t, "tcp://"+addr, id, sec, wire.DeviceStatus{V: 1, State: "online",
+			Tokens: []wire.TokenStatus{{Name: "video", KID: "primary", ExpiresAt: time.Now().Add(time.Hour).Unix()}}})
+	}
 	code, out, errOut = runCmd(t, context.Background(), "fleet", "status", "--config", cfg)
 	cancel()
 	if err := <-done; err != nil {
 		t.Error(err)
 	}
-	if code != 0 || !strings.Contains(out, "0 devices") || !strings.Contains(out, "signing with primary") {
+	if code != 0 || !strings.Contains(out, "50 devices: 50 online") || !strings.Contains(out, "signing with primary") {
 		t.Fatalf("with serve: %d\n%s\n%s", code, out, errOut)
 	}
 	if _, err := os.Stat(filepath.Join(filepath.Dir(cfg), "state", issuer.ServicePasswordFile)); !os.IsNotExist(err) {
