@@ -62,7 +62,16 @@ func (s *Service) initFleet(cfg *Config) {
 	s.fleet.stop = make(chan struct{})
 	s.fleet.wake = make(chan struct{}, 1)
 	s.fleet.repNext = make(chan struct{})
-	s.fleet.registry.changed = func(DeviceRecord) { s.fleet.poke() }
+	// A status wakes the campaign only when it shows work: a device
+	// online with a token of another kid.
+	s.fleet.registry.changed = func(d DeviceRecord) {
+		s.fleet.mu.Lock()
+		cp := s.fleet.campaign
+		s.fleet.mu.Unlock()
+		if cp != nil && d.Online && d.HoldsOther(cp.To) {
+			s.fleet.poke()
+		}
+	}
 	reg := s.fleet.registry
 	s.metrics.registry.MustRegister(
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
