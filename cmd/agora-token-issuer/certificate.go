@@ -169,6 +169,13 @@ func certificateAdd(configPath, id, file string, stdout io.Writer) error {
 	if werr == nil {
 		werr = os.Chmod(path, 0o600) // whatever the umask
 	}
+	if werr == nil && len(cfg.Certificates) > 0 {
+		// Owned like the certificates already there: the issuer's user
+		// must read it even when root ran this command.
+		if like, err := os.Stat(cfg.Certificates[0].File); err == nil {
+			werr = chownLike(path, like)
+		}
+	}
 	if werr == nil {
 		werr = doc.addCertificate(id, name)
 		if v, err := doc.value("active_certificate"); werr == nil && err == nil && v == nil {

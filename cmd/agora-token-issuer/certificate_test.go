@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -196,5 +197,37 @@ func TestConfigDocEdits(t *testing.T) {
 				t.Fatalf("after remove:\n%s\nwant:\n%s", got, want)
 			}
 		})
+	}
+}
+
+// TestCertificateAddKeepsOwner: run as root (an operator's sudo), add
+// leaves the new certificate and the edited config owned like the
+// files already there, so the issuer's user can still read them. As
+// another user the files stay that user's.
+func TestCertificateAddKeepsOwner(t *testing.T) {
+	cfg := writeFleetSetup(t, `broker: {url: "tcp://127.0.0.1:1"}`)
+	dir := filepath.Dir(cfg)
+	uid, gid := os.Getuid(), os.Getgid()
+	if os.Geteuid() == 0 {
+		uid, gid = 65534, 65534 // nobody: stands for the issuer's user
+		for _, f := range []string{cfg, filepath.Join(dir, "primary.cert")} {
+			if err := os.Chown(f, uid, gid); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	t.Setenv("AGORA_APP_CERTIFICATE", fleetCert2)
+	if code, _, errOut := runCmd(t, context.Background(), "certificate", "add", "next", "--config", cfg); code != 0 {
+		t.Fatalf("add: %s", errOut)
+	}
+	for _, f := range []string{cfg, filepath.Join(dir, "next.cert")} {
+		st, err := os.Stat(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sys := st.Sys().(*syscall.Stat_t)
+		if int(sys.Uid) != uid || int(sys.Gid) != gid {
+			t.Errorf("%s is owned by %d:%d, want %d:%d", f, sys.Uid, sys.Gid, uid, gid)
+		}
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 
 	"gopkg.in/yaml.v3"
 
@@ -21,6 +22,7 @@ import (
 type configDoc struct {
 	path  string
 	mode  os.FileMode
+	owner os.FileInfo // whose the file is: an edit run as root keeps it
 	lines []string
 }
 
@@ -36,7 +38,7 @@ func readConfigDoc(path string) (*configDoc, error) {
 	if strings.Contains(string(b), "\r") {
 		return nil, fmt.Errorf("config %s has CR line ends; convert it to LF to edit it with this command", path)
 	}
-	return &configDoc{path: path, mode: st.Mode().Perm(), lines: strings.Split(string(b), "\n")}, nil
+	return &configDoc{path: path, mode: st.Mode().Perm(), owner: st, lines: strings.Split(string(b), "\n")}, nil
 }
 
 // parse returns the document's root mapping.
@@ -251,6 +253,10 @@ func (d *configDoc) save() error {
 		tmp.Close()
 		return err
 	}
+	if err := chownLike(tmp.Name(), d.owner); err != nil {
+		tmp.Close()
+		return err
+	}
 	if err := tmp.Close(); err != nil {
 		return err
 	}
@@ -258,4 +264,18 @@ func (d *configDoc) save() error {
 		return fmt.Errorf("the edited config would not load, left unchanged: %w", err)
 	}
 	return os.Rename(tmp.Name(), d.path)
+}
+
+// chownLike gives path the owner and group of like, when run as root
+// (an operator's sudo): the issuer runs as its own user and must still
+// read what the command wrote.
+func chownLike(path string, like os.FileInfo) error {
+	st, ok := like.Sys().(*syscall.Stat_t)
+	if !ok || os.Geteuid() != 0 {
+		return nil
+	}
+	if err := os.Chown(path, int(st.Uid), int(st.Gid)); err != nil {
+		return fmt.Errorf("chown %s: %w", path, err)
+	}
+	return nil
 }
