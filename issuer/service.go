@@ -246,6 +246,9 @@ func restartKeys(a, b *Config) []string {
 	if a.Listen != b.Listen {
 		out = append(out, "listen")
 	}
+	if a.StateDir != b.StateDir {
+		out = append(out, "state_dir")
+	}
 	return out
 }
 
