@@ -87,3 +87,37 @@ func TestRotateWait(t *testing.T) {
 		t.Fatalf("rotate --wait, all on the new kid: %d\n%s\n%s", code, out, errOut)
 	}
 }
+
+func TestProgressLineAndVerdict(t *testing.T) {
+	p := &issuer.Progress{To: "next", Done: 30, ToDo: 10, Stragglers: 2, Replicas: 2, Behind: []string{"issuer-b"}}
+	bar := progressLine(p, 10, 10*time.Second, true)
+	if !strings.HasPrefix(bar, "["+strings.Repeat("#", 22)+strings.Repeat(".", 8)+"] 30/40") ||
+		!strings.Contains(bar, "2.0 devices/s, 5s to go") || !strings.Contains(bar, "issuer-b") {
+		t.Errorf("terminal line %q", bar)
+	}
+	if plain := progressLine(p, 10, 10*time.Second, false); strings.Contains(plain, "[") || !strings.HasPrefix(plain, "30/40 online devices on next, 10 to do, 2 stragglers") {
+		t.Errorf("plain line %q", plain)
+	}
+	now := time.Unix(1_800_000_000, 0)
+	for _, tc := range []struct {
+		name string
+		p    issuer.Progress
+		want string
+	}{
+		{"pending", issuer.Progress{To: "next", ToDo: 1, Replicas: 1, OldKIDs: []string{"primary"}, Pending: []string{"cam-1"}},
+			"NOT COMPLETE: 1 online devices still hold tokens of primary. Do not disable the old certificate.\n  pending: cam-1\n"},
+		{"not yet safe", issuer.Progress{To: "next", Replicas: 1, OldKIDs: []string{"primary"}, SafeAt: now.Add(time.Hour)},
+			"COMPLETE: every online device holds only next tokens. primary is NOT yet safe to disable: a token signed with it may be live until 2027-01-15T09:00:00Z (in 1h0m0s).\n"},
+		{"safe", issuer.Progress{To: "next", Replicas: 1, OldKIDs: []string{"primary"}, SafeAt: now.Add(-time.Second)},
+			"COMPLETE: every online device holds only next tokens, and no token of primary can be live: SAFE to disable primary now.\n"},
+		{"no replica", issuer.Progress{To: "next"}, "NOT COMPLETE: 0 online devices still hold tokens of the old certificate; no issuer replica is running. Do not disable the old certificate.\n"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var b strings.Builder
+			writeVerdict(&b, &tc.p, now)
+			if b.String() != tc.want {
+				t.Fatalf("verdict:\n%q\nwant:\n%q", b.String(), tc.want)
+			}
+		})
+	}
+}
