@@ -20,7 +20,7 @@ import (
 // of the device id over the sorted names of the replicas online (their
 // retained statuses on {root}/issuer/replicas/+), so that each device is
 // pushed by one replica only; a replica pushes a device at most once per
-// campaign. A device offline during the campaign is pushed when its
+// campaign, across its restarts too (campaignstate.go). A device offline during the campaign is pushed when its
 // status says it is back, or gets new tokens when it next asks.
 
 // DefaultCampaignRate is the devices pushed per second, over all
@@ -44,14 +44,15 @@ func (s *Service) onCampaign(_ mqtt.Client, m mqtt.Message) {
 	}
 	s.fleet.mu.Lock()
 	same := s.fleet.campaign != nil && s.fleet.campaign.ID == cp.ID
-	if !same {
-		s.fleet.campaign = &cp
-		s.fleet.pushed = map[string]bool{}
-	}
 	s.fleet.mu.Unlock()
 	if same {
 		return
 	}
+	pushed := s.loadPushed(cp.ID) // a restart mid-campaign
+	s.fleet.mu.Lock()
+	s.fleet.campaign = &cp
+	s.fleet.pushed = pushed
+	s.fleet.mu.Unlock()
 	s.reload.Lock()
 	st := s.state.Load()
 	next := *st
@@ -67,7 +68,7 @@ func (s *Service) onCampaign(_ mqtt.Client, m mqtt.Message) {
 	}
 	s.log.Info("following a rotation campaign", "campaign", cp.ID, "kid", cp.To, "rate", cp.Rate)
 	s.fleet.poke()
-	go s.publishReplica(wire.StateOnline)
+	s.publishReplica(wire.StateOnline)
 }
 
 // validateCampaign checks a campaign's fields.
@@ -160,6 +161,7 @@ func (s *Service) fleetLoop() {
 			case <-s.fleet.stop:
 				return
 			case <-beat.C:
+				s.savePushed()
 				s.publishReplica(wire.StateOnline)
 				continue
 			case <-s.fleet.wake:
@@ -169,6 +171,7 @@ func (s *Service) fleetLoop() {
 			case <-s.fleet.stop:
 				return
 			case <-beat.C:
+				s.savePushed()
 				s.publishReplica(wire.StateOnline)
 				continue
 			case <-pace.C:
@@ -198,7 +201,8 @@ func (s *Service) fleetLoop() {
 		}
 		if len(todo) == 0 {
 			s.fleet.poke() // look again: devices may have come online meanwhile
-			go s.publishReplica(wire.StateOnline)
+			s.savePushed()
+			s.publishReplica(wire.StateOnline)
 		}
 	}
 }
@@ -220,6 +224,7 @@ func (s *Service) pushCampaign(cp *wire.Campaign, device string, replicas []stri
 		return false
 	}
 	s.fleet.pushed[device] = true
+	s.fleet.dirty = true
 	s.fleet.mu.Unlock()
 	st := s.state.Load()
 	reply, result := s.decide(st, device, wire.PushPrefix+cp.To+"-"+cp.ID, nil, s.now())

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"agoratokens/internal/testbroker"
 	"agoratokens/wire"
 )
 
@@ -234,5 +235,56 @@ func TestCampaignWorkOrderAndSplit(t *testing.T) {
 	}
 	if len(seen) != want {
 		t.Fatalf("the replicas share %d devices, want %d", len(seen), want)
+	}
+}
+
+// TestCampaignPushedSurvivesRestart: a replica restarted mid-campaign
+// remembers the devices it pushed (state_dir/campaign.json) and does not
+// push them again, though their statuses still show the old kid.
+func TestCampaignPushedSurvivesRestart(t *testing.T) {
+	m, users, brokerYAML := mosquittoEnv(t, "cam-1")
+	s := writeSetup(t, brokerYAML, "")
+	replaceInFile(t, s.config, "certificates: [{id: primary, file: primary.cert}]",
+		"certificates: [{id: primary, file: primary.cert}, {id: next, file: next.cert}]\nactive_certificate: primary")
+	log, _ := newLogger(t)
+	first := startService(t, s.config, log, nil)
+	cam := connectDevice(t, m.URL, "cam-1", users["cam-1"])
+	publishDeviceStatus(t, cam, wire.TokenStatus{Name: "video", KID: "primary", ExpiresAt: time.Now().Add(time.Hour).Unix()})
+	waitRegistry(t, first.Fleet(), func(r *Registry) bool { return r.Len() == 1 })
+
+	cfg, err := LoadConfig(s.config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tool, err := DialTool(context.Background(), cfg, "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tool.Disconnect(0)
+	cp := NewCampaign("next", 1000, time.Now())
+	if err := PublishCampaign(context.Background(), tool, cfg.Topics(), cp); err != nil {
+		t.Fatal(err)
+	}
+	if push := cam.reply(t); !push.IsPush() {
+		t.Fatalf("got %+v, want the campaign's push", push)
+	}
+	first.stop(t) // the device never reported its new tokens
+
+	statuses := testbroker.Subscribe(t, tool, cfg.Topics().AllReplicas())
+	second := startService(t, s.config, log, nil)
+	// Once it follows the campaign its status says so.
+	for {
+		msg := testbroker.Receive(t, statuses, waitTimeout)
+		var st wire.IssuerStatus
+		if len(msg.Payload()) > 0 && wire.Decode(msg.Payload(), &st) == nil &&
+			st.Issuer == second.Name() && st.Campaign == cp.ID && st.Active == "next" {
+			break
+		}
+	}
+	if got := second.CampaignPushed(); fmt.Sprint(got) != "[cam-1]" {
+		t.Fatalf("after the restart the replica remembers %v pushed, want [cam-1]", got)
+	}
+	if work := second.campaignWork(&cp, second.Replicas()); len(work) != 0 {
+		t.Fatalf("after the restart the replica would push %v again", work)
 	}
 }

@@ -42,15 +42,18 @@ type fleetState struct {
 	registry *Registry
 	ledger   *expiryLedger
 
-	mu       sync.Mutex
-	replicas map[string]time.Time // other replicas online, when last heard
-	campaign *wire.Campaign       // the campaign followed, nil before one
-	pushed   map[string]bool      // devices pushed in the campaign
-	runOnce  sync.Once
-	stop     chan struct{}  // closed at shutdown
-	wg       sync.WaitGroup // the fleet loop
-	wake     chan struct{}  // something changed: look at the work again
-	repNext  chan struct{}  // closed at the next change of replicas
+	mu        sync.Mutex
+	replicas  map[string]time.Time // other replicas online, when last heard
+	campaign  *wire.Campaign       // the campaign followed, nil before one
+	pushed    map[string]bool      // devices pushed in the campaign
+	dirty     bool                 // pushed changed since it was saved
+	dir       string               // the state dir
+	stateLogs rateLog
+	runOnce   sync.Once
+	stop      chan struct{}  // closed at shutdown
+	wg        sync.WaitGroup // the fleet loop
+	wake      chan struct{}  // something changed: look at the work again
+	repNext   chan struct{}  // closed at the next change of replicas
 }
 
 // initFleet builds the registry and reads the ledger (New).
@@ -59,6 +62,8 @@ func (s *Service) initFleet(cfg *Config) {
 	s.fleet.ledger = openLedger(cfg.StateDir, s.log)
 	s.fleet.replicas = map[string]time.Time{}
 	s.fleet.pushed = map[string]bool{}
+	s.fleet.dir = cfg.StateDir
+	s.fleet.stateLogs = rateLog{every: time.Minute, now: time.Now}
 	s.fleet.stop = make(chan struct{})
 	s.fleet.wake = make(chan struct{}, 1)
 	s.fleet.repNext = make(chan struct{})
@@ -146,6 +151,7 @@ func (s *Service) stopFleet() {
 	}
 	close(s.fleet.stop)
 	s.fleet.wg.Wait()
+	s.savePushed()
 	if c := s.client(); c != nil && c.IsConnectionOpen() {
 		t := c.Publish(s.topics.ReplicaStatus(s.name), 1, true, []byte{})
 		t.WaitTimeout(opTimeout)
