@@ -68,9 +68,10 @@ type Config struct {
 	// LogLevel is debug, info (default), warn or error.
 	LogLevel string `yaml:"log_level"`
 	// StateDir keeps what the issuer must remember across restarts: the
-	// latest expiry it signed per certificate, and (embedded broker) the
-	// running service's broker login for the fleet commands. Default:
-	// "state" beside the config file.
+	// latest expiry it signed per certificate, the devices it pushed in
+	// a rotation campaign and (embedded broker) the running service's
+	// broker login for the fleet commands. Default: "state" beside the
+	// config file.
 	StateDir string `yaml:"state_dir"`
 
 	certs    []Certificate // read by Resolve
