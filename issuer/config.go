@@ -70,6 +70,12 @@ type Config struct {
 	HTTP HTTPConfig `yaml:"http"`
 	// LogLevel is debug, info (default), warn or error.
 	LogLevel string `yaml:"log_level"`
+	// StateDir keeps what the issuer must remember across restarts: the
+	// latest expiry it signed per certificate, the devices it pushed in
+	// a rotation campaign and (embedded broker) the running service's
+	// broker login for the fleet commands. Default: "state" beside the
+	// config file.
+	StateDir string `yaml:"state_dir"`
 
 	certs    []Certificate    // read by Resolve
 	password Secret           // broker password, read by Resolve
@@ -346,6 +352,10 @@ func (c *Config) ResolvePaths(dir string) {
 		abs(&c.Certificates[i].File)
 	}
 	abs(&c.PolicyFile)
+	if c.StateDir == "" {
+		c.StateDir = "state"
+	}
+	abs(&c.StateDir)
 	abs(&c.HTTP.APIKeysFile)
 	abs(&c.Broker.PasswordFile)
 	abs(&c.Broker.CAFile)

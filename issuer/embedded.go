@@ -66,6 +66,12 @@ func (s *Service) brokerConn(ctx context.Context, g *errgroup.Group, cfg *Config
 		return brokerConn{}, nil, fmt.Errorf("embedded broker did not start: %w", context.Cause(ctx))
 	}
 	s.embedded.Store(br)
+	unlink, err := writeServicePassword(cfg.StateDir, password)
+	if err != nil {
+		s.log.Warn("cannot leave the broker login in the state dir; fleet and rotate commands cannot reach this broker", "err", err)
+	}
+	stopBroker := stop
+	stop = func() { unlink(); stopBroker() }
 	host, port, _ := net.SplitHostPort(br.Addr())
 	if ip := net.ParseIP(host); ip == nil || ip.IsUnspecified() {
 		host = "127.0.0.1"

@@ -66,6 +66,8 @@ type Options struct {
 	// takes (a request or a liveness probe). Tests wedge the workers
 	// with it; production leaves it nil.
 	WorkerHook func()
+	// MaxDevices bounds the fleet registry (default DefaultMaxDevices).
+	MaxDevices int
 }
 
 // state is everything a reload replaces at once.
@@ -109,6 +111,7 @@ type Service struct {
 	started    chan struct{} // closed when first ready
 	startOnce  sync.Once
 	stopped    atomic.Bool // Run is shutting down
+	fleet      fleetState  // registry, ledger and campaign (fleet.go)
 }
 
 // New loads the config, policy and certificates and returns a service
@@ -162,6 +165,7 @@ func New(opts Options) (*Service, error) {
 		s.name = "agora-token-issuer-" + hex.EncodeToString(b[:])
 	}
 	s.setState(st)
+	s.initFleet(st.cfg)
 	return s, nil
 }
 
@@ -222,6 +226,9 @@ func (s *Service) Reload(_ context.Context) error {
 		s.log.Error("reload: keeping the previous device credentials", "err", err)
 	}
 	st, err := loadState(s.opts.ConfigFile, s.opts.Salt)
+	if err == nil {
+		err = s.followCampaign(st)
+	}
 	if err != nil {
 		s.metrics.reloads.WithLabelValues("error").Inc()
 		s.log.Error("reload failed; keeping the previous config", "err", err)
@@ -282,6 +289,9 @@ func restartKeys(a, b *Config) []string {
 	}
 	if a.Listen != b.Listen {
 		out = append(out, "listen")
+	}
+	if a.StateDir != b.StateDir {
+		out = append(out, "state_dir")
 	}
 	return out
 }
@@ -395,6 +405,7 @@ func redactURL(u string) string {
 func (s *Service) shutdown() {
 	s.stopped.Store(true)
 	s.ready.Store(false)
+	s.stopFleet()
 	c := s.client()
 	if c.IsConnectionOpen() {
 		// With a shared subscription, new requests now go to the other
@@ -495,6 +506,7 @@ func (s *Service) onConnect(c mqtt.Client) {
 		return
 	}
 	s.publishStatus(wire.StateOnline)
+	s.subscribeFleet(c)
 	// Watch the shared status: when a replica dies its last will says
 	// offline for everyone; the replicas still up say online again.
 	st := c.Subscribe(s.topics.IssuerStatus(), 1, s.onIssuerStatus)
@@ -535,6 +547,7 @@ func (s *Service) onIssuerStatus(_ mqtt.Client, m mqtt.Message) {
 		return
 	}
 	if st.State == wire.StateOffline && st.Issuer != s.name && !s.stopped.Load() {
+		s.replicaGone(st.Issuer)
 		s.dlog.Info("another issuer went offline; marking the service online", "other", st.Issuer)
 		select {
 		case s.statusKick <- struct{}{}:
@@ -583,6 +596,7 @@ func (s *Service) decide(st *state, device, id string, names []string, now time.
 			return errReply(id, wire.CodeUnavailable, "signing failed", 5), resultUnavailable
 		}
 		out = append(out, wg)
+		s.fleet.ledger.record(wg.KID, wg.ExpiresAt)
 	}
 	s.metrics.signing.Observe(time.Since(start).Seconds())
 	s.log.Debug("granted", "device", device, "id", id, "tokens", len(out), "kid", st.signer.Active())

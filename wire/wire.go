@@ -117,6 +117,37 @@ func (t Topics) Status(device string) string { return t.Root + "/devices/" + dev
 // IssuerStatus is the issuers' retained status topic.
 func (t Topics) IssuerStatus() string { return t.Root + "/issuer/status" }
 
+// AllStatuses is the filter matching every device's status topic.
+func (t Topics) AllStatuses() string { return t.Root + "/devices/+/status" }
+
+// Campaign is the issuers' retained rotation campaign topic; only
+// issuers may use it.
+func (t Topics) Campaign() string { return t.Root + "/issuer/campaign" }
+
+// ReplicaStatus is one issuer replica's own retained status topic.
+func (t Topics) ReplicaStatus(issuer string) string { return t.Root + "/issuer/replicas/" + issuer }
+
+// AllReplicas is the filter matching every replica's status topic.
+func (t Topics) AllReplicas() string { return t.Root + "/issuer/replicas/+" }
+
+// Marker is a topic an issuer tool publishes on to itself, to learn that
+// the messages queued before it (retained ones) have all arrived.
+func (t Topics) Marker(id string) string { return t.Root + "/issuer/marker/" + id }
+
+// DeviceFromStatus returns the device id of a status topic, checking
+// the topic's shape and the id.
+func (t Topics) DeviceFromStatus(topic string) (string, error) {
+	prefix := t.Root + "/devices/"
+	if !strings.HasPrefix(topic, prefix) || !strings.HasSuffix(topic, "/status") {
+		return "", fmt.Errorf("topic %q is not a status topic under %q", topic, t.Root)
+	}
+	id := topic[len(prefix) : len(topic)-len("/status")]
+	if err := ValidateDeviceID(id); err != nil {
+		return "", fmt.Errorf("topic %q: %w", topic, err)
+	}
+	return id, nil
+}
+
 // AllReqs is the filter matching every device's request topic.
 func (t Topics) AllReqs() string { return t.Root + "/devices/+/req" }
 
@@ -204,25 +235,58 @@ type DeviceStatus struct {
 	State  string        `json:"state"`
 	Agent  string        `json:"agent,omitempty"`
 	Tokens []TokenStatus `json:"tokens,omitempty"`
+	// At, optional, is when the device last changed its status (unix
+	// seconds, the device's clock).
+	At int64 `json:"at,omitempty"`
 	// Refused lists the tokens the issuer refuses this device (optional;
-	// absent when none is refused).
+	// absent when none is refused), cleared once they are granted again.
 	Refused []Refusal `json:"refused,omitempty"`
 }
 
-// Refusal is a token the issuer refused a device: its name (absent for a
-// request for every granted token) and the error code of the refusal
-// (CodeForbidden or CodeInvalidRequest).
+// Refusal is an issuer's error reply as a device reports it in its
+// status: the code and message, never a token.
 type Refusal struct {
+	// Name is the token refused; absent for a request for every granted
+	// token.
 	Name string `json:"name,omitempty"`
+	// Code is the error code of the refusal (CodeForbidden or
+	// CodeInvalidRequest).
 	Code string `json:"code"`
+	// Message and At (unix seconds, the device's clock), optional, are
+	// the issuer's message and when the refusal came.
+	Message string `json:"message,omitempty"`
+	At      int64  `json:"at,omitempty"`
 }
 
-// IssuerStatus is the issuers' retained status (and last will).
+// IssuerStatus is the issuers' retained status (and last will). A
+// replica's own status (ReplicaStatus topic) carries the optional fields
+// too.
 type IssuerStatus struct {
 	V       int    `json:"v"`
 	State   string `json:"state"`
 	Issuer  string `json:"issuer,omitempty"`
 	Version string `json:"version,omitempty"`
+	// Active, optional, is the kid the replica signs with.
+	Active string `json:"active,omitempty"`
+	// Campaign, optional, is the id of the rotation campaign the replica
+	// follows, Pushed how many devices it pushed tokens to in it.
+	Campaign string `json:"campaign,omitempty"`
+	Pushed   int    `json:"pushed,omitempty"`
+	// LatestExpiry, optional, is per kid the latest expiry (unix
+	// seconds) of any token the replica signed with it.
+	LatestExpiry map[string]int64 `json:"latest_expiry,omitempty"`
+}
+
+// Campaign is a certificate rotation campaign, retained on the Campaign
+// topic: every issuer replica signs with To and pushes tokens signed
+// with it to the online devices holding tokens of another kid, Rate
+// devices a second in all.
+type Campaign struct {
+	V         int     `json:"v"`
+	ID        string  `json:"id"`
+	To        string  `json:"to"`
+	Rate      float64 `json:"rate"`
+	StartedAt int64   `json:"started_at"`
 }
 
 // Decode parses a payload into msg, enforcing the size limit and the

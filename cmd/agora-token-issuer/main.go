@@ -29,6 +29,12 @@ Usage:
                                                   register a device
   agora-token-issuer token inspect|build|verify|rtc|rtm|chat|education ...
                                                   work with tokens
+  agora-token-issuer fleet status --config FILE [filters] [--json]
+                                                  the devices, their tokens' kids and expiries
+  agora-token-issuer certificate add|list|remove ...
+                                                  manage the App Certificates
+  agora-token-issuer rotate --to ID --config FILE [--rate N] [--wait]
+                                                  move the fleet to another certificate
   agora-token-issuer fleet-sim ...                simulate a fleet (capacity planning)
   agora-token-issuer --version
 
@@ -61,6 +67,12 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		return runDevice(ctx, rest, stdout, stderr)
 	case "token":
 		return runToken(ctx, rest, stdin, stdout, stderr)
+	case "certificate":
+		return runCertificate(ctx, rest, stdout, stderr)
+	case "rotate":
+		return runRotate(ctx, rest, stdout, stderr)
+	case "fleet":
+		return runFleet(ctx, rest, stdout, stderr)
 	case "fleet-sim":
 		return runFleetSim(ctx, rest, stdout, stderr)
 	}
