@@ -691,6 +691,7 @@ func (e *Engine) step(ctx context.Context) time.Time {
 	var st wire.DeviceStatus
 	if dirty {
 		st = e.deviceStatusLocked()
+		st.At = e.clk.Wall().Unix() // when it changed, on the board's clock
 	}
 	e.mu.Unlock()
 
