@@ -25,6 +25,7 @@ type metrics struct {
 	devices     prometheus.GaugeFunc
 	rateLimited prometheus.Counter
 	reloads     *prometheus.CounterVec
+	endpoints   *prometheus.CounterVec
 
 	mu   sync.Mutex
 	seen map[string]struct{}
@@ -57,7 +58,11 @@ func newMetrics() *metrics {
 		Name: "agora_issuer_reloads_total",
 		Help: "Config reloads, by result (ok, error).",
 	}, []string{"result"})
-	m.registry.MustRegister(m.requests, m.signing, m.devices, m.rateLimited, m.reloads,
+	m.endpoints = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "agora_issuer_http_requests_total",
+		Help: "HTTP API requests, by endpoint and result.",
+	}, []string{"endpoint", "result"})
+	m.registry.MustRegister(m.requests, m.signing, m.devices, m.rateLimited, m.reloads, m.endpoints,
 		prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
 	return m
 }
@@ -75,4 +80,9 @@ func (m *metrics) request(transport, result string) {
 	if result == resultRateLimited {
 		m.rateLimited.Inc()
 	}
+}
+
+// endpoint counts one HTTP API request.
+func (m *metrics) endpoint(name, result string) {
+	m.endpoints.WithLabelValues(name, result).Inc()
 }

@@ -51,6 +51,7 @@ type state struct {
 	policy *Policy
 	signer *Signer
 	keys   *apiKeys // nil: HTTP token API off
+	http   *httpState
 }
 
 // Service is the issuer: it answers token requests arriving over MQTT
@@ -65,6 +66,7 @@ type Service struct {
 	name    string      // client id, also the "issuer" of the status
 	metrics *metrics
 	limiter *limiter
+	keyRate *keyLimiter // the HTTP API's per-key limits
 	replay  *replayCache
 
 	sem       chan struct{} // one slot per request queued or being handled
@@ -109,6 +111,7 @@ func New(opts Options) (*Service, error) {
 		metrics: newMetrics(),
 		limiter: newLimiter(st.cfg.Limits.Rate.PerMinute, st.cfg.Limits.Rate.Burst),
 		replay:  newReplayCache(replayWindow, replayMaxItems),
+		keyRate: newKeyLimiter(),
 		sem:     make(chan struct{}, opts.Workers),
 		work:    make(chan mqtt.Message, opts.Workers),
 		replies: make(chan pendingReply, repliesInFlight),
@@ -140,6 +143,9 @@ func loadState(file string, salt func() (uint32, error)) (*state, error) {
 		return nil, fmt.Errorf("certificates: %w", err)
 	}
 	st := &state{cfg: cfg, policy: pol, signer: sig}
+	if st.http, err = loadHTTPState(cfg); err != nil {
+		return nil, err
+	}
 	if cfg.HTTP.APIKeysFile != "" {
 		if st.keys, err = loadAPIKeys(cfg.HTTP.APIKeysFile); err != nil {
 			return nil, err
