@@ -47,7 +47,8 @@ type call struct {
 // answer is what an endpoint returns on success.
 type answer struct {
 	status int    // 0: 200
-	json   any    // the JSON body, unless text is set
+	json   any    // the JSON body, unless raw or text is set
+	raw    []byte // a JSON body already encoded
 	text   string // a text/plain body (the Spring sample's shape)
 	result string // the metrics result when status is not 200
 }
@@ -60,7 +61,7 @@ type endpoint func(s *Service, c *call) (answer, *apiError)
 // endpoint and result.
 func (s *Service) api(name string, h endpoint) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Cache-Control", "private, no-cache, no-store, must-revalidate")
+		w.Header()["Cache-Control"] = cacheControl
 		c := &call{r: r, st: s.state.Load(), now: s.now()}
 		a, aerr := s.serveAPI(c, h)
 		if aerr != nil {
@@ -85,6 +86,12 @@ func (s *Service) api(name string, h endpoint) http.HandlerFunc {
 		status := a.status
 		if status == 0 {
 			status = http.StatusOK
+		}
+		if a.raw != nil {
+			w.Header()["Content-Type"] = jsonContentType
+			w.WriteHeader(status)
+			_, _ = w.Write(a.raw)
+			return
 		}
 		if a.json == nil {
 			w.Header().Set("Content-Type", "text/plain; charset=utf-8")

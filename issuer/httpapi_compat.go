@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"net/url"
 	"reflect"
 	"strconv"
 	"strings"
@@ -40,10 +41,10 @@ func route(mux *http.ServeMux, pattern string, h http.HandlerFunc) {
 // compatRoutes adds the seed servers' endpoints to mux.
 func (s *Service) compatRoutes(mux *http.ServeMux) {
 	mux.HandleFunc("GET /ping", func(w http.ResponseWriter, _ *http.Request) {
-		w.Header().Set("Cache-Control", "private, no-cache, no-store, must-revalidate")
-		writeJSONBody(w, http.StatusOK, struct {
-			Message string `json:"message"`
-		}{"pong"})
+		h := w.Header()
+		h["Cache-Control"] = cacheControl
+		h["Content-Type"] = jsonContentType
+		_, _ = w.Write([]byte("{\"message\":\"pong\"}\n"))
 	})
 	route(mux, "POST /getToken", s.api("getToken", getToken))
 	route(mux, "GET /rtc/{channel}/{role}/{tokentype}/{uid}", s.api("rtc", rtcToken))
@@ -61,29 +62,11 @@ func (s *Service) compatRoutes(mux *http.ServeMux) {
 	route(mux, "GET /education/room/{room}/{role}/{user}", s.api("education_room_user", educationRoomUser))
 }
 
-// Response bodies (structs rather than maps: no map per request).
-type (
-	tokenJSON struct {
-		Token string `json:"token"`
-	}
-	rtcJSON struct {
-		RTCToken string `json:"rtcToken"`
-	}
-	rtmJSON struct {
-		RTMToken string `json:"rtmToken"`
-	}
-	rteJSON struct {
-		RTCToken string `json:"rtcToken"`
-		RTMToken string `json:"rtmToken"`
-	}
-	chatJSON struct {
-		ChatToken string `json:"chatToken"`
-	}
-	expressRTCJSON struct {
-		UID   uint32 `json:"uid"`
-		Token string `json:"token"`
-	}
-)
+// expressRTCJSON is the Express sample's /rtctoken answer.
+type expressRTCJSON struct {
+	UID   uint32 `json:"uid"`
+	Token string `json:"token"`
+}
 
 // parseRole reads an RTC role: publisher or subscriber, or 1 and 2 as
 // the IoT page's Kotlin client sends them, in any case.
@@ -164,7 +147,69 @@ func checkExpiry(field string, n int64) (time.Duration, *apiError) {
 }
 
 func queryExpiry(c *call) (time.Duration, *apiError) {
-	return parseExpiry("expiry", c.r.URL.Query().Get("expiry"))
+	v, aerr := queryValue(c.r.URL.RawQuery, "expiry")
+	if aerr != nil {
+		return 0, aerr
+	}
+	return parseExpiry("expiry", v)
+}
+
+// queryValue returns the first value of key in a raw query. It scans
+// instead of building url.Values: on the hot path that map was the
+// largest allocation of a request.
+func queryValue(raw, key string) (string, *apiError) {
+	for raw != "" {
+		var kv string
+		kv, raw, _ = strings.Cut(raw, "&")
+		k, v, _ := strings.Cut(kv, "=")
+		if k != key {
+			continue
+		}
+		if strings.ContainsAny(v, "%+") {
+			u, err := url.QueryUnescape(v)
+			if err != nil {
+				return "", badField(key, "badly escaped")
+			}
+			v = u
+		}
+		return v, nil
+	}
+	return "", nil
+}
+
+// cacheControl is agora-token-service's Cache-Control, one slice shared
+// by every response (net/http copies it; nothing appends to it).
+var cacheControl = []string{"private, no-cache, no-store, must-revalidate"}
+
+// tokenObject is the JSON object {k1: v1[, k2: v2]}, built without
+// encoding/json: tokens need no escaping.
+func tokenObject(k1, v1, k2, v2 string) []byte {
+	b := make([]byte, 0, 16+len(k1)+len(v1)+len(k2)+len(v2))
+	b = append(b, '{')
+	b = appendJSONString(b, k1)
+	b = append(b, ':')
+	b = appendJSONString(b, v1)
+	if k2 != "" {
+		b = append(b, ',')
+		b = appendJSONString(b, k2)
+		b = append(b, ':')
+		b = appendJSONString(b, v2)
+	}
+	return append(b, '}', '\n')
+}
+
+// appendJSONString appends s as a JSON string, through encoding/json
+// when any byte needs escaping.
+func appendJSONString(b []byte, s string) []byte {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c >= 0x7f || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
+			q, _ := json.Marshal(s)
+			return append(b, q...)
+		}
+	}
+	b = append(b, '"')
+	b = append(b, s...)
+	return append(b, '"')
 }
 
 // clip shortens what a caller sent before it goes into a message.
@@ -208,7 +253,7 @@ func rtcToken(s *Service, c *call) (answer, *apiError) {
 	if aerr != nil {
 		return answer{}, aerr
 	}
-	return answer{json: rtcJSON{tok}}, nil
+	return answer{raw: tokenObject("rtcToken", tok, "", "")}, nil
 }
 
 // rtmToken is agora-token-service's GET /rtm/{uid}/.
@@ -225,7 +270,7 @@ func rtmToken(s *Service, c *call) (answer, *apiError) {
 	if aerr != nil {
 		return answer{}, aerr
 	}
-	return answer{json: rtmJSON{tok}}, nil
+	return answer{raw: tokenObject("rtmToken", tok, "", "")}, nil
 }
 
 // rteToken is agora-token-service's GET /rte/…: an RTC and an RTM token,
@@ -251,7 +296,7 @@ func rteToken(s *Service, c *call) (answer, *apiError) {
 	if aerr != nil {
 		return answer{}, aerr
 	}
-	return answer{json: rteJSON{rtc, rtm}}, nil
+	return answer{raw: tokenObject("rtcToken", rtc, "rtmToken", rtm)}, nil
 }
 
 func chatApp(s *Service, c *call) (string, *apiError) {
@@ -277,13 +322,13 @@ func chatUser(s *Service, c *call) (string, *apiError) {
 // chatAppToken is agora-token-service's GET /chat/app/.
 func chatAppToken(s *Service, c *call) (answer, *apiError) {
 	tok, aerr := chatApp(s, c)
-	return answer{json: chatJSON{tok}}, aerr
+	return answer{raw: tokenObject("chatToken", tok, "", "")}, aerr
 }
 
 // chatUserToken is agora-token-service's GET /chat/account/{id}/.
 func chatUserToken(s *Service, c *call) (answer, *apiError) {
 	tok, aerr := chatUser(s, c)
-	return answer{json: chatJSON{tok}}, aerr
+	return answer{raw: tokenObject("chatToken", tok, "", "")}, aerr
 }
 
 // chatAppText is the Spring sample's GET /chat/app/token: the bare token.
@@ -415,7 +460,7 @@ func getToken(s *Service, c *call) (answer, *apiError) {
 	if aerr != nil {
 		return answer{}, aerr
 	}
-	return answer{json: tokenJSON{tok}}, nil
+	return answer{raw: tokenObject("token", tok, "", "")}, nil
 }
 
 // numericUID parses a canonical decimal uid.
@@ -484,7 +529,7 @@ func expressRTM(s *Service, c *call) (answer, *apiError) {
 	if aerr != nil {
 		return answer{}, aerr
 	}
-	return answer{json: tokenJSON{tok}}, nil
+	return answer{raw: tokenObject("token", tok, "", "")}, nil
 }
 
 // educationApp is GET /education/app/ → {"token"}: an APaaS app token.
@@ -497,7 +542,7 @@ func educationApp(s *Service, c *call) (answer, *apiError) {
 	if aerr != nil {
 		return answer{}, aerr
 	}
-	return answer{json: tokenJSON{tok}}, nil
+	return answer{raw: tokenObject("token", tok, "", "")}, nil
 }
 
 // educationUser is GET /education/user/{user}/ → {"token"}.
@@ -514,7 +559,7 @@ func educationUser(s *Service, c *call) (answer, *apiError) {
 	if aerr != nil {
 		return answer{}, aerr
 	}
-	return answer{json: tokenJSON{tok}}, nil
+	return answer{raw: tokenObject("token", tok, "", "")}, nil
 }
 
 // educationRoomUser is GET /education/room/{room}/{role}/{user}/ →
@@ -542,7 +587,7 @@ func educationRoomUser(s *Service, c *call) (answer, *apiError) {
 	if aerr != nil {
 		return answer{}, aerr
 	}
-	return answer{json: tokenJSON{tok}}, nil
+	return answer{raw: tokenObject("token", tok, "", "")}, nil
 }
 
 // v1Tokens is GET /v1/tokens?names=a,b for principal keys: the device's

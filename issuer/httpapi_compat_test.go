@@ -444,6 +444,7 @@ func TestHTTPAPIBadInput(t *testing.T) {
 		{"expiry 0", "GET", "/rtc/room-1/1/uid/1/?expiry=0", "", "expiry"},
 		{"expiry negative", "GET", "/rtm/alice/?expiry=-5", "", "expiry"},
 		{"expiry over 24h", "GET", "/chat/app/?expiry=86401", "", "expiry"},
+		{"expiry badly escaped", "GET", "/rtm/alice/?expiry=%zz", "", "expiry"},
 		{"expiry not a number", "GET", "/rtc/room-1/1/uid/1/?expiry=soon", "", "expiry"},
 		{"rte channel", "GET", "/rte/bad%22chan/1/uid/1/", "", "channel"},
 		{"rte uid", "GET", "/rte/room-1/1/uid/x/", "", "rtcuid"},

@@ -114,13 +114,16 @@ func (l *keyLimiter) allow(id string, rate RateConfig, now time.Time) (bool, tim
 	return ok, wait
 }
 
+// jsonContentType is shared by every JSON response, as cacheControl.
+var jsonContentType = []string{"application/json"}
+
 func writeJSONBody(w http.ResponseWriter, status int, v any) {
 	b, err := json.Marshal(v)
 	if err != nil {
 		writeAPIError(w, &apiError{status: http.StatusInternalServerError, code: wire.CodeUnavailable, message: "encoding the answer failed"})
 		return
 	}
-	w.Header().Set("Content-Type", "application/json")
+	w.Header()["Content-Type"] = jsonContentType
 	w.WriteHeader(status)
 	_, _ = w.Write(append(b, '\n'))
 }
