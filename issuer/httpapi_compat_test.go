@@ -23,6 +23,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -707,4 +708,93 @@ func TestHTTPAPITLSReload(t *testing.T) {
 	if _, err := fetch(first); err == nil {
 		t.Fatal("the old certificate is still served after the reload")
 	}
+}
+
+// A principal key gets through the seed endpoints what its device's
+// policy grants, no more.
+func TestHTTPAPIPrincipalKeys(t *testing.T) {
+	svc, srv := httpService(t)
+	camUID := strconv.FormatUint(uint64(DeviceUID("cam-9")), 10)
+	do := func(method, path, key, body string) (int, string) {
+		t.Helper()
+		req, _ := http.NewRequest(method, srv.URL+path, strings.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+key)
+		resp, err := srv.Client().Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	tests := []struct {
+		name, method, path, key, body string
+		status                        int
+		field, want                   string // the token's field and describe(); or a body substring
+	}{
+		{"getToken own channel", "POST", "/getToken", keyCam, `{"tokenType":"rtc","channel":"cam-cam-9","role":1,"uid":"` + camUID + `","expire":600}`,
+			200, "token", rtcPub("cam-cam-9", camUID, 600)},
+		{"getToken policy ttl caps the default", "POST", "/getToken", keyCam, `{"tokenType":"rtm","uid":"cam-9"}`,
+			200, "token", "expire=1800 rtm{user=cam-9 1:1800}"},
+		{"getToken other channel", "POST", "/getToken", keyCam, `{"tokenType":"rtc","channel":"cam-cam-8","role":1,"uid":"` + camUID + `"}`,
+			403, "", "no such token"},
+		{"chat own user", "GET", "/chat/account/door-1/", keyDoor, "", 200, "chatToken", "expire=3600 chat{user=door-1 1:3600}"},
+		{"chat other user", "GET", "/chat/account/door-2/", keyDoor, "", 403, "", "no such token"},
+		{"chat app not granted", "GET", "/chat/app/", keyDoor, "", 403, "", "no such token"},
+		{"education room user", "GET", "/education/room/room-1/2/door-1/", keyDoor, "", 200, "token", ""},
+		{"education other role", "GET", "/education/room/room-1/1/door-1/", keyDoor, "", 403, "", "no such token"},
+		{"any-uid grant", "POST", "/getToken", keyDoor, `{"tokenType":"rtc","channel":"lobby","role":"publisher","uid":55}`,
+			200, "token", rtcPub("lobby", "55", 3600)},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			status, body := do(tt.method, tt.path, tt.key, tt.body)
+			if status != tt.status {
+				t.Fatalf("%d %s", status, body)
+			}
+			if tt.field == "" {
+				if !strings.Contains(body, tt.want) {
+					t.Fatalf("body %s, want %q", body, tt.want)
+				}
+				return
+			}
+			got := describe(t, svc, field(t, body, tt.field))
+			if tt.want != "" && got != tt.want {
+				t.Fatalf("token %s\nwant  %s", got, tt.want)
+			}
+		})
+	}
+	// The Express endpoint gives a principal its policy's uid.
+	status, body := do("POST", "/rtctoken", keyCam, `{"channel":"cam-cam-9","isPublisher":true}`)
+	if status != 200 || !strings.Contains(body, `"uid":`+camUID+",") {
+		t.Fatalf("/rtctoken for a principal: %d %s", status, body)
+	}
+}
+
+// FuzzCompatGetToken: no body makes POST /getToken fail with a 5xx or
+// answer anything but a JSON object.
+func FuzzCompatGetToken(f *testing.F) {
+	for _, s := range []string{
+		`{"tokenType":"rtc","channel":"room-1","role":"publisher","uid":"1234","expire":600}`,
+		`{"tokenType":"chat"}`, `{"tokenType":"rtm","uid":7}`, `[]`, `null`, `{"expire":1e99}`,
+		`{"uid":{"a":1}}`, `{"tokenType":"rtc","channel":"*","role":"2"}`, "\x00", `{"role":-1}`,
+	} {
+		f.Add(s)
+	}
+	// One service for every input (setting one up writes files); the
+	// clock moves a minute per input so that the key's bucket refills.
+	var once sync.Once
+	var e *apiEnv
+	f.Fuzz(func(t *testing.T, body string) {
+		once.Do(func() { e = newAPIEnv(t, "") })
+		e.clock.add(time.Minute)
+		req := httptest.NewRequest("POST", "/getToken", strings.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+e.keys["web"])
+		rec := httptest.NewRecorder()
+		e.svc.Handler().ServeHTTP(rec, req)
+		var out map[string]any
+		if rec.Code >= 500 || json.Unmarshal(rec.Body.Bytes(), &out) != nil {
+			t.Fatalf("%q: %d %s", body, rec.Code, rec.Body.String())
+		}
+	})
 }
