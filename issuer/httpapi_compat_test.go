@@ -458,6 +458,8 @@ func TestHTTPAPIBadInput(t *testing.T) {
 		{"getToken channel", "POST", "/getToken", `{"tokenType":"rtc","channel":"a/b","role":1}`, "channel"},
 		{"getToken no channel", "POST", "/getToken", `{"tokenType":"rtc","role":1}`, "channel"},
 		{"getToken uid range", "POST", "/getToken", `{"tokenType":"rtc","channel":"room-1","role":1,"uid":"4294967296"}`, "uid"},
+		{"getToken uid negative number", "POST", "/getToken", `{"tokenType":"rtc","channel":"room-1","role":1,"uid":-1}`, "uid"},
+		{"getToken uid fraction", "POST", "/getToken", `{"tokenType":"rtc","channel":"room-1","role":1,"uid":1.5}`, "uid"},
 		{"getToken uid type", "POST", "/getToken", `{"tokenType":"rtc","channel":"room-1","role":1,"uid":true}`, "uid"},
 		{"getToken expire 0", "POST", "/getToken", `{"tokenType":"rtm","uid":"a","expire":0}`, "expire"},
 		{"getToken expire over 24h", "POST", "/getToken", `{"tokenType":"rtm","uid":"a","expire":90000}`, "expire"},

@@ -53,6 +53,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		fmt.Fprint(stdout, usage)
 		return 0
 	case "serve":
+		tuneGC()
 		return runServe(ctx, rest, stdout, stderr)
 	case "check-config":
 		return runCheckConfig(ctx, rest, stdout, stderr)
