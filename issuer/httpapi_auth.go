@@ -114,6 +114,12 @@ func (s *Service) serveAPI(c *call, h endpoint) (answer, *apiError) {
 		return answer{}, aerr
 	}
 	c.who = who
+	if who.anonymous {
+		// Also after a reload turned anonymous mode on.
+		st.http.anonSeen.Do(func() {
+			s.log.Warn("INSECURE: serving a caller without an API key (http.insecure_allow_anonymous)", "endpoint", c.r.URL.Path)
+		})
+	}
 	if ok, wait := s.keyRate.allow(limitID, rate, c.now); !ok {
 		secs := int((wait + time.Second - 1) / time.Second)
 		return answer{}, &apiError{status: http.StatusTooManyRequests, code: wire.CodeRateLimited,

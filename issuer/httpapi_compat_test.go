@@ -653,6 +653,13 @@ func TestHTTPAPIAnonymous(t *testing.T) {
 			t.Errorf("GET %s: %d %s", path, status, body)
 		}
 	}
+	if n := strings.Count(e.logs.String(), "INSECURE: serving a caller without an API key"); n != 1 {
+		t.Errorf("the first anonymous request is warned about %d times, want once", n)
+	}
+	var check bytes.Buffer
+	if err := Check(e.setup.config, &check); err != nil || !strings.Contains(check.String(), "INSECURE: callers without a key may mint tokens") {
+		t.Errorf("check-config does not flag anonymous mode: %v\n%s", err, check.String())
+	}
 	// A wrong key is not anonymous: it is refused.
 	if status, _ := get("/rtc/test-1/1/uid/7/", "atk_wrong"); status != 401 {
 		t.Errorf("wrong key with anonymous on: %d", status)
@@ -799,4 +806,25 @@ func FuzzCompatGetToken(f *testing.F) {
 			t.Fatalf("%q: %d %s", body, rec.Code, rec.Body.String())
 		}
 	})
+}
+
+func TestHTTPConfigErrors(t *testing.T) {
+	base := minimalConfig + "listen: 127.0.0.1:0\n"
+	for src, want := range map[string]string{
+		base + "http: {cors_allow_origin: [\"app.example.com\"]}":                 "http.cors_allow_origin[0]",
+		base + "http: {tls_cert_file: c.pem}":                                     "tls_cert_file and tls_key_file go together",
+		base + "http: {insecure_allow_anonymous: {max_ttl: 1m}}":                  "http.insecure_allow_anonymous.channels: missing",
+		base + "http: {insecure_allow_anonymous: {channels: [a], services: [x]}}": "http.insecure_allow_anonymous.services[0]",
+		base + "http: {key_rate: {per_minute: -1}}":                               "http.key_rate",
+		minimalConfig + "http: {insecure_allow_anonymous: {channels: [a]}}":       "listen is empty",
+		minimalConfig + "http: {tls_cert_file: c.pem, tls_key_file: k.pem}":       "listen is empty",
+	} {
+		if _, err := ParseConfig(strings.NewReader(src)); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%s\nerr %v, want %q", src, err, want)
+		}
+	}
+	cfg, err := ParseConfig(strings.NewReader(base))
+	if err != nil || cfg.HTTP.KeyRate != (RateConfig{DefaultKeyRatePerMin, DefaultKeyRateBurst}) {
+		t.Fatalf("key rate default %+v %v", cfg.HTTP.KeyRate, err)
+	}
 }

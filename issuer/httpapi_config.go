@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"sync"
 	"time"
 
 	"agoratokens/brokertls"
@@ -116,6 +117,7 @@ type httpState struct {
 	anonymous *keyGrant // nil: a key is required
 	anonRate  RateConfig
 	cert      *tls.Certificate // nil: plain HTTP
+	anonSeen  sync.Once        // warns at the first anonymous request
 }
 
 // loadHTTPState reads what the HTTP API needs beyond the keys: the CORS
