@@ -112,6 +112,11 @@ func TestAPIKeyCommands(t *testing.T) {
 	if tok.Expire != 600 || rtc == nil || rtc.Channel != "room-7" || rtc.UID != "42" {
 		t.Fatalf("token %+v", tok)
 	}
+	// token inspect, as an operator would check it.
+	code, out, errOut = runCmd(t, context.Background(), "token", "inspect", "--compact", res.RTCToken)
+	if code != 0 || !strings.Contains(out, `"channel":"room-7"`) || !strings.Contains(out, `"uid":"42"`) || !strings.Contains(out, `"expire":600`) {
+		t.Fatalf("token inspect: %d %s %s", code, out, errOut)
+	}
 	if status, body := get("/rtc/room-7/publisher/uid/4242/"); status != 403 {
 		t.Fatalf("uid outside the grant: %d %s", status, body)
 	}
