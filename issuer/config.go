@@ -7,7 +7,8 @@
 // The pieces, one file each: config (this file), policy (who gets what),
 // signer (policy grant → signed wire.Grant), limiter and replay cache
 // (per-device rate limit and idempotent retries), service (the MQTT loop)
-// and http (health, metrics, token API).
+// and http (health, metrics, token API), with httpapi_* and apikeys
+// (the seed token servers' endpoints, API keys and their grants).
 package issuer
 
 import (

@@ -171,11 +171,8 @@ func authorize(c *call, m *mint) (Grant, *apiError) {
 	if !g.allowsService(m.service) {
 		return Grant{}, refused("%s may not mint %s tokens", what, m.service)
 	}
-	switch {
-	case m.service == ServiceRTC || m.kind == "room_user":
-		if !g.allowsChannel(m.channel) {
-			return Grant{}, refused("%s may not mint tokens for channel %q", what, m.channel)
-		}
+	if (m.service == ServiceRTC || m.kind == "room_user") && !g.allowsChannel(m.channel) {
+		return Grant{}, refused("%s may not mint tokens for channel %q", what, clip(m.channel))
 	}
 	id, app := m.user, m.kind == "app"
 	if m.service == ServiceRTC {
