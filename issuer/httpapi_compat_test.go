@@ -29,6 +29,7 @@ import (
 	"testing"
 	"time"
 
+	"go.uber.org/goleak"
 	"golang.org/x/sync/errgroup"
 
 	"agoratokens/accesstoken"
@@ -619,7 +620,16 @@ func (e *apiEnv) listen(t *testing.T) string {
 	return e.svc.HTTPAddr()
 }
 
+// noLeaks checks, after every other cleanup of t, that no goroutine
+// started during the test is left (the real listener's included).
+func noLeaks(t *testing.T) {
+	t.Helper()
+	opt := goleak.IgnoreCurrent()
+	t.Cleanup(func() { goleak.VerifyNone(t, opt) })
+}
+
 func TestHTTPAPIAnonymous(t *testing.T) {
+	noLeaks(t)
 	e := newAPIEnv(t, "  insecure_allow_anonymous: {channels: [\"test-*\"], max_ttl: 5m}\n")
 	addr := e.listen(t)
 	if !strings.Contains(e.logs.String(), "INSECURE: http.insecure_allow_anonymous is set") {
@@ -669,6 +679,7 @@ func TestHTTPAPIAnonymous(t *testing.T) {
 }
 
 func TestHTTPAPITLSReload(t *testing.T) {
+	noLeaks(t)
 	dir := t.TempDir()
 	writePair := func(name string) *x509.Certificate {
 		key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
