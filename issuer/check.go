@@ -64,5 +64,11 @@ func Check(path string, l *Loaded, w io.Writer) {
 	default:
 		p("http:         %s: health, metrics and token API (%d key(s))", c.Listen, len(st.keys.entries))
 	}
+	if st.http.anonymous != nil {
+		p("http:         INSECURE: callers without a key may mint tokens (http.insecure_allow_anonymous)")
+	}
+	if st.http.cert != nil {
+		p("http:         TLS with %s", c.HTTP.TLSCertFile)
+	}
 	p("log_level:    %s", c.LogLevel)
 }

@@ -7,7 +7,8 @@
 // The pieces, one file each: config (this file), policy (who gets what),
 // signer (policy grant → signed wire.Grant), limiter and replay cache
 // (per-device rate limit and idempotent retries), service (the MQTT loop)
-// and http (health, metrics, token API).
+// and http (health, metrics, token API), with httpapi_* and apikeys
+// (the seed token servers' endpoints, API keys and their grants).
 package issuer
 
 import (
@@ -146,6 +147,19 @@ type HTTPConfig struct {
 	// principal (device id) each one acts as. Without it the token API
 	// is off; health and metrics still run.
 	APIKeysFile string `yaml:"api_keys_file"`
+	// KeyRate is the default rate limit of each API key, separate from
+	// the devices' limits.rate (default 3000 a minute, burst 500).
+	KeyRate RateConfig `yaml:"key_rate"`
+	// CORSAllowOrigin lists the browser origins allowed to call the API
+	// ("*" for any); empty takes $CORS_ALLOW_ORIGIN (comma-separated).
+	CORSAllowOrigin []string `yaml:"cors_allow_origin"`
+	// InsecureAllowAnonymous, for local development only, lets callers
+	// without a key mint what it grants.
+	InsecureAllowAnonymous *AnonymousConfig `yaml:"insecure_allow_anonymous"`
+	// TLSCertFile and TLSKeyFile make the listener speak HTTPS; both are
+	// read again on reload.
+	TLSCertFile string `yaml:"tls_cert_file"`
+	TLSKeyFile  string `yaml:"tls_key_file"`
 }
 
 // LoadConfig reads, validates and resolves the config file at path:
@@ -240,6 +254,9 @@ func (c *Config) fill() error {
 	}
 	if c.HTTP.APIKeysFile != "" && c.Listen == "" {
 		return fmt.Errorf("http.api_keys_file: set, but listen is empty so no HTTP server would run")
+	}
+	if err := c.HTTP.fill(c.Listen != ""); err != nil {
+		return err
 	}
 	if c.LogLevel == "" {
 		c.LogLevel = "info"
@@ -357,6 +374,8 @@ func (c *Config) ResolvePaths(dir string) {
 	}
 	abs(&c.StateDir)
 	abs(&c.HTTP.APIKeysFile)
+	abs(&c.HTTP.TLSCertFile)
+	abs(&c.HTTP.TLSKeyFile)
 	abs(&c.Broker.PasswordFile)
 	abs(&c.Broker.CAFile)
 	abs(&c.Broker.CertFile)
@@ -398,6 +417,11 @@ func (c *Config) Resolve(dir string) error {
 	}
 	if _, err := os.Stat(c.PolicyFile); err != nil {
 		return fmt.Errorf("policy_file: %w", err)
+	}
+	if c.HTTP.TLSCertFile != "" {
+		if _, err := brokertls.KeyPair("http.tls_cert_file", c.HTTP.TLSCertFile, "http.tls_key_file", c.HTTP.TLSKeyFile); err != nil {
+			return err
+		}
 	}
 	c.warnings = nil
 	if e := c.Broker.Embedded; e != nil {

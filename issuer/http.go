@@ -2,31 +2,47 @@ package issuer
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
-	"strconv"
-	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"golang.org/x/sync/errgroup"
 
-	"agoratokens/accesstoken"
 	"agoratokens/wire"
 )
 
 // serveHTTP listens on addr (synchronously, so a taken port fails Run at
-// once) and serves Handler in g until ctx ends.
+// once) and serves Handler in g until ctx ends. With http.tls_cert_file
+// it speaks HTTPS, taking the certificate from the state in force, so a
+// reload replaces it for new connections.
 func (s *Service) serveHTTP(ctx context.Context, g *errgroup.Group, addr string) error {
 	l, err := net.Listen("tcp", addr)
 	if err != nil {
 		return fmt.Errorf("listen %s: %w", addr, err)
 	}
 	s.httpAddr.Store(l.Addr().String())
-	srv := &http.Server{Handler: s.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	st := s.state.Load()
+	tlsOn := st.http.cert != nil
+	if tlsOn {
+		l = tls.NewListener(l, &tls.Config{
+			MinVersion: tls.VersionTLS12,
+			GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+				if c := s.state.Load().http.cert; c != nil {
+					return c, nil
+				}
+				return nil, errors.New("no certificate: http.tls_cert_file was removed; restart to serve plain HTTP")
+			},
+		})
+	}
+	srv := &http.Server{Handler: s.Handler(), ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout: 30 * time.Second, WriteTimeout: 30 * time.Second, IdleTimeout: 2 * time.Minute,
+		MaxHeaderBytes: 16 << 10, ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelDebug)}
 	g.Go(func() error {
 		if err := srv.Serve(l); !errors.Is(err, http.ErrServerClosed) {
 			return fmt.Errorf("http: %w", err)
@@ -39,7 +55,13 @@ func (s *Service) serveHTTP(ctx context.Context, g *errgroup.Group, addr string)
 		defer cancel()
 		return srv.Shutdown(sctx)
 	})
-	s.log.Info("http listening", "addr", l.Addr().String(), "token_api", s.state.Load().keys != nil)
+	if a := st.cfg.HTTP.InsecureAllowAnonymous; a != nil {
+		s.log.Warn("INSECURE: http.insecure_allow_anonymous is set: anyone who reaches this listener can mint tokens "+
+			"without an API key; use it for local development only",
+			"addr", l.Addr().String(), "channels", a.Channels, "max_ttl", a.MaxTTL.String())
+	}
+	s.log.Info("http listening", "addr", l.Addr().String(), "tls", tlsOn,
+		"token_api", st.keys != nil || st.http.anonymous != nil, "cors_origins", len(st.http.origins))
 	return nil
 }
 
@@ -50,16 +72,10 @@ func (s *Service) HTTPAddr() string {
 	return a
 }
 
-// Handler serves /healthz, /readyz, /metrics and, with API keys
-// configured, the token API:
-//
-//	GET /v1/tokens?names=video,signal               → wire.Reply
-//	GET /rtc/{channel}/{role}/{uid|userAccount}/{uid}/?expiry=S → {"rtcToken": …}
-//	GET /rtm/{uid}/?expiry=S                        → {"rtmToken": …}
-//
-// The last two are the classic token-server endpoints; unlike those, the
-// caller needs a bearer API key and gets only what the policy grants the
-// key's principal.
+// Handler serves /healthz, /readyz, /metrics and, with API keys (or
+// anonymous access) configured, the token API: GET /v1/tokens (the
+// policy, for principal keys) and the seed token servers' endpoints
+// (httpapi_compat.go), all behind CORS. docs/http-api.md has the shapes.
 func (s *Service) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
@@ -73,170 +89,50 @@ func (s *Service) Handler() http.Handler {
 		_, _ = w.Write([]byte("ready\n"))
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.metrics.registry, promhttp.HandlerOpts{}))
-	mux.HandleFunc("GET /v1/tokens", s.authed(s.handleTokens))
-	rtc := s.authed(s.handleRTC)
-	mux.HandleFunc("GET /rtc/{channel}/{role}/{tokentype}/{uid}/{$}", rtc)
-	mux.HandleFunc("GET /rtc/{channel}/{role}/{tokentype}/{uid}", rtc)
-	rtm := s.authed(s.handleRTM)
-	mux.HandleFunc("GET /rtm/{uid}/{$}", rtm)
-	mux.HandleFunc("GET /rtm/{uid}", rtm)
-	return mux
-}
-
-// authed checks the bearer key and the principal's rate limit.
-func (s *Service) authed(h func(http.ResponseWriter, *http.Request, *state, string)) http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) {
-		st := s.state.Load()
-		if st.keys == nil {
-			httpError(w, http.StatusNotFound, wire.CodeForbidden, "the token API is off (no http.api_keys_file)", 0)
-			return
-		}
-		key, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-		principal, found := st.keys.lookup(strings.TrimSpace(key))
-		if !ok || !found {
-			s.metrics.request("http", resultForbidden)
-			w.Header().Set("WWW-Authenticate", `Bearer realm="agora-token-issuer"`)
-			httpError(w, http.StatusUnauthorized, wire.CodeForbidden, "missing or unknown API key", 0)
-			return
-		}
-		if ok, wait := s.limiter.allow(principal, s.clk.Now()); !ok {
-			s.metrics.request("http", resultRateLimited)
-			secs := int((wait + time.Second - 1) / time.Second)
-			w.Header().Set("Retry-After", strconv.Itoa(secs))
-			httpError(w, http.StatusTooManyRequests, wire.CodeRateLimited, "too many requests", secs)
-			return
-		}
-		s.metrics.sawDevice(principal)
-		h(w, r, st, principal)
-	}
-}
-
-// handleTokens answers GET /v1/tokens?names=a,b like an MQTT request.
-func (s *Service) handleTokens(w http.ResponseWriter, r *http.Request, st *state, principal string) {
-	var names []string
-	if q := r.URL.Query().Get("names"); q != "" {
-		if n := strings.Count(q, ",") + 1; n > wire.MaxRequestTokens {
-			s.metrics.request("http", resultInvalid)
-			httpError(w, http.StatusBadRequest, wire.CodeInvalidRequest,
-				fmt.Sprintf("request asks for %d tokens, max %d", n, wire.MaxRequestTokens), 0)
-			return
-		}
-		names = strings.Split(q, ",")
-		for _, n := range names {
-			if err := wire.ValidateName("token name", n); err != nil {
-				s.metrics.request("http", resultInvalid)
-				httpError(w, http.StatusBadRequest, wire.CodeInvalidRequest, err.Error(), 0)
-				return
-			}
-		}
-	}
-	now := s.clk.Wall()
-	id := "http-" + strconv.FormatInt(now.UnixNano(), 36)
-	reply, result := s.decide(st, principal, id, names, now)
-	s.metrics.request("http", result)
-	writeJSON(w, statusOf(reply), reply)
-}
-
-// handleRTC is the classic GET /rtc/{channel}/{role}/{tokentype}/{uid}/.
-func (s *Service) handleRTC(w http.ResponseWriter, r *http.Request, st *state, principal string) {
-	channel, uid := r.PathValue("channel"), r.PathValue("uid")
-	role, err := accesstoken.ParseRole(r.PathValue("role"))
-	if err != nil {
-		s.httpRefuse(w, wire.CodeInvalidRequest, err.Error())
-		return
-	}
-	switch r.PathValue("tokentype") {
-	case "uid":
-		n, err := strconv.ParseUint(uid, 10, 32)
-		if err != nil {
-			s.httpRefuse(w, wire.CodeInvalidRequest, fmt.Sprintf("uid %q is not a 32-bit unsigned number", uid))
-			return
-		}
-		uid = accesstoken.UIDString(uint32(n))
-	case "userAccount":
-	default:
-		s.httpRefuse(w, wire.CodeInvalidRequest, "token type must be uid or userAccount")
-		return
-	}
-	g, ok := s.grantFor(w, st, principal, func(g Grant) bool {
-		return g.Service == ServiceRTC && (g.Channel == channel || g.Channel == "*") &&
-			(g.UID == uid || g.UID == "") &&
-			(role == accesstoken.RoleSubscriber || g.Role == accesstoken.RolePublisher.String())
+	mux.HandleFunc("GET /v1/tokens", s.api("v1_tokens", v1Tokens))
+	s.compatRoutes(mux)
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		s.metrics.endpoint("unknown", codeNotFound)
+		writeAPIError(w, &apiError{status: http.StatusNotFound, code: codeNotFound,
+			message: "no such endpoint: " + r.Method + " " + clip(r.URL.Path)})
 	})
-	if !ok {
-		return
-	}
-	g.Channel, g.UID, g.Role = channel, uid, role.String()
-	s.signHTTP(w, r, st, g, "rtcToken")
+	return s.cors(mux)
 }
 
-// handleRTM is the classic GET /rtm/{uid}/.
-func (s *Service) handleRTM(w http.ResponseWriter, r *http.Request, st *state, principal string) {
-	user := r.PathValue("uid")
-	g, ok := s.grantFor(w, st, principal, func(g Grant) bool {
-		return g.Service == ServiceRTM && g.User == user
-	})
-	if ok {
-		s.signHTTP(w, r, st, g, "rtmToken")
-	}
-}
-
-// grantFor finds the principal's grant that allows what match checks,
-// answering 403 when there is none.
-func (s *Service) grantFor(w http.ResponseWriter, st *state, principal string, match func(Grant) bool) (Grant, bool) {
-	grants, err := st.policy.Grants(principal, nil)
-	if err != nil {
-		var de *DecisionError
-		msg := "internal error"
-		if errors.As(err, &de) {
-			msg = de.Message
+// cors applies agora-token-service's CORS semantics: an allowed Origin
+// is echoed (or "*" when any is allowed), a preflight OPTIONS is
+// answered here, and other origins get no allow-origin header (a
+// preflight from them is refused with 403).
+func (s *Service) cors(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		origin := r.Header.Get("Origin")
+		allow := s.state.Load().http.allowOrigin(origin)
+		h := w.Header()
+		if origin != "" {
+			h.Add("Vary", "Origin")
 		}
-		s.httpRefuse(w, wire.CodeForbidden, msg)
-		return Grant{}, false
-	}
-	for _, g := range grants {
-		if match(g) {
-			return g, true
+		if allow != "" {
+			h.Set("Access-Control-Allow-Origin", allow)
+			h.Set("Access-Control-Expose-Headers", "Retry-After")
 		}
-	}
-	s.httpRefuse(w, wire.CodeForbidden, fmt.Sprintf("the policy grants %q no such token", principal))
-	return Grant{}, false
-}
-
-// signHTTP signs g, shortened to ?expiry= seconds when asked, and writes
-// {field: token}.
-func (s *Service) signHTTP(w http.ResponseWriter, r *http.Request, st *state, g Grant, field string) {
-	if e := r.URL.Query().Get("expiry"); e != "" {
-		n, err := strconv.ParseUint(e, 10, 32)
-		if err != nil || n == 0 {
-			s.httpRefuse(w, wire.CodeInvalidRequest, "expiry must be a positive number of seconds")
+		if r.Method != http.MethodOptions {
+			next.ServeHTTP(w, r)
 			return
 		}
-		if d := time.Duration(n) * time.Second; d < g.TTL {
-			g.TTL = d
+		if origin != "" && allow == "" {
+			s.metrics.endpoint("preflight", resultForbidden)
+			writeAPIError(w, refused("origin %q is not allowed (http.cors_allow_origin)", clip(origin)))
+			return
 		}
-	}
-	start := time.Now()
-	out, err := st.signer.Sign(g, s.clk.Wall())
-	if err != nil {
-		s.dlog.Error("signing failed", "token", g.Name, "err", err)
-		s.metrics.request("http", resultUnavailable)
-		httpError(w, http.StatusServiceUnavailable, wire.CodeUnavailable, "signing failed", 5)
-		return
-	}
-	s.metrics.signing.Observe(time.Since(start).Seconds())
-	s.metrics.request("http", resultOK)
-	writeJSON(w, http.StatusOK, map[string]string{field: out.Token})
-}
-
-func (s *Service) httpRefuse(w http.ResponseWriter, code, msg string) {
-	status := http.StatusForbidden
-	result := resultForbidden
-	if code == wire.CodeInvalidRequest {
-		status, result = http.StatusBadRequest, resultInvalid
-	}
-	s.metrics.request("http", result)
-	httpError(w, status, code, msg, 0)
+		s.metrics.endpoint("preflight", resultOK)
+		h.Set("Allow", "GET, POST, OPTIONS")
+		if allow != "" {
+			h.Set("Access-Control-Allow-Methods", "GET, POST, OPTIONS")
+			h.Set("Access-Control-Allow-Headers", "Authorization, Content-Type")
+			h.Set("Access-Control-Max-Age", "600")
+		}
+		w.WriteHeader(http.StatusNoContent)
+	})
 }
 
 func statusOf(r *wire.Reply) int {
@@ -252,10 +148,6 @@ func statusOf(r *wire.Reply) int {
 		return http.StatusTooManyRequests
 	}
 	return http.StatusServiceUnavailable
-}
-
-func httpError(w http.ResponseWriter, status int, code, msg string, retryAfter int) {
-	writeJSON(w, status, map[string]any{"error": wire.ErrorBody{Code: code, Message: msg, RetryAfter: retryAfter}})
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {

@@ -37,7 +37,7 @@ func FuzzHTTPAPI(f *testing.F) {
 	}
 	h := svc.Handler()
 	signer := svc.state.Load().signer
-	codes := []string{wire.CodeForbidden, wire.CodeInvalidRequest, wire.CodeRateLimited, wire.CodeUnavailable}
+	codes := []string{wire.CodeForbidden, wire.CodeInvalidRequest, wire.CodeRateLimited, wire.CodeUnavailable, codeUnauthorized, codeNotFound}
 	f.Fuzz(func(t *testing.T, target string) {
 		req, err := http.NewRequest("GET", "http://issuer"+target, nil)
 		if err != nil || !strings.HasPrefix(target, "/") {
@@ -49,7 +49,7 @@ func FuzzHTTPAPI(f *testing.F) {
 		body := rec.Body.String()
 		switch rec.Code {
 		case 200:
-		case 301, 307, 308, 400, 403, 404, 405, 503:
+		case 301, 307, 308, 400, 401, 403, 404, 405, 429, 503:
 			if strings.Contains(body, "007") && strings.Contains(body, "token") {
 				t.Fatalf("%s: %d with a token in the body: %s", target, rec.Code, body)
 			}

@@ -32,7 +32,7 @@ func sha(s string) string {
 // with an API keys file.
 func httpService(t *testing.T) (*Service, *httptest.Server) {
 	t.Helper()
-	s := writeSetup(t, `broker: {url: "tcp://127.0.0.1:1"}`, "listen: 127.0.0.1:0\nhttp: {api_keys_file: keys.yaml}\nlimits: {rate: {per_minute: 60, burst: 20}}")
+	s := writeSetup(t, `broker: {url: "tcp://127.0.0.1:1"}`, "listen: 127.0.0.1:0\nhttp: {api_keys_file: keys.yaml, key_rate: {per_minute: 60, burst: 20}}")
 	writeFile(t, filepath.Join(s.dir, "keys.yaml"), "keys:\n  - {principal: cam-9, sha256: "+sha(keyCam)+"}\n  - {principal: door-1, sha256: "+sha(keyDoor)+"}\n", 0o644)
 	log, _ := newLogger(t)
 	svc, err := New(Options{ConfigFile: s.config, Logger: log, Clock: clock.NewFake(time.Unix(1_763_800_000, 0))})
@@ -70,7 +70,7 @@ func TestHTTPAPI(t *testing.T) {
 		{"healthz", "/healthz", "", 200, "ok"},
 		{"not ready without broker", "/readyz", "", 503, "not ready"},
 		{"no key", "/v1/tokens", "", 401, "missing or unknown API key"},
-		{"wrong key", "/v1/tokens", "nope", 401, "forbidden"},
+		{"wrong key", "/v1/tokens", "nope", 401, `"code":"unauthorized"`},
 		{"tokens", "/v1/tokens?names=video", keyCam, 200, `"channel":"cam-cam-9"`},
 		{"all tokens", "/v1/tokens", keyCam, 200, `"name":"signal"`},
 		{"unknown name", "/v1/tokens?names=teleport", keyCam, 400, "invalid_request"},
@@ -129,7 +129,7 @@ func TestHTTPAPI(t *testing.T) {
 }
 
 func TestHTTPRateLimit(t *testing.T) {
-	_, srv := httpService(t) // burst 20
+	_, srv := httpService(t) // http.key_rate: burst 20
 	for i := 0; i < 20; i++ {
 		if status, body := get(t, srv, "/rtm/cam-9/", keyCam); status != 200 {
 			t.Fatalf("request %d: %d %s", i, status, body)

@@ -8,7 +8,8 @@ type Loaded struct {
 	Config *Config
 	Policy *Policy
 	Signer *Signer
-	keys   *apiKeys // nil: no API keys file
+	keys   *apiKeys   // nil: no API keys file
+	http   *httpState // the HTTP API's CORS, anonymous access and TLS
 	// Warnings are what serve accepts but an operator should hear about,
 	// each naming its key and file.
 	Warnings []error
@@ -36,6 +37,9 @@ func load(path string, salt func() (uint32, error)) (*Loaded, error) {
 		return nil, fmt.Errorf("certificates: %w", err)
 	}
 	l := &Loaded{Config: cfg, Policy: pol, Signer: sig, Warnings: cfg.Warnings()}
+	if l.http, err = loadHTTPState(cfg); err != nil {
+		return nil, err
+	}
 	if cfg.HTTP.APIKeysFile != "" {
 		if l.keys, err = loadAPIKeys(cfg.HTTP.APIKeysFile); err != nil {
 			return nil, err
@@ -46,5 +50,5 @@ func load(path string, salt func() (uint32, error)) (*Loaded, error) {
 
 // state is what the service runs on, from what Load read.
 func (l *Loaded) state() *state {
-	return &state{cfg: l.Config, policy: l.Policy, signer: l.Signer, keys: l.keys}
+	return &state{cfg: l.Config, policy: l.Policy, signer: l.Signer, keys: l.keys, http: l.http}
 }

@@ -29,6 +29,7 @@ type metrics struct {
 	rateLimited prometheus.Counter
 	unanswered  *prometheus.CounterVec
 	reloads     *prometheus.CounterVec
+	endpoints   *prometheus.CounterVec
 
 	// The counters of the MQTT hot path, looked up once: a flood is
 	// counted message by message.
@@ -77,7 +78,11 @@ func newMetrics() *metrics {
 	}
 	m.unansweredRate = m.unanswered.WithLabelValues("rate_limited")
 	m.refusQd = m.unanswered.WithLabelValues("refusal_queue")
-	m.registry.MustRegister(m.requests, m.signing, m.devices, m.rateLimited, m.unanswered, m.reloads,
+	m.endpoints = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "agora_issuer_http_requests_total",
+		Help: "HTTP API requests, by endpoint and result.",
+	}, []string{"endpoint", "result"})
+	m.registry.MustRegister(m.requests, m.signing, m.devices, m.rateLimited, m.unanswered, m.reloads, m.endpoints,
 		prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
 	return m
 }
@@ -107,4 +112,9 @@ func (m *metrics) request(transport, result string) {
 	if result == resultRateLimited {
 		m.rateLimited.Inc()
 	}
+}
+
+// endpoint counts one HTTP API request.
+func (m *metrics) endpoint(name, result string) {
+	m.endpoints.WithLabelValues(name, result).Inc()
 }

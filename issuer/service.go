@@ -76,6 +76,7 @@ type state struct {
 	policy *Policy
 	signer *Signer
 	keys   *apiKeys // nil: HTTP token API off
+	http   *httpState
 }
 
 // Service is the issuer: it answers token requests arriving over MQTT
@@ -92,6 +93,7 @@ type Service struct {
 	name    string      // client id, also the "issuer" of the status
 	metrics *metrics
 	limiter *limiter
+	keyRate *keyLimiter // the HTTP API's per-key limits
 	replay  *replayCache
 
 	adm        *admission
@@ -149,6 +151,7 @@ func New(opts Options) (*Service, error) {
 		metrics:    newMetrics(),
 		limiter:    newLimiter(st.cfg.Limits.Rate.PerMinute, st.cfg.Limits.Rate.Burst),
 		replay:     newReplayCache(replayWindow, replayMaxItems),
+		keyRate:    newKeyLimiter(),
 		adm:        newAdmission(opts.QueueSize, opts.DeviceQueue),
 		work:       make(chan job, opts.QueueSize+1),
 		replies:    make(chan pendingReply, opts.QueueSize),

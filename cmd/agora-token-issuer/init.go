@@ -17,7 +17,7 @@ import (
 	"agoratokens/issuer/devices"
 )
 
-const initUsage = `Usage: agora-token-issuer init DIR [--listen ADDR] [--ttl DURATION]
+const initUsage = `Usage: agora-token-issuer init DIR [--listen ADDR] [--ttl DURATION] [--http ADDR]
 
 Writes a complete single-machine setup into DIR (created if needed):
   issuer.yaml   the issuer with its embedded MQTT broker on ADDR
@@ -26,6 +26,8 @@ Writes a complete single-machine setup into DIR (created if needed):
                 token "signal" for user {device}, each living DURATION
   app.cert      the App Certificate (mode 0600)
   devices.yaml  the device credentials (add devices with "device add")
+  apikeys.yaml  with --http: the HTTP token API's keys on ADDR (add keys
+                with "apikey add")
 The App ID and Certificate come from $AGORA_APP_ID and
 $AGORA_APP_CERTIFICATE; without them a random demo pair is generated,
 whose tokens Agora will refuse. Existing files are never overwritten.
@@ -38,6 +40,7 @@ const (
 	initPolicy  = "policy.yaml"
 	initCert    = "app.cert"
 	initDevices = "devices.yaml"
+	initAPIKeys = "apikeys.yaml"
 )
 
 func runInit(ctx context.Context, args []string, stdout, stderr io.Writer) int {
@@ -46,6 +49,7 @@ func runInit(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.Usage = func() { fmt.Fprint(stderr, initUsage); fs.PrintDefaults() }
 	listen := fs.String("listen", "127.0.0.1:1883", "`ADDR` of the embedded MQTT broker")
 	ttl := fs.Duration("ttl", time.Hour, "token lifetime in the policy (1s to 24h, whole seconds)")
+	httpAddr := fs.String("http", "", "`ADDR` of the HTTP token API, health and metrics (default: off)")
 	pos, err := parseInterspersed(fs, args)
 	if errors.Is(err, flag.ErrHelp) {
 		return 0
@@ -61,6 +65,12 @@ func runInit(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "agora-token-issuer init: --listen %q is not host:port: %v\n", *listen, err)
 		return 2
 	}
+	if *httpAddr != "" {
+		if _, _, err := net.SplitHostPort(*httpAddr); err != nil {
+			fmt.Fprintf(stderr, "agora-token-issuer init: --http %q is not host:port: %v\n", *httpAddr, err)
+			return 2
+		}
+	}
 	if *ttl < time.Second || *ttl > accesstoken.MaxExpire*time.Second || *ttl%time.Second != 0 {
 		fmt.Fprintf(stderr, "agora-token-issuer init: --ttl %v is not whole seconds between 1s and 24h\n", *ttl)
 		return 2
@@ -71,7 +81,7 @@ func runInit(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	dir := pos[0]
-	if err := writeInit(dir, *listen, *ttl, appID, cert); err != nil {
+	if err := writeInit(dir, *listen, *ttl, appID, cert, *httpAddr); err != nil {
 		fmt.Fprintf(stderr, "agora-token-issuer init: %v\n", err)
 		return 1
 	}
@@ -91,6 +101,9 @@ Next:
   agora-token-issuer serve --config %s
   agora-token-issuer device add dev-1 --config %s --out dev-1 --local
 `, initConfig, initPolicy, initCert, initDevices, dir, cfg, cfg)
+	if *httpAddr != "" {
+		fmt.Fprintf(stdout, "  agora-token-issuer apikey add web --config %s   (the HTTP token API on %s)\n", cfg, *httpAddr)
+	}
 	return 0
 }
 
@@ -117,11 +130,11 @@ func initCredentials(appID, cert string) (string, string, bool, error) {
 }
 
 // writeInit writes the setup's files, refusing to overwrite any.
-func writeInit(dir, listen string, ttl time.Duration, appID, cert string) error {
+func writeInit(dir, listen string, ttl time.Duration, appID, cert, httpAddr string) error {
 	if err := os.MkdirAll(dir, 0o750); err != nil {
 		return err
 	}
-	for _, name := range []string{initConfig, initPolicy, initCert, initDevices} {
+	for _, name := range []string{initConfig, initPolicy, initCert, initDevices, initAPIKeys} {
 		if _, err := os.Lstat(filepath.Join(dir, name)); err == nil {
 			return fmt.Errorf("%s already exists; init writes into a fresh directory only", filepath.Join(dir, name))
 		}
@@ -142,11 +155,8 @@ limits:
   default_ttl: %[7]s
   max_ttl: 24h
   rate: {per_minute: 12, burst: 6}
-# Health, readiness and Prometheus metrics (and the HTTP token API with
-# http.api_keys_file):
-# listen: 127.0.0.1:9464
-log_level: info
-`, initConfig, appID, initCert, listen, initDevices, initPolicy, shortDuration(ttl))
+%[8]slog_level: info
+`, initConfig, appID, initCert, listen, initDevices, initPolicy, shortDuration(ttl), initHTTP(httpAddr))
 	policy := fmt.Sprintf(`# Who may hold which token. Rules match device ids (globs), first match
 # wins; a device no rule matches gets nothing. Only registered devices
 # reach the issuer (the broker checks their secret), and {device} makes
@@ -165,10 +175,32 @@ rules:
 	if err := devices.New().Save(filepath.Join(dir, initDevices)); err != nil {
 		return fmt.Errorf("write %s: %w", initDevices, err)
 	}
+	if httpAddr != "" {
+		if err := writeNew(filepath.Join(dir, initAPIKeys), []byte("keys: []\n"), 0o600); err != nil {
+			return err
+		}
+	}
 	if err := writeNew(filepath.Join(dir, initPolicy), []byte(policy), 0o644); err != nil {
 		return err
 	}
 	return writeNew(filepath.Join(dir, initConfig), []byte(config), 0o644)
+}
+
+// initHTTP is the config's HTTP section: commented out without --http.
+func initHTTP(addr string) string {
+	if addr == "" {
+		return `# Health, readiness and Prometheus metrics (and the HTTP token API with
+# http.api_keys_file):
+# listen: 127.0.0.1:9464
+`
+	}
+	return fmt.Sprintf(`# Health, readiness, Prometheus metrics and the HTTP token API (see
+# docs/http-api.md); add keys with: agora-token-issuer apikey add NAME
+listen: %q
+http:
+  api_keys_file: %s
+  # cors_allow_origin: ["https://app.example.com"]
+`, addr, initAPIKeys)
 }
 
 // writeNew creates path with mode, failing if it exists.

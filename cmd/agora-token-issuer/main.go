@@ -23,10 +23,11 @@ const usage = `agora-token-issuer: sign and publish Agora AccessToken2 tokens fo
 Usage:
   agora-token-issuer serve --config FILE          run the token service
   agora-token-issuer check-config --config FILE   validate config and policy
-  agora-token-issuer init DIR [--listen ADDR] [--ttl DURATION]
+  agora-token-issuer init DIR [--listen ADDR] [--ttl DURATION] [--http ADDR]
                                                   write a single-machine setup
   agora-token-issuer device add NAME --config FILE [--out DIR] [--local]
                                                   register a device
+  agora-token-issuer apikey add|list|revoke ...   keys of the HTTP token API
   agora-token-issuer token inspect|build|verify|rtc|rtm|chat|education ...
                                                   work with tokens
   agora-token-issuer fleet status --config FILE [filters] [--json]
@@ -58,6 +59,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		fmt.Fprint(stdout, usage)
 		return 0
 	case "serve":
+		tuneGC()
 		return runServe(ctx, rest, stdout, stderr)
 	case "check-config":
 		return runCheckConfig(ctx, rest, stdout, stderr)
@@ -65,6 +67,8 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		return runInit(ctx, rest, stdout, stderr)
 	case "device":
 		return runDevice(ctx, rest, stdout, stderr)
+	case "apikey":
+		return runAPIKey(ctx, rest, stdout, stderr)
 	case "token":
 		return runToken(ctx, rest, stdin, stdout, stderr)
 	case "certificate":
