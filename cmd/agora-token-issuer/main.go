@@ -25,10 +25,10 @@ Usage:
   agora-token-issuer check-config --config FILE   validate config and policy
   agora-token-issuer init DIR [--listen ADDR] [--ttl DURATION] [--http ADDR]
                                                   write a single-machine setup
-  agora-token-issuer device add NAME --config FILE [--out DIR] [--local]
-                                                  register a device
+  agora-token-issuer device add|rotate|remove|list ... --config FILE
+                                                  register devices of the embedded broker
   agora-token-issuer apikey add|list|revoke ...   keys of the HTTP token API
-  agora-token-issuer token inspect|build|verify|rtc|rtm|chat|education ...
+  agora-token-issuer token inspect|build|verify|rtc|rtm|chat|education|fpa ...
                                                   work with tokens
   agora-token-issuer fleet status --config FILE [filters] [--json]
                                                   the devices, their tokens' kids and expiries
