@@ -3,8 +3,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -32,47 +30,24 @@ any uid or account, every service, limits.max_ttl, http.key_rate.
 `
 
 func runAPIKey(_ context.Context, args []string, stdout, stderr io.Writer) int {
-	if len(args) == 0 {
-		fmt.Fprint(stderr, apikeyUsage)
-		return 2
+	sub, rest, code, ok := subcommand("apikey", apikeyUsage, []string{"add", "list", "revoke"}, args, stdout, stderr)
+	if !ok {
+		return code
 	}
-	sub, rest := args[0], args[1:]
-	switch sub {
-	case "-h", "--help", "help":
-		fmt.Fprint(stdout, apikeyUsage)
-		return 0
-	case "add", "list", "revoke":
-	default:
-		fmt.Fprintf(stderr, "agora-token-issuer apikey: unknown command %q\n\n%s", sub, apikeyUsage)
-		return 2
-	}
-	fs := flag.NewFlagSet("apikey "+sub, flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() { fmt.Fprint(stderr, apikeyUsage) }
+	fs := subcommandFlags("apikey", sub, apikeyUsage, stderr)
 	configPath := fs.String("config", "", "issuer config file")
 	channels := fs.String("channels", "", "comma-separated channel `GLOB`s the key may mint for")
 	uids := fs.String("uids", "", "numeric identities the key may mint for (`RANGE|LIST`)")
 	services := fs.String("services", "", "comma-separated services: rtc, rtm, chat, education")
 	maxTTL := fs.Duration("max-ttl", 0, "longest lifetime the key may ask for")
 	rate := fs.String("rate", "", "the key's rate limit, `N/min`")
-	names, err := parseInterspersed(fs, rest)
-	if errors.Is(err, flag.ErrHelp) {
-		return 0
-	}
-	if err != nil {
-		return 2
-	}
-	if *configPath == "" {
-		fmt.Fprintf(stderr, "agora-token-issuer apikey %s: --config is required\n", sub)
-		return 2
-	}
 	want := 1
 	if sub == "list" {
 		want = 0
 	}
-	if len(names) != want {
-		fmt.Fprintf(stderr, "agora-token-issuer apikey %s: want %d key name(s), got %d\n\n%s", sub, want, len(names), apikeyUsage)
-		return 2
+	names, code, ok := parseNames(fs, rest, configPath, want, "key name", apikeyUsage, stderr)
+	if !ok {
+		return code
 	}
 	if sub != "add" && (*channels != "" || *uids != "" || *services != "" || *maxTTL != 0 || *rate != "") {
 		fmt.Fprintf(stderr, "agora-token-issuer apikey %s: the grant flags belong to add\n", sub)

@@ -42,23 +42,11 @@ Exit status: 0 ok, 1 failure or refusal, 2 usage error.
 `
 
 func runCertificate(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	if len(args) == 0 {
-		fmt.Fprint(stderr, certificateUsage)
-		return 2
+	sub, rest, code, ok := subcommand("certificate", certificateUsage, []string{"add", "list", "remove"}, args, stdout, stderr)
+	if !ok {
+		return code
 	}
-	sub, rest := args[0], args[1:]
-	switch sub {
-	case "-h", "--help", "help":
-		fmt.Fprint(stdout, certificateUsage)
-		return 0
-	case "add", "list", "remove":
-	default:
-		fmt.Fprintf(stderr, "agora-token-issuer certificate: unknown command %q\n\n%s", sub, certificateUsage)
-		return 2
-	}
-	fs := flag.NewFlagSet("certificate "+sub, flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() { fmt.Fprint(stderr, certificateUsage) }
+	fs := subcommandFlags("certificate", sub, certificateUsage, stderr)
 	configPath := fs.String("config", "", "issuer config file (YAML)")
 	file := fs.String("file", "", "add: read the certificate from this file")
 	force := fs.Bool("force", false, "remove: even if its tokens may still be live")

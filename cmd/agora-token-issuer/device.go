@@ -37,45 +37,22 @@ const (
 )
 
 func runDevice(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	if len(args) == 0 {
-		fmt.Fprint(stderr, deviceUsage)
-		return 2
+	sub, rest, code, ok := subcommand("device", deviceUsage, []string{"add", "rotate", "list", "remove"}, args, stdout, stderr)
+	if !ok {
+		return code
 	}
-	sub, rest := args[0], args[1:]
-	fs := flag.NewFlagSet("device "+sub, flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() { fmt.Fprint(stderr, deviceUsage) }
+	fs := subcommandFlags("device", sub, deviceUsage, stderr)
 	configPath := fs.String("config", "", "issuer config file")
 	out := fs.String("out", "", "write DIR/password and DIR/agent.yaml instead of printing the secret")
 	local := fs.Bool("local", false, "agent.yaml keeps its state and socket in --out DIR (runs in place)")
 	brokerURL := fs.String("broker-url", "", "broker URL for agent.yaml (default: from the issuer config)")
-	switch sub {
-	case "-h", "--help", "help":
-		fmt.Fprint(stdout, deviceUsage)
-		return 0
-	case "add", "rotate", "list", "remove":
-	default:
-		fmt.Fprintf(stderr, "agora-token-issuer device: unknown command %q\n\n%s", sub, deviceUsage)
-		return 2
-	}
-	names, err := parseInterspersed(fs, rest)
-	if errors.Is(err, flag.ErrHelp) {
-		return 0
-	}
-	if err != nil {
-		return 2
-	}
-	if *configPath == "" {
-		fmt.Fprintf(stderr, "agora-token-issuer device %s: --config is required\n", sub)
-		return 2
-	}
 	wantNames := 1
 	if sub == "list" {
 		wantNames = 0
 	}
-	if len(names) != wantNames {
-		fmt.Fprintf(stderr, "agora-token-issuer device %s: want %d device name(s), got %d\n\n%s", sub, wantNames, len(names), deviceUsage)
-		return 2
+	names, code, ok := parseNames(fs, rest, configPath, wantNames, "device name", deviceUsage, stderr)
+	if !ok {
+		return code
 	}
 	if (*local || *brokerURL != "") && *out == "" && (sub == "add" || sub == "rotate") {
 		fmt.Fprintf(stderr, "agora-token-issuer device %s: --local and --broker-url shape agent.yaml and need --out\n", sub)
