@@ -6,13 +6,13 @@ package main
 
 import (
 	"context"
-	"fmt"
 	"io"
 	"os"
 	"os/signal"
 	"syscall"
 
 	"agoratokens/buildinfo"
+	"agoratokens/internal/cli"
 )
 
 func main() {
@@ -35,29 +35,8 @@ Usage:
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if len(args) == 0 {
-		fmt.Fprint(stderr, usage)
-		return 2
-	}
-	cmd, rest := args[0], args[1:]
-	switch cmd {
-	case "--version", "version":
-		fmt.Fprintln(stdout, "agora-token-agent", buildinfo.Version)
-		return 0
-	case "-h", "--help", "help":
-		fmt.Fprint(stdout, usage)
-		return 0
-	case "run":
-		return runAgent(ctx, rest, stdout, stderr)
-	case "check-config":
-		return runCheckConfig(ctx, rest, stdout, stderr)
-	case "token":
-		return runTokenCmd(ctx, rest, stdout, stderr)
-	case "status":
-		return runStatus(ctx, rest, stdout, stderr)
-	case "watch":
-		return runWatch(ctx, rest, stdout, stderr)
-	}
-	fmt.Fprintf(stderr, "agora-token-agent: unknown command %q\n\n%s", cmd, usage)
-	return 2
+	return cli.Run(ctx, "agora-token-agent", buildinfo.Version, usage, map[string]cli.Command{
+		"run": runAgent, "check-config": runCheckConfig, "token": runTokenCmd,
+		"status": runStatus, "watch": runWatch,
+	}, args, stdout, stderr)
 }

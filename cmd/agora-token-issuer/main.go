@@ -5,13 +5,13 @@ package main
 
 import (
 	"context"
-	"fmt"
 	"io"
 	"os"
 	"os/signal"
 	"syscall"
 
 	"agoratokens/buildinfo"
+	"agoratokens/internal/cli"
 )
 
 func main() {
@@ -46,40 +46,16 @@ Run a command with --help for its flags.
 func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if len(args) == 0 {
-		fmt.Fprint(stderr, usage)
-		return 2
-	}
-	cmd, rest := args[0], args[1:]
-	switch cmd {
-	case "--version", "version":
-		fmt.Fprintln(stdout, "agora-token-issuer", buildinfo.Version)
-		return 0
-	case "-h", "--help", "help":
-		fmt.Fprint(stdout, usage)
-		return 0
-	case "serve":
+	serve := func(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		tuneGC()
-		return runServe(ctx, rest, stdout, stderr)
-	case "check-config":
-		return runCheckConfig(ctx, rest, stdout, stderr)
-	case "init":
-		return runInit(ctx, rest, stdout, stderr)
-	case "device":
-		return runDevice(ctx, rest, stdout, stderr)
-	case "apikey":
-		return runAPIKey(ctx, rest, stdout, stderr)
-	case "token":
-		return runToken(ctx, rest, stdin, stdout, stderr)
-	case "certificate":
-		return runCertificate(ctx, rest, stdout, stderr)
-	case "rotate":
-		return runRotate(ctx, rest, stdout, stderr)
-	case "fleet":
-		return runFleet(ctx, rest, stdout, stderr)
-	case "fleet-sim":
-		return runFleetSim(ctx, rest, stdout, stderr)
+		return runServe(ctx, args, stdout, stderr)
 	}
-	fmt.Fprintf(stderr, "agora-token-issuer: unknown command %q\n\n%s", cmd, usage)
-	return 2
+	token := func(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+		return runToken(ctx, args, stdin, stdout, stderr)
+	}
+	return cli.Run(ctx, "agora-token-issuer", buildinfo.Version, usage, map[string]cli.Command{
+		"serve": serve, "check-config": runCheckConfig, "init": runInit, "device": runDevice,
+		"apikey": runAPIKey, "token": token, "certificate": runCertificate, "rotate": runRotate,
+		"fleet": runFleet, "fleet-sim": runFleetSim,
+	}, args, stdout, stderr)
 }
