@@ -1,0 +1,80 @@
+package faults
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+// atRenewal waits for a's next will_expire on video — its renewal
+// request goes out at that moment — and returns that line, which names
+// the expiry of the token being renewed.
+func atRenewal(t *testing.T, a *agentProc) watchLine {
+	t.Helper()
+	return a.w.waitEvent(t, a.w.mark(), "will_expire", "video", 2*scenarioTTL)
+}
+
+// TestPathDegraded: dev-1's path to the broker is slowed in three ways,
+// each over a whole renewal: 800 ms of delay each way, a throttle of
+// 1000 bytes per second, and every connection reset at the moment a
+// renewal goes out. None of them cuts the path, so the promise holds with
+// no grace at all: each renewal arrives before the token it replaces
+// expires. dev-2, on a clean path, is the control.
+func TestPathDegraded(t *testing.T) {
+	t.Parallel()
+	f := newFleet(t, fleetOptions{Agents: 2, TTL: scenarioTTL, RenewBefore: scenarioRenewBefore})
+	f.waitAllTokens(15 * time.Second)
+	dev1 := f.agent("dev-1")
+
+	for _, fault := range []struct {
+		name  string
+		apply func()
+	}{
+		{"delayed 800ms", func() { dev1.proxy.Delay(800 * time.Millisecond) }},
+		{"throttled to 1000 B/s", func() { dev1.proxy.Throttle(1000) }},
+	} {
+		old := atRenewal(t, dev1)
+		f.tl.note("dev-1: path " + fault.name)
+		fault.apply()
+		renewedBefore(t, dev1, old)
+		dev1.proxy.Restore()
+		f.tl.note("dev-1: path back to normal")
+	}
+	old := atRenewal(t, dev1)
+	dev1.reset(f.tl)
+	renewedBefore(t, dev1, old)
+	dev1.d.waitLog(t, 10*time.Second, func(s string) bool { return strings.Contains(s, "lost the broker") })
+
+	f.settle(f.marks())
+	f.assertPromise()
+}
+
+// TestPathCut: dev-1's path is cut while a renewal is on its way — first
+// refused (every connection reset, new ones closed, as an access point
+// that drops the device), then blackholed (bytes swallowed, connections
+// left open, as Wi-Fi that fades without a RST) — for 2 s each, then
+// restored. Within the grace of the restore dev-1 holds a valid token
+// again; a blackholed connection stays dead after the restore, so the
+// agent must notice that by itself. dev-2 is the control.
+func TestPathCut(t *testing.T) {
+	t.Parallel()
+	f := newFleet(t, fleetOptions{Agents: 2, TTL: scenarioTTL, RenewBefore: scenarioRenewBefore})
+	f.waitAllTokens(15 * time.Second)
+	dev1 := f.agent("dev-1")
+
+	for _, how := range []string{"refused", "blackholed"} {
+		atRenewal(t, dev1)
+		dev1.cut(f.tl, how)
+		pause(2 * time.Second) // the length of the cut
+		dev1.restore(f.tl)
+		// After the grace, the camera must hold a valid token again; a
+		// fresh one arrives within it unless the agent misses that its
+		// connection is dead.
+		mark := dev1.w.mark()
+		dev1.w.waitLine(t, mark, 3*grace, nil, "a video token after the restore", func(l watchLine) bool {
+			return l.Event == "token" && l.Name == "video"
+		})
+	}
+	f.settle(f.marks())
+	f.assertPromiseUnless(bugAgentNet)
+}
