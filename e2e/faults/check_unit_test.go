@@ -16,7 +16,9 @@ var t0 = time.Unix(1_800_000_000, 0)
 
 func at(s float64) time.Time { return t0.Add(time.Duration(s * float64(time.Second))) }
 
-func up(s float64, comp string) change   { return change{At: at(s), Comp: comp, Up: true, Note: comp + " up"} }
+func up(s float64, comp string) change {
+	return change{At: at(s), Comp: comp, Up: true, Note: comp + " up"}
+}
 func down(s float64, comp string) change { return change{At: at(s), Comp: comp, Note: comp + " down"} }
 
 // allUp is a timeline where everything dev-1 depends on is up from 0 s.
@@ -92,8 +94,8 @@ func TestJudge(t *testing.T) {
 			problems: []string{"held an expired token for 3.0s"}},
 		{name: "no token at all: gap after the boot grace", changes: allUp(), gaps: 90 * time.Second},
 		{name: "held 5 s past expires_at while the agent runs",
-			changes: allUp(down(5, compIssuer)),
-			rec:     []watchLine{tok(1, "video", 12, 1), {At: at(18), Conn: 1, Event: "expired", Name: "video"}},
+			changes:  allUp(down(5, compIssuer)),
+			rec:      []watchLine{tok(1, "video", 12, 1), {At: at(18), Conn: 1, Event: "expired", Name: "video"}},
 			problems: []string{"held an expired token for 5.0s"}},
 		{name: "held past expires_at while the agent is down is no problem",
 			changes: allUp(down(5, compIssuer), down(10, agentComp("dev-1"))),

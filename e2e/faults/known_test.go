@@ -15,7 +15,7 @@ import (
 // log; only its promise assertion is reported as a known bug instead of
 // a failure, until FAULTS_FIXED names the fix as merged:
 //
-//	FAULTS_FIXED=agentnet,agentcore,issuer go test ./e2e/faults/
+//	FAULTS_FIXED=agentnet,persistorder go test ./e2e/faults/
 //
 // This gate is temporary: once every fix is merged, the assertions are
 // unconditional and this file goes.
@@ -24,10 +24,6 @@ const (
 	// detection (a blackholed connection is noticed only after keepalive
 	// plus paho's 10 s ping timeout).
 	bugAgentNet = "agentnet"
-	// bugAgentCore: the agent's state dir and reply ordering.
-	bugAgentCore = "agentcore"
-	// bugIssuer: a device flooding its request topic.
-	bugIssuer = "issuer"
 	// bugPersistOrder: found here, on no branch yet: the agent hands a
 	// new token to its clients before it persists it, so an agent killed
 	// in between comes back with the token before (still valid, but
