@@ -98,6 +98,7 @@ func TestDeviceFloodsIssuer(t *testing.T) {
 	}
 
 	marks := f.marks()
+	logBefore := len(f.issuer.log.String())
 	f.tl.note("dev-flood: flood starts")
 	payloads := floodPayloads()
 	var sent atomic.Int64
@@ -121,6 +122,7 @@ func TestDeviceFloodsIssuer(t *testing.T) {
 		}
 	}
 	f.tl.note(fmt.Sprintf("dev-flood: flood ends after %d messages", sent.Load()))
+	floodLog := f.issuer.log.String()[logBefore:]
 	if !f.issuer.running() {
 		t.Fatal("the issuer died under the flood")
 	}
@@ -134,6 +136,17 @@ func TestDeviceFloodsIssuer(t *testing.T) {
 	mu.Unlock()
 	if !gotInvalid || !gotLimited {
 		t.Errorf("the flooder was not told invalid_request and rate_limited: %v", codes)
+	}
+	// The issuer's log names the flooder and what it did wrong, without
+	// a line per message: a device must not be able to fill the journal.
+	lines := strings.Count(floodLog, "device=dev-flood")
+	t.Logf("flood: the issuer logged %d lines about dev-flood", lines)
+	if lines == 0 {
+		t.Error("the issuer's log does not name the flooding device")
+	}
+	if limit := int(2*scenarioTTL/time.Second) + 100; lines > limit {
+		knownBugf(t, bugIssuer, "the issuer logged %d lines about one flooding device in %v (%d messages); a device can fill the journal (want at most %d)",
+			lines, 2*scenarioTTL, sent.Load(), limit)
 	}
 	f.settle(marks)
 	f.assertPromise()

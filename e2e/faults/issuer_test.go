@@ -75,6 +75,15 @@ func TestIssuerDownLongerThanTTL(t *testing.T) {
 		}
 	}
 	t.Logf("recovery: every camera held valid tokens again %.2fs after the issuer returned (grace %v)", worst.Seconds(), grace)
+	// The agents' logs tell the story: the expiry, then the recovery.
+	for _, a := range f.agents {
+		log := a.d.log.String()
+		for _, want := range []string{`msg="token expired before a fresh one arrived"`, `msg="token request succeeded after failures"`} {
+			if !strings.Contains(log, want) {
+				t.Errorf("%s's log has no %s", a.id, want)
+			}
+		}
+	}
 	f.settle(f.marks())
 	f.assertPromise()
 }

@@ -15,15 +15,18 @@ import (
 // log; only its promise assertion is reported as a known bug instead of
 // a failure, until FAULTS_FIXED names the fix as merged:
 //
-//	FAULTS_FIXED=agentnet,persistorder go test ./e2e/faults/
+//	FAULTS_FIXED=agentnet,issuer,persistorder go test ./e2e/faults/
 //
-// This gate is temporary: once every fix is merged, the assertions are
-// unconditional and this file goes.
+// The gate is temporary: once every fix is merged, the assertions become
+// unconditional and the gate goes.
 const (
 	// bugAgentNet: the agent's reconnect backoff and dead-connection
 	// detection (a blackholed connection is noticed only after keepalive
 	// plus paho's 10 s ping timeout).
 	bugAgentNet = "agentnet"
+	// bugIssuer: a device flooding its request topic (the issuer logs a
+	// line per bad request: a device can fill the journal).
+	bugIssuer = "issuer"
 	// bugPersistOrder: found here, on no branch yet: the agent hands a
 	// new token to its clients before it persists it, so an agent killed
 	// in between comes back with the token before (still valid, but
