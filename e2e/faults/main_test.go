@@ -6,6 +6,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"testing"
+
+	"go.uber.org/goleak"
 )
 
 // Paths of the binaries under test, built by TestMain.
@@ -15,8 +17,8 @@ var (
 )
 
 // TestMain builds both binaries once per run, as shipped (static, no cgo),
-// into a temporary directory outside the checkout, and removes it at the
-// end.
+// into a temporary directory outside the checkout, removes it at the end,
+// and fails the run if a goroutine of the harness outlived its test.
 func TestMain(m *testing.M) {
 	os.Exit(run(m))
 }
@@ -36,7 +38,14 @@ func run(m *testing.M) int {
 			return 1
 		}
 	}
-	return m.Run()
+	code := m.Run()
+	if code == 0 {
+		if err := goleak.Find(); err != nil {
+			fmt.Fprintln(os.Stderr, "faults: goroutines outlived the tests:", err)
+			return 1
+		}
+	}
+	return code
 }
 
 // build compiles pkg into bin with the go command that runs the tests.
