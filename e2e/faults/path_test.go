@@ -68,6 +68,7 @@ func TestPathCut(t *testing.T) {
 
 	for _, how := range []string{"refused", "blackholed"} {
 		atRenewal(t, dev1)
+		logBefore := len(dev1.d.log.String())
 		dev1.cut(f.tl, how)
 		pause(2 * time.Second) // the length of the cut
 		dev1.restore(f.tl)
@@ -78,6 +79,13 @@ func TestPathCut(t *testing.T) {
 		dev1.w.waitLine(t, mark, 3*grace, nil, "a video token after the restore", func(l watchLine) bool {
 			return l.Event == "token" && l.Name == "video"
 		})
+		// The agent's log says what happened: the connection lost (or
+		// dropped as dead), then made again.
+		run := dev1.d.log.String()[logBefore:]
+		if !strings.Contains(run, "lost the broker") && !strings.Contains(run, "dropping the broker connection") ||
+			!strings.Contains(run, "connected to the broker") {
+			t.Errorf("dev-1's log does not say it lost and regained the broker when its path was %s:\n%s", how, tail(run, 20))
+		}
 	}
 	f.settle(f.marks())
 	f.assertPromiseUnless(bugAgentNet)
