@@ -67,7 +67,20 @@ func TestSoak(t *testing.T) {
 	}
 	done := map[string]int{}
 	began := time.Now()
+	// Memory once a minute, to tell a leak (a steady climb) from the heap
+	// settling (a step, then flat).
+	series := map[string][]usage{}
+	sampled := began
+	for name, u := range start {
+		series[name] = []usage{u}
+	}
 	for time.Since(began) < length {
+		if time.Since(sampled) >= time.Minute {
+			sampled = time.Now()
+			for name, u := range f.usages() {
+				series[name] = append(series[name], u)
+			}
+		}
 		pause(between(r, 3*time.Second, 10*time.Second))
 		if time.Since(began) >= length {
 			break
@@ -118,6 +131,13 @@ func TestSoak(t *testing.T) {
 		v.Renewals, len(v.Gaps), v.GapTotal.Seconds(), v.MaxStale.Seconds(), len(v.Problems))
 	for _, name := range sortedKeys(start) {
 		t.Logf("soak: %-7s start %v; end %v", name, start[name], end[name])
+	}
+	for _, name := range sortedKeys(series) {
+		var rss []string
+		for _, u := range append(series[name], end[name]) {
+			rss = append(rss, fmt.Sprintf("%.1f", float64(u.RSSKiB)/1024))
+		}
+		t.Logf("soak: %-7s rss MiB each minute: %s", name, strings.Join(rss, " "))
 	}
 	if !v.ok() {
 		t.Errorf("the promise was broken during the soak: %s\ntimeline:\n%s", v.summary(f.start), describe(f.tl.snapshot(), f.start))
