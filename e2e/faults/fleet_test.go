@@ -47,6 +47,8 @@ type fleetOptions struct {
 	Embedded bool
 	// LogLevel of both binaries (default debug).
 	LogLevel string
+	// Keepalive is the agents' MQTT keepalive (default agentKeepalive).
+	Keepalive time.Duration
 }
 
 // fleet is the issuer, a broker, agents with a fault proxy each in front
@@ -101,6 +103,9 @@ func newFleet(t *testing.T, opts fleetOptions) *fleet {
 	t.Helper()
 	if opts.LogLevel == "" {
 		opts.LogLevel = "debug"
+	}
+	if opts.Keepalive == 0 {
+		opts.Keepalive = agentKeepalive
 	}
 	f := &fleet{t: t, opts: opts, dir: t.TempDir(), tl: &timeline{}, appID: randomHex(t, 16), cert: randomHex(t, 16), devices: map[string]string{}}
 	f.start = wallNow()
@@ -226,7 +231,7 @@ request_timeout: %s
 state_dir: state
 socket: {path: %s, mode: "0600"}
 log_level: %s
-`, id, p.Addr(), agentKeepalive, f.opts.RenewBefore, agentBackoffMax, agentRequestTimeout, a.sock, f.opts.LogLevel))
+`, id, p.Addr(), f.opts.Keepalive, f.opts.RenewBefore, agentBackoffMax, agentRequestTimeout, a.sock, f.opts.LogLevel))
 	a.d = newDaemon(t, f.tl, id, []string{agentComp(id)}, agentBin, "run", "--config", cfg)
 	a.w = startWatcher(t, id, a.sock)
 	return a
