@@ -11,7 +11,7 @@ LDFLAGS   := -s -w -X agoratokens/buildinfo.Version=$(VERSION)
 BIN       := bin
 GOFLAGS_BUILD := -trimpath -ldflags '$(LDFLAGS)'
 
-.PHONY: all build test test-deps test-race lint fuzz bench demo cross clean
+.PHONY: all build test test-deps test-race lint fuzz soak bench demo cross clean
 
 all: build
 
@@ -55,6 +55,11 @@ fuzz:
 
 bench:
 	@scripts/bench.sh
+
+# Ten minutes (SOAK_DURATION) of random broker restarts, issuer kills and
+# network cuts against the real processes: renewals, gaps, memory, fds.
+soak:
+	@scripts/soak.sh
 
 # The whole system on this machine: issuer + embedded broker, agents for
 # simulated cameras and a sample media client each. Stops by itself.
