@@ -569,8 +569,6 @@ func (e *Engine) loop(ctx context.Context) error {
 	}
 }
 
-// sync makes the loop run one step at the current time and waits until it
-// has (tests use it after moving the fake clock).
 // drainQueued handles the results and pushes already queued.
 func (e *Engine) drainQueued() {
 	for {
@@ -585,6 +583,8 @@ func (e *Engine) drainQueued() {
 	}
 }
 
+// sync makes the loop run one step at the current time and waits until it
+// has (tests use it after moving the fake clock).
 func (e *Engine) sync() {
 	ack := make(chan struct{})
 	e.syncs <- ack

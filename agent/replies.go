@@ -235,10 +235,19 @@ func (e *Engine) offer(g *wire.Grant, receivedAt, now time.Time, seq uint64, pus
 	s.state = StateValid
 	e.dirty = true
 	e.log.Info("new token", "token", g.Name, "kid", g.KID, "expires_at", g.ExpiresAt, "lifetime_s", g.Lifetime())
-	// Its persisted form is taken before anyone hears of the token: the
-	// boot clock is read now, not after a watcher (or a test moving the
-	// fake clock) has acted on the event.
-	e.saves = append(e.saves, e.saved(&tok, now))
+	// The token is persisted before anyone hears of it: an agent killed
+	// just after handing it out comes back with it, not with the one
+	// before (and the boot clock is read now, not after a watcher has
+	// acted on the event). A write that fails, or a state directory
+	// already known to be unusable, is left to persist, which retries and
+	// reports it; a stale unwritten token of this name must not be
+	// written over the new one later.
+	sv := e.saved(&tok, now)
+	if e.persistOK && e.store.save(sv) == nil {
+		delete(e.unsaved, g.Name)
+	} else {
+		e.saves = append(e.saves, sv)
+	}
 	e.emit(Event{Kind: EventToken, Name: g.Name, Token: tok, At: now})
 	return true
 }

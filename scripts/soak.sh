@@ -10,7 +10,6 @@
 #
 #   SOAK_DURATION=30m scripts/soak.sh
 #   FAULTS_SEED=123 scripts/soak.sh       replay a run's fault schedule
-#   FAULTS_FIXED=agentnet scripts/soak.sh also blackhole paths
 set -eu
 cd "$(dirname "$0")/.."
 command -v mosquitto >/dev/null 2>&1 || {

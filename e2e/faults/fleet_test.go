@@ -225,6 +225,10 @@ broker:
   keepalive: %s
 topic_root: agora/v1
 renew_before: %s
+# The scenarios time their faults on will_expire: renewing exactly at
+# its point (half the life, which is renew_before here) makes every
+# renewal start with a will_expire, as the SDK's callback would.
+renew_window: [0.5, 0.5]
 renew_min_interval: 1s
 backoff: {initial: 200ms, max: %s, multiplier: 2, jitter: 0.2}
 request_timeout: %s

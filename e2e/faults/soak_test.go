@@ -59,12 +59,7 @@ func TestSoak(t *testing.T) {
 	f.settleOnce()
 	start := f.usages()
 
-	kinds := []string{"broker restart", "issuer kill", "path refused", "path reset", "path delayed", "path throttled"}
-	if fixed(bugAgentNet) {
-		kinds = append(kinds, "path blackholed")
-	} else {
-		t.Logf("soak: blackholed paths left out until h/agentnet is merged (FAULTS_FIXED=%s puts them in)", bugAgentNet)
-	}
+	kinds := []string{"broker restart", "issuer kill", "path refused", "path reset", "path delayed", "path throttled", "path blackholed"}
 	done := map[string]int{}
 	began := time.Now()
 	// Memory once a minute, to tell a leak (a steady climb) from the heap
