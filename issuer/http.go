@@ -26,7 +26,10 @@ func (s *Service) serveHTTP(ctx context.Context, g *errgroup.Group, addr string)
 		return fmt.Errorf("listen %s: %w", addr, err)
 	}
 	s.httpAddr.Store(l.Addr().String())
-	srv := &http.Server{Handler: s.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	// Requests' contexts end with ctx: the fleet page's event streams
+	// would otherwise hold Shutdown up.
+	srv := &http.Server{Handler: s.Handler(), ReadHeaderTimeout: 10 * time.Second,
+		BaseContext: func(net.Listener) context.Context { return ctx }}
 	g.Go(func() error {
 		if err := srv.Serve(l); !errors.Is(err, http.ErrServerClosed) {
 			return fmt.Errorf("http: %w", err)
@@ -50,8 +53,8 @@ func (s *Service) HTTPAddr() string {
 	return a
 }
 
-// Handler serves /healthz, /readyz, /metrics and, with API keys
-// configured, the token API:
+// Handler serves /healthz, /readyz, /metrics, the fleet page (/fleet/,
+// for API keys) and, with API keys configured, the token API:
 //
 //	GET /v1/tokens?names=video,signal               → wire.Reply
 //	GET /rtc/{channel}/{role}/{uid|userAccount}/{uid}/?expiry=S → {"rtcToken": …}
@@ -80,6 +83,7 @@ func (s *Service) Handler() http.Handler {
 	rtm := s.authed(s.handleRTM)
 	mux.HandleFunc("GET /rtm/{uid}/{$}", rtm)
 	mux.HandleFunc("GET /rtm/{uid}", rtm)
+	s.newFleetPage().register(mux) // /fleet/ (fleetpage.go)
 	return mux
 }
 
