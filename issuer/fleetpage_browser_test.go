@@ -90,15 +90,7 @@ func screenshot(t *testing.T, ctx context.Context, name string) {
 	if err != nil {
 		t.Fatalf("screenshot: %v", err)
 	}
-	dir := os.Getenv("TEST_ARTIFACTS")
-	if dir == "" {
-		dir = t.TempDir()
-	}
-	path := filepath.Join(dir, name)
-	if err := os.WriteFile(path, png, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	t.Logf("screenshot of the fleet page: %s (%d bytes)", path, len(png))
+	writeArtifact(t, name, png)
 	if *fleetPageShot != "" {
 		if err := os.WriteFile(*fleetPageShot, png, 0o644); err != nil {
 			t.Fatal(err)
@@ -175,6 +167,17 @@ func TestFleetPageInBrowser(t *testing.T) {
 	}
 	screenshot(t, ctx, "fleet-page.png")
 
+	// On a phone the page fits the screen's width.
+	if err := chromedp.Do(ctx, chromedp.EmulateViewport(390, 844, chromedp.EmulateMobile, chromedp.EmulateScale(2))); err != nil {
+		t.Fatal(err)
+	}
+	poll(t, ctx, "the phone layout", `document.documentElement.scrollWidth <= 390 && getComputedStyle(document.querySelector(".cards")).gridTemplateColumns.split(" ").length === 3`)
+	png, err := chromedp.Run(ctx, chromedp.CaptureScreenshot())
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeArtifact(t, "fleet-page-phone.png", png)
+
 	// Without a key, the browser gets the refusal, not the page.
 	bare := newBrowser(t, "")
 	// Chromium answers the Basic challenge it cannot meet (headless, no
@@ -187,7 +190,22 @@ func TestFleetPageInBrowser(t *testing.T) {
 	if err != nil && !strings.Contains(err.Error(), "ERR_INVALID_AUTH_CREDENTIALS") {
 		t.Fatalf("without a key: %v", err)
 	}
-	if eval[bool](t, bare, `document.getElementById("c-devices") !== null || document.body.innerText.includes("cam-0000")`) {
+	if eval[bool](t, bare, `document.getElementById("c-devices") !== null || ((document.body && document.body.innerText) || "").includes("cam-0000")`) {
 		t.Fatal("without a key the browser shows the fleet")
 	}
+}
+
+// writeArtifact writes a file for the test log: to $TEST_ARTIFACTS, or
+// the test's temp dir.
+func writeArtifact(t *testing.T, name string, b []byte) {
+	t.Helper()
+	dir := os.Getenv("TEST_ARTIFACTS")
+	if dir == "" {
+		dir = t.TempDir()
+	}
+	path := filepath.Join(dir, name)
+	if err := os.WriteFile(path, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("screenshot of the fleet page: %s (%d bytes)", path, len(b))
 }
