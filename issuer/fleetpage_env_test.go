@@ -76,13 +76,14 @@ type simAgents struct {
 	mu     sync.Mutex
 	status map[string]wire.DeviceStatus
 	wg     sync.WaitGroup // the statuses published after pushes
+	booted chan string    // devices whose boot request was answered
 }
 
 func simDeviceID(i int) string { return fmt.Sprintf("cam-%05d", i) }
 
 func startSimAgents(t *testing.T, url string, topics wire.Topics, n int) *simAgents {
 	t.Helper()
-	a := &simAgents{topics: topics, status: map[string]wire.DeviceStatus{}}
+	a := &simAgents{topics: topics, status: map[string]wire.DeviceStatus{}, booted: make(chan string, n)}
 	a.c = testbroker.Connect(t, url, testbroker.ClientOptions{Username: agentsUser, Password: agentsPass})
 	tok := a.c.Subscribe(topics.Root+"/devices/+/token", 1, func(_ mqtt.Client, m mqtt.Message) {
 		var r wire.Reply
@@ -90,6 +91,10 @@ func startSimAgents(t *testing.T, url string, topics wire.Topics, n int) *simAge
 			return
 		}
 		id := strings.TrimSuffix(strings.TrimPrefix(m.Topic(), topics.Root+"/devices/"), "/token")
+		if !r.IsPush() {
+			a.booted <- id // the test's own statuses stand for what the agents then hold
+			return
+		}
 		st := wire.DeviceStatus{V: 1, State: wire.StateOnline, Agent: "1.4.0", At: time.Now().Unix()}
 		for _, g := range r.Tokens {
 			st.Tokens = append(st.Tokens, wire.TokenStatus{Name: g.Name, KID: g.KID, ExpiresAt: g.ExpiresAt})
@@ -104,6 +109,25 @@ func startSimAgents(t *testing.T, url string, topics wire.Topics, n int) *simAge
 		t.Fatalf("subscribe to the tokens: %v", tok.Error())
 	}
 	t.Cleanup(a.wg.Wait) // before the client disconnects
+	// Each agent asks for its tokens at boot, as agents do: the issuer
+	// signs (and its ledger and charts see it).
+	for i := range n {
+		req, err := wire.Encode(wire.Request{V: 1, ID: fmt.Sprintf("boot-%d", i)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		tok := a.c.Publish(topics.Req(simDeviceID(i)), 1, false, req)
+		if !tok.WaitTimeout(waitTimeout) || tok.Error() != nil {
+			t.Fatalf("boot request: %v", tok.Error())
+		}
+	}
+	for range n {
+		select {
+		case <-a.booted:
+		case <-time.After(waitTimeout):
+			t.Fatal("the issuer did not answer every boot request")
+		}
+	}
 	now := time.Now()
 	for i := range n {
 		st := wire.DeviceStatus{V: 1, State: wire.StateOnline, Agent: "1.3.2", At: now.Add(-time.Duration(i) * time.Minute).Unix()}

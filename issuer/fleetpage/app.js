@@ -203,6 +203,7 @@
     $("rps-now").textContent = lastRps.toFixed(1) + " now, max " + Math.max(0, ...pts.map((p) => p.rps)).toFixed(1);
     $("p99-now").textContent = fmtLat(pts.length ? pts[pts.length - 1].p99 : 0) + " now, max " + fmtLat(Math.max(0, ...pts.map((p) => p.p99)));
     drawCampaign(s.campaign);
+    drawRows(true); // time left moves on
     if (s.version !== version) { version = s.version; }
   }
 
