@@ -9,10 +9,9 @@
   const ROW = 28;
   let devices = [];      // FleetDevice[], as the API sends them
   let shown = [];        // the filtered, sorted view
-  let summary = null;
   let serverSkew = 0;    // issuer time minus browser time, seconds
   let sortKey = "id", sortDir = 1;
-  let version = -1, fetching = false, again = false;
+  let fetching = false, again = false;
 
   const now = () => Date.now() / 1000 + serverSkew;
 
@@ -172,7 +171,6 @@
   }
 
   function drawSummary(s) {
-    summary = s;
     serverSkew = s.now - Date.now() / 1000;
     $("issuer").textContent = s.issuer + " · signing with " + s.active;
     $("c-devices").textContent = s.totals.devices;
@@ -204,7 +202,6 @@
     $("p99-now").textContent = fmtLat(pts.length ? pts[pts.length - 1].p99 : 0) + " now, max " + fmtLat(Math.max(0, ...pts.map((p) => p.p99)));
     drawCampaign(s.campaign);
     drawRows(true); // time left moves on
-    if (s.version !== version) { version = s.version; }
   }
 
   function drawCampaign(c) {
