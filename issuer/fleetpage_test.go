@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -179,5 +180,53 @@ func TestRecentRing(t *testing.T) {
 		if got := latencyBucket(c.s); got != c.want || (c.want < latencyBuckets-1 && latencyBound(got) < c.s*0.999) {
 			t.Errorf("latencyBucket(%v) = %d (bound %v), want %d", c.s, got, latencyBound(got), c.want)
 		}
+	}
+}
+
+// Without http.api_keys_file nobody gets in.
+func TestFleetPageWithoutKeysFile(t *testing.T) {
+	s := writeSetup(t, `broker: {url: "tcp://127.0.0.1:1"}`, "listen: 127.0.0.1:0")
+	log, _ := newLogger(t)
+	svc, err := New(Options{ConfigFile: s.config, Logger: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(svc.Handler())
+	defer srv.Close()
+	for _, p := range []string{"/fleet/", "/fleet/api/fleet"} {
+		res := pageGet(t, srv.URL+p, basic(pageKeyName, pageKey))
+		if res.StatusCode != http.StatusUnauthorized || res.Header.Get("WWW-Authenticate") == "" {
+			t.Errorf("%s without a keys file: %d", p, res.StatusCode)
+		}
+	}
+}
+
+// An open event stream does not hold the issuer's shutdown up: it ends,
+// and Run returns nil.
+func TestFleetPageStreamEndsAtShutdown(t *testing.T) {
+	env := startPageEnv(t, 1)
+	req, _ := http.NewRequest("GET", env.url+"/fleet/api/events", nil)
+	bearer(pageKey)(req)
+	ev, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ev.Body.Close()
+	sc := bufio.NewScanner(ev.Body)
+	sc.Buffer(nil, 1<<20)
+	if !sc.Scan() {
+		t.Fatalf("no event: %v", sc.Err())
+	}
+	ended := make(chan struct{})
+	go func() {
+		defer close(ended)
+		for sc.Scan() {
+		}
+	}()
+	env.svc.stop(t) // fails the test if Run returns an error (Shutdown timed out)
+	select {
+	case <-ended:
+	case <-time.After(waitTimeout):
+		t.Fatal("the event stream outlived the issuer")
 	}
 }
