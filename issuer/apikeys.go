@@ -53,7 +53,12 @@ type apiKey struct {
 	grant     *keyGrant // named key: what it may mint (nil for a policy key)
 	rate      RateConfig
 	hash      [sha256.Size]byte
+	operator  bool // role operator: may read the fleet, mints nothing
 }
+
+// RoleOperator is the role of a key that may read the fleet (the fleet
+// page and its API) and mint nothing.
+const RoleOperator = "operator"
 
 // keyGrant bounds what a named key (or an anonymous caller) may mint
 // through the HTTP API.
@@ -74,6 +79,7 @@ var grantServices = []string{ServiceRTC, ServiceRTM, ServiceChat, ServiceEducati
 type apiKeyEntry struct {
 	Name      string   `yaml:"name,omitempty"`
 	Principal string   `yaml:"principal,omitempty"`
+	Role      string   `yaml:"role,omitempty"`
 	SHA256    string   `yaml:"sha256"`
 	Channels  []string `yaml:"channels,omitempty,flow"`
 	UIDs      string   `yaml:"uids,omitempty"`
@@ -152,6 +158,20 @@ func (e *apiKeyEntry) check(key string) (apiKey, error) {
 		if ak.rate, err = ParseRate(e.Rate); err != nil {
 			return ak, fmt.Errorf("%s.rate: %w", key, err)
 		}
+	}
+	switch e.Role {
+	case "":
+	case RoleOperator:
+		if e.Principal != "" || len(e.Channels) > 0 || e.UIDs != "" || len(e.Services) > 0 || e.MaxTTL != "" {
+			return ak, fmt.Errorf("%s: an operator key mints nothing; it takes a name, no principal or grant", key)
+		}
+		if err := wire.ValidateName("name", e.Name); err != nil {
+			return ak, fmt.Errorf("%s.name: %w", key, err)
+		}
+		ak.name, ak.operator = e.Name, true
+		return ak, nil
+	default:
+		return ak, fmt.Errorf("%s.role: %q is not a role (the only one is %q; absent: a key that mints)", key, e.Role, RoleOperator)
 	}
 	if e.Principal != "" {
 		if err := wire.ValidateDeviceID(e.Principal); err != nil {
@@ -342,6 +362,7 @@ func (g *keyGrant) allowsService(s string) bool { return slices.Contains(g.servi
 // limits.max_ttl, http.key_rate).
 type APIKeySpec struct {
 	Name     string
+	Role     string // "" or RoleOperator
 	Channels []string
 	UIDs     string
 	Services []string
@@ -352,8 +373,8 @@ type APIKeySpec struct {
 // APIKeyInfo describes a key for `apikey list`: never the key or its
 // hash.
 type APIKeyInfo struct {
-	Name, Principal, UIDs, MaxTTL, Rate, Created string
-	Channels, Services                           []string
+	Name, Principal, Role, UIDs, MaxTTL, Rate, Created string
+	Channels, Services                                 []string
 }
 
 // readKeysFile reads path, an absent file being an empty one.
@@ -401,7 +422,7 @@ func AddAPIKey(path string, spec APIKeySpec, now time.Time) (string, error) {
 	}
 	key := "atk_" + base64.RawURLEncoding.EncodeToString(raw[:])
 	sum := sha256.Sum256([]byte(key))
-	e := apiKeyEntry{Name: spec.Name, SHA256: hex.EncodeToString(sum[:]), Channels: spec.Channels,
+	e := apiKeyEntry{Name: spec.Name, Role: spec.Role, SHA256: hex.EncodeToString(sum[:]), Channels: spec.Channels,
 		UIDs: spec.UIDs, Services: spec.Services, Rate: spec.Rate, Created: now.UTC().Format(time.RFC3339)}
 	if spec.MaxTTL != 0 {
 		e.MaxTTL = spec.MaxTTL.String()
@@ -428,7 +449,7 @@ func ListAPIKeys(path string) ([]APIKeyInfo, error) {
 		if name == "" {
 			name = e.Principal
 		}
-		out = append(out, APIKeyInfo{Name: name, Principal: e.Principal, UIDs: e.UIDs, MaxTTL: e.MaxTTL,
+		out = append(out, APIKeyInfo{Name: name, Principal: e.Principal, Role: e.Role, UIDs: e.UIDs, MaxTTL: e.MaxTTL,
 			Rate: e.Rate, Created: e.Created, Channels: e.Channels, Services: e.Services})
 	}
 	return out, nil

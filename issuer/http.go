@@ -42,7 +42,10 @@ func (s *Service) serveHTTP(ctx context.Context, g *errgroup.Group, addr string)
 	}
 	srv := &http.Server{Handler: s.Handler(), ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout: 30 * time.Second, WriteTimeout: 30 * time.Second, IdleTimeout: 2 * time.Minute,
-		MaxHeaderBytes: 16 << 10, ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelDebug)}
+		MaxHeaderBytes: 16 << 10, ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
+		// Requests' contexts end with ctx: the fleet page's event
+		// streams would otherwise hold Shutdown up.
+		BaseContext: func(net.Listener) context.Context { return ctx }}
 	g.Go(func() error {
 		if err := srv.Serve(l); !errors.Is(err, http.ErrServerClosed) {
 			return fmt.Errorf("http: %w", err)
@@ -72,10 +75,11 @@ func (s *Service) HTTPAddr() string {
 	return a
 }
 
-// Handler serves /healthz, /readyz, /metrics and, with API keys (or
-// anonymous access) configured, the token API: GET /v1/tokens (the
-// policy, for principal keys) and the seed token servers' endpoints
-// (httpapi_compat.go), all behind CORS. docs/http-api.md has the shapes.
+// Handler serves /healthz, /readyz, /metrics, the fleet page (/fleet/,
+// fleetpage.go) and, with API keys (or anonymous access) configured, the
+// token API: GET /v1/tokens (the policy, for principal keys) and the seed
+// token servers' endpoints (httpapi_compat.go), all behind CORS.
+// docs/http-api.md and docs/fleet-page.md have the shapes.
 func (s *Service) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
@@ -91,6 +95,7 @@ func (s *Service) Handler() http.Handler {
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.metrics.registry, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /v1/tokens", s.api("v1_tokens", v1Tokens))
 	s.compatRoutes(mux)
+	s.newFleetPage().register(mux) // /fleet/ (fleetpage.go)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		s.metrics.endpoint("unknown", codeNotFound)
 		writeAPIError(w, &apiError{status: http.StatusNotFound, code: codeNotFound,

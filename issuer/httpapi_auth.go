@@ -151,6 +151,9 @@ func authenticate(st *state, r *http.Request) (caller, RateConfig, string, *apiE
 		return caller{}, RateConfig{}, "", &apiError{status: http.StatusUnauthorized, code: codeUnauthorized,
 			message: "missing or unknown API key (send Authorization: Bearer KEY)"}
 	}
+	if k.operator {
+		return caller{}, RateConfig{}, "", refused("key %q is an operator key: it reads the fleet and mints nothing", k.name)
+	}
 	rate := k.rate
 	if rate.PerMinute == 0 {
 		rate = st.cfg.HTTP.KeyRate

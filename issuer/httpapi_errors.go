@@ -74,7 +74,7 @@ func writeAPIError(w http.ResponseWriter, e *apiError) {
 	if e.retryAfter > 0 {
 		w.Header().Set("Retry-After", strconv.Itoa(e.retryAfter))
 	}
-	if e.status == http.StatusUnauthorized {
+	if e.status == http.StatusUnauthorized && w.Header().Get("WWW-Authenticate") == "" {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="agora-token-issuer"`)
 	}
 	writeJSON(w, e.status, errorJSON{errorBody{Code: e.code, Message: e.message, Field: e.field, RetryAfter: e.retryAfter}})

@@ -1,7 +1,9 @@
 package issuer
 
 import (
+	"math"
 	"sync"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -38,19 +40,22 @@ type metrics struct {
 
 	mu   sync.Mutex
 	seen map[string]struct{}
+
+	// recent keeps the last hour per second for the fleet page's charts.
+	recent *recentRing
 }
 
 func newMetrics() *metrics {
-	m := &metrics{registry: prometheus.NewRegistry(), seen: map[string]struct{}{}}
+	m := &metrics{registry: prometheus.NewRegistry(), seen: map[string]struct{}{}, recent: newRecentRing(time.Now)}
 	m.requests = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "agora_issuer_requests_total",
 		Help: "Token requests handled, by transport (mqtt, http) and result.",
 	}, []string{"transport", "result"})
-	m.signing = prometheus.NewHistogram(prometheus.HistogramOpts{
+	m.signing = ringedHistogram{prometheus.NewHistogram(prometheus.HistogramOpts{
 		Name:    "agora_issuer_signing_seconds",
 		Help:    "Time to sign the tokens of one request.",
 		Buckets: prometheus.ExponentialBuckets(10e-6, 4, 10),
-	})
+	}), m.recent}
 	m.devices = prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "agora_issuer_devices_seen",
 		Help: "Distinct device ids that sent a request since start.",
@@ -112,6 +117,134 @@ func (m *metrics) request(transport, result string) {
 	if result == resultRateLimited {
 		m.rateLimited.Inc()
 	}
+	m.recent.request()
+}
+
+// ringedHistogram is the signing histogram that also feeds the ring.
+type ringedHistogram struct {
+	prometheus.Histogram
+	ring *recentRing
+}
+
+func (h ringedHistogram) Observe(v float64) {
+	h.Histogram.Observe(v)
+	h.ring.latency(v)
+}
+
+// The recent ring: per second of the last hour, the requests handled and
+// a coarse histogram of signing latency (buckets a factor sqrt(2) wide
+// from 1 µs; the last one takes everything slower), so the fleet page can
+// chart requests per second and p99 latency without a Prometheus server.
+// Its memory is fixed: ringSeconds slots of a few hundred bytes.
+const (
+	ringSeconds    = 3600
+	latencyBuckets = 40
+)
+
+type ringSlot struct {
+	sec      int64
+	requests uint32
+	lat      [latencyBuckets]uint32
+}
+
+type recentRing struct {
+	now   func() time.Time
+	mu    sync.Mutex
+	slots [ringSeconds]ringSlot
+}
+
+func newRecentRing(now func() time.Time) *recentRing { return &recentRing{now: now} }
+
+// slotLocked returns the slot of second sec, emptied if it held an older
+// second.
+func (r *recentRing) slotLocked(sec int64) *ringSlot {
+	s := &r.slots[uint64(sec)%ringSeconds]
+	if s.sec != sec {
+		*s = ringSlot{sec: sec}
+	}
+	return s
+}
+
+func (r *recentRing) request() {
+	sec := r.now().Unix()
+	r.mu.Lock()
+	r.slotLocked(sec).requests++
+	r.mu.Unlock()
+}
+
+func (r *recentRing) latency(seconds float64) {
+	sec := r.now().Unix()
+	r.mu.Lock()
+	r.slotLocked(sec).lat[latencyBucket(seconds)]++
+	r.mu.Unlock()
+}
+
+// latencyBucket is the bucket of a latency: i holds values up to
+// latencyBound(i).
+func latencyBucket(seconds float64) int {
+	us := seconds * 1e6
+	if !(us > 1) {
+		return 0
+	}
+	i := int(math.Ceil(2 * math.Log2(us)))
+	return min(max(i, 0), latencyBuckets-1)
+}
+
+// latencyBound is the upper bound of bucket i, in seconds.
+func latencyBound(i int) float64 { return math.Pow(2, float64(i)/2) * 1e-6 }
+
+// RecentPoint is one point of the fleet page's charts: the step of
+// seconds ending at T (unix seconds), its mean requests per second and
+// the 99th percentile of signing latency (seconds, the upper bound of its
+// bucket; 0 when nothing was signed).
+type RecentPoint struct {
+	T        int64   `json:"t"`
+	Requests float64 `json:"rps"`
+	P99      float64 `json:"p99"`
+}
+
+// series returns the last hour in points of step seconds, oldest first.
+// The current second, still counting, is left out.
+func (r *recentRing) series(step int) []RecentPoint {
+	if step <= 0 || step > ringSeconds {
+		step = 1
+	}
+	end := r.now().Unix() // exclusive
+	n := ringSeconds / step
+	out := make([]RecentPoint, 0, n)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for p := n - 1; p >= 0; p-- {
+		hi := end - int64(p*step) // exclusive
+		var reqs uint64
+		var lat [latencyBuckets]uint64
+		var signed uint64
+		for sec := hi - int64(step); sec < hi; sec++ {
+			s := &r.slots[uint64(sec)%ringSeconds]
+			if s.sec != sec {
+				continue
+			}
+			reqs += uint64(s.requests)
+			for i, c := range s.lat {
+				lat[i] += uint64(c)
+				signed += uint64(c)
+			}
+		}
+		pt := RecentPoint{T: hi - 1, Requests: float64(reqs) / float64(step)}
+		if signed > 0 {
+			rank := (signed*99 + 99) / 100 // ceil(0.99 n)
+			var acc uint64
+			for i, c := range lat {
+				acc += c
+				if acc >= rank {
+					pt.P99 = latencyBound(i)
+					break
+				}
+			}
+		}
+		out = append(out, pt)
+	}
+	return out
 }
 
 // endpoint counts one HTTP API request.

@@ -19,6 +19,8 @@ const apikeyUsage = `Usage:
         [--services rtc,rtm,chat,education] [--max-ttl DURATION] [--rate N/min]
       create an API key for the HTTP token API; the key is printed once,
       alone on the last line, and only its SHA-256 is stored
+  agora-token-issuer apikey add NAME --config FILE --role operator
+      a key for the fleet page (/fleet/): it reads the fleet, mints nothing
   agora-token-issuer apikey list --config FILE     the keys and their grants (never a key)
   agora-token-issuer apikey revoke NAME --config FILE
 The keys live in the config's http.api_keys_file. A running issuer picks
@@ -41,6 +43,7 @@ func runAPIKey(_ context.Context, args []string, stdout, stderr io.Writer) int {
 	services := fs.String("services", "", "comma-separated services: rtc, rtm, chat, education")
 	maxTTL := fs.Duration("max-ttl", 0, "longest lifetime the key may ask for")
 	rate := fs.String("rate", "", "the key's rate limit, `N/min`")
+	role := fs.String("role", "", "operator: a key that reads the fleet (the fleet page) and mints nothing")
 	want := 1
 	if sub == "list" {
 		want = 0
@@ -49,7 +52,7 @@ func runAPIKey(_ context.Context, args []string, stdout, stderr io.Writer) int {
 	if !ok {
 		return code
 	}
-	if sub != "add" && (*channels != "" || *uids != "" || *services != "" || *maxTTL != 0 || *rate != "") {
+	if sub != "add" && (*channels != "" || *uids != "" || *services != "" || *maxTTL != 0 || *rate != "" || *role != "") {
 		fmt.Fprintf(stderr, "agora-token-issuer apikey %s: the grant flags belong to add\n", sub)
 		return 2
 	}
@@ -60,7 +63,7 @@ func runAPIKey(_ context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	switch sub {
 	case "add":
-		spec := issuer.APIKeySpec{Name: names[0], Channels: splitList(*channels), UIDs: *uids,
+		spec := issuer.APIKeySpec{Name: names[0], Role: *role, Channels: splitList(*channels), UIDs: *uids,
 			Services: splitList(*services), MaxTTL: *maxTTL, Rate: *rate}
 		key, err := issuer.AddAPIKey(file, spec, time.Now())
 		if err != nil {
@@ -119,9 +122,12 @@ func listAPIKeys(file string, w io.Writer) error {
 	}
 	for _, k := range keys {
 		grant, services, channels := "own", strings.Join(k.Services, ","), strings.Join(k.Channels, ",")
-		if k.Principal != "" {
+		switch {
+		case k.Role == issuer.RoleOperator:
+			grant, services, channels = "operator (fleet view)", "-", "-"
+		case k.Principal != "":
 			grant, services, channels = "policy:"+k.Principal, "(policy)", "(policy)"
-		} else {
+		default:
 			if services == "" {
 				services = "all"
 			}

@@ -3,7 +3,6 @@ package main
 import (
 	"bufio"
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -14,7 +13,6 @@ import (
 	"time"
 
 	"agoratokens/issuer"
-	"agoratokens/wire"
 )
 
 const fleetUsage = `Usage: agora-token-issuer fleet status --config FILE [filters] [--json]
@@ -141,65 +139,9 @@ func readFleet(ctx context.Context, configPath string) (*issuer.Snapshot, *issue
 	return snap, cfg, nil
 }
 
-// fleetJSON is the --json output.
-type fleetJSON struct {
-	Devices []deviceJSON   `json:"devices"`
-	Totals  fleetTotals    `json:"totals"`
-	Issuers map[string]any `json:"issuers,omitempty"`
-}
-
-type deviceJSON struct {
-	issuer.DeviceRecord
-	Tokens []tokenJSON `json:"tokens"`
-}
-
-type tokenJSON struct {
-	wire.TokenStatus
-	ExpiresIn int64 `json:"expires_in"`
-}
-
-// fleetTotals counts devices per kid and per state.
-type fleetTotals struct {
-	Devices   int            `json:"devices"`
-	Online    int            `json:"online"`
-	Offline   int            `json:"offline"`
-	PerKID    map[string]int `json:"per_kid"`
-	Malformed int64          `json:"malformed_statuses"`
-}
-
-func totals(sel []issuer.DeviceRecord, snap *issuer.Snapshot) fleetTotals {
-	t := fleetTotals{Devices: len(sel), PerKID: map[string]int{}, Malformed: snap.Devices.Malformed()}
-	for _, d := range sel {
-		if d.Online {
-			t.Online++
-		} else {
-			t.Offline++
-		}
-		for _, k := range d.KIDs() {
-			t.PerKID[k]++
-		}
-	}
-	return t
-}
-
 func writeFleetJSON(w io.Writer, sel []issuer.DeviceRecord, snap *issuer.Snapshot, now time.Time) {
-	out := fleetJSON{Devices: make([]deviceJSON, 0, len(sel)), Totals: totals(sel, snap)}
-	for _, d := range sel {
-		dj := deviceJSON{DeviceRecord: d, Tokens: make([]tokenJSON, 0, len(d.Tokens))}
-		for _, t := range d.Tokens {
-			dj.Tokens = append(dj.Tokens, tokenJSON{TokenStatus: t, ExpiresIn: t.ExpiresAt - now.Unix()})
-		}
-		out.Devices = append(out.Devices, dj)
-	}
-	if reps := snap.ReplicaStatuses(); len(reps) > 0 {
-		out.Issuers = map[string]any{}
-		for n, r := range reps {
-			out.Issuers[n] = r
-		}
-	}
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	_ = enc.Encode(out)
+	out := issuer.NewFleetStatus(sel, snap.Devices.Malformed(), snap.ReplicaStatuses(), now)
+	_ = out.Write(w, true)
 }
 
 func writeFleetTable(w io.Writer, sel []issuer.DeviceRecord, snap *issuer.Snapshot, now time.Time) {
@@ -234,7 +176,7 @@ func writeFleetTable(w io.Writer, sel []issuer.DeviceRecord, snap *issuer.Snapsh
 		}
 		fmt.Fprintf(w, "%-24s %-7s %-10s %-40s %s\n", d.ID, online, agent, tokens, changed)
 	}
-	t := totals(sel, snap)
+	t := issuer.CountFleet(sel, snap.Devices.Malformed())
 	fmt.Fprintf(w, "\n%d devices: %d online, %d offline\n", t.Devices, t.Online, t.Offline)
 	kids := make([]string, 0, len(t.PerKID))
 	for k := range t.PerKID {
