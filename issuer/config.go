@@ -89,6 +89,8 @@ type CertificateConfig struct {
 type BrokerConfig struct {
 	// Embedded runs an MQTT broker inside the issuer.
 	Embedded *EmbeddedBrokerConfig `yaml:"embedded"`
+	// NATS speaks NATS to a NATS cluster (see config_nats.go).
+	NATS *NATSConfig `yaml:"nats"`
 	// URL is an external broker: tcp://host:port or ssl://host:port.
 	URL string `yaml:"url"`
 	// ClientID is the issuer's MQTT client id; empty picks a unique one
@@ -245,6 +247,9 @@ func (c *Config) fill() error {
 }
 
 func (b *BrokerConfig) fill() error {
+	if b.NATS != nil {
+		return b.NATS.fill(b)
+	}
 	external := b.URL != "" || b.Username != "" || b.PasswordFile != "" || b.CAFile != "" ||
 		b.CertFile != "" || b.KeyFile != ""
 	switch {
@@ -351,6 +356,9 @@ func (c *Config) ResolvePaths(dir string) {
 	abs(&c.Broker.CAFile)
 	abs(&c.Broker.CertFile)
 	abs(&c.Broker.KeyFile)
+	if n := c.Broker.NATS; n != nil {
+		n.resolvePaths(dir)
+	}
 	if e := c.Broker.Embedded; e != nil {
 		abs(&e.TLSCertFile)
 		abs(&e.TLSKeyFile)
@@ -390,6 +398,9 @@ func (c *Config) Resolve(dir string) error {
 		return fmt.Errorf("policy_file: %w", err)
 	}
 	c.warnings = nil
+	if n := c.Broker.NATS; n != nil {
+		return c.resolveNATS(n)
+	}
 	if e := c.Broker.Embedded; e != nil {
 		return c.resolveEmbedded(e)
 	}

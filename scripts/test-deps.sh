@@ -19,6 +19,7 @@ need gcc gcc
 need systemd-analyze systemd
 need dpkg-deb dpkg
 need setpriv util-linux
+need nats-server nats-server
 missing=$(echo $missing | tr ' ' '\n' | sort -u | tr '\n' ' ')
 
 if [ -z "$(echo $missing)" ]; then
