@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 
+	"agoratokens/issuer/natsauth"
 	"agoratokens/redact"
 	"agoratokens/wire"
 )
@@ -147,41 +148,7 @@ func (n *NATSConfig) describe() string {
 		strings.Join(n.Servers, ","), who, n.QueueGroup, n.DevicesFile, n.AuthFile)
 }
 
-// natsSubject maps an MQTT topic to the subject nats-server's MQTT
-// listener gives it: "/" separates tokens, and a "." inside a level
-// (device ids may hold one) becomes "//".
-func natsSubject(topic string) string {
-	var b strings.Builder
-	for i := 0; i < len(topic); i++ {
-		switch c := topic[i]; c {
-		case '/':
-			b.WriteByte('.')
-		case '.':
-			b.WriteString("//")
-		case '+':
-			b.WriteByte('*')
-		case '#':
-			b.WriteByte('>')
-		default:
-			b.WriteByte(c)
-		}
-	}
-	return b.String()
-}
-
-// mqttTopic is natsSubject's inverse for a subject without wildcards.
-func mqttTopic(subject string) string {
-	var b strings.Builder
-	for i := 0; i < len(subject); i++ {
-		switch c := subject[i]; {
-		case c == '/' && i+1 < len(subject) && subject[i+1] == '/':
-			b.WriteByte('.')
-			i++
-		case c == '.':
-			b.WriteByte('/')
-		default:
-			b.WriteByte(c)
-		}
-	}
-	return b.String()
-}
+// natsSubject and mqttTopic map between MQTT topics and NATS subjects
+// as nats-server's MQTT listener does.
+func natsSubject(topic string) string { return natsauth.Subject(topic) }
+func mqttTopic(subject string) string { return natsauth.Topic(subject) }

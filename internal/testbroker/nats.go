@@ -104,7 +104,13 @@ func StartNATS(t testing.TB, opts NATSOptions) *NATSCluster {
 			fmt.Fprintf(&b, "cluster { name: agora-test, listen: \"127.0.0.1:%d\", routes: [%s] }\n", routes[i], strings.Join(rs, ", "))
 		}
 		if c.AuthFile != "" {
-			fmt.Fprintf(&b, "include %q\n", c.AuthFile)
+			// nats-server resolves an include against the config's
+			// directory, even an absolute path.
+			rel, err := filepath.Rel(nd.Dir, c.AuthFile)
+			if err != nil {
+				t.Fatal(err)
+			}
+			fmt.Fprintf(&b, "include %q\n", rel)
 		}
 		nd.ConfigFile = filepath.Join(nd.Dir, "nats.conf")
 		if err := os.WriteFile(nd.ConfigFile, []byte(b.String()), 0o600); err != nil {
@@ -228,6 +234,8 @@ func (nd *NATSNode) start(bin string) error {
 		_, _ = io.Copy(io.Discard, out)
 		_ = cmd.Wait()
 		close(done)
+		// Wakes a start waiting for the ready line.
+		fmt.Fprintf(nd.log, "(test harness: nats-server %s exited: %v)\n", nd.Name, cmd.ProcessState)
 	}()
 	nd.mu.Lock()
 	nd.cmd, nd.done = cmd, done
