@@ -159,11 +159,23 @@ func (s *Service) subscribeNATS(nc *nats.Conn, n *NATSConfig) (*nats.Subscriptio
 // replicas), lets the requests in flight finish, says offline and
 // closes the connection.
 func (s *Service) shutdownNATS(nc *nats.Conn, sub *nats.Subscription) {
-	s.stopped.Store(true)
 	s.ready.Store(false)
-	if err := sub.Unsubscribe(); err != nil {
-		s.log.Warn("unsubscribe on shutdown failed", "err", err)
+	// Drain, not Unsubscribe: the requests the server already handed to
+	// this client are still admitted and answered instead of vanishing
+	// in the client's buffer; only then does the door close.
+	closed := sub.StatusChanged(nats.SubscriptionClosed)
+	if err := sub.Drain(); err != nil {
+		s.log.Warn("leaving the queue group on shutdown failed", "err", err)
+	} else {
+		t := s.clk.NewTimer(opTimeout)
+		select {
+		case <-closed:
+		case <-t.C():
+			s.log.Warn("leaving the queue group on shutdown: no answer within the timeout", "timeout", opTimeout)
+		}
+		t.Stop()
 	}
+	s.stopped.Store(true)
 	if nc.IsConnected() {
 		s.drain(drainTimeout)
 		s.publishStatus(wire.StateOffline)

@@ -93,7 +93,15 @@ func StartNATS(t testing.TB, opts NATSOptions) *NATSCluster {
 		}
 		var b strings.Builder
 		fmt.Fprintf(&b, "server_name: %s\nlisten: %s\n", nd.Name, strings.TrimPrefix(nd.ClientURL, "nats://"))
-		fmt.Fprintf(&b, "jetstream { store_dir: %q }\nmqtt { listen: %q }\n", filepath.Join(nd.Dir, "js"), nd.MQTTAddr)
+		mqttExtra := ""
+		if n > 1 {
+			// As configs/nats/node.conf: the sessions' consumers are
+			// replicated, so a session whose node died can be taken over
+			// on another (with R1 consumers the takeover times out until
+			// the dead node is back).
+			mqttExtra = ", stream_replicas: 3, consumer_replicas: 3"
+		}
+		fmt.Fprintf(&b, "jetstream { store_dir: %q }\nmqtt { listen: %q%s }\n", filepath.Join(nd.Dir, "js"), nd.MQTTAddr, mqttExtra)
 		if n > 1 {
 			var rs []string
 			for j, p := range routes {

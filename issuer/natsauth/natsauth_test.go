@@ -15,10 +15,10 @@ import (
 
 func TestSubjectMapping(t *testing.T) {
 	for topic, subject := range map[string]string{
-		"agora/v1/devices/cam-1/req":  "agora.v1.devices.cam-1.req",
-		"agora/v1/devices/cam.1/req":  "agora.v1.devices.cam//1.req",
-		"agora/v1/devices/+/req":      "agora.v1.devices.*.req",
-		"agora/v1/#":                  "agora.v1.>",
+		"agora/v1/devices/cam-1/req":   "agora.v1.devices.cam-1.req",
+		"agora/v1/devices/cam.1/req":   "agora.v1.devices.cam//1.req",
+		"agora/v1/devices/+/req":       "agora.v1.devices.*.req",
+		"agora/v1/#":                   "agora.v1.>",
 		"site/a.b/devices/x.y.z/token": "site.a//b.devices.x//y//z.token",
 	} {
 		if got := Subject(topic); got != subject {
