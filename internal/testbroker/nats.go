@@ -28,6 +28,12 @@ type NATSOptions struct {
 	// one. With neither the servers take anyone.
 	AuthFile string
 	Auth     string
+	// Shipped, when set, is a node config such as configs/nats/node.conf
+	// that every node runs, told apart by its environment (NATS_NODE,
+	// NATS_PORT, NATS_MQTT_PORT, NATS_CLUSTER_PORT, NATS_STORE); its
+	// routes to 127.0.0.1:6222-6224 are moved to free ports, and the
+	// auth fragment is copied beside it as nats-auth.conf.
+	Shipped string
 }
 
 // NATSCluster is a running test cluster; t.Cleanup stops it.
@@ -49,6 +55,7 @@ type NATSNode struct {
 	ClientURL, MQTTURL, MQTTAddr string
 	// Dir holds its config and JetStream store; ConfigFile is its config.
 	Dir, ConfigFile string
+	env             []string // the environment a Shipped config reads
 
 	t       testing.TB
 	log     *testlog.Buffer
@@ -124,7 +131,16 @@ func StartNATS(t testing.TB, opts NATSOptions) *NATSCluster {
 		if err := os.WriteFile(nd.ConfigFile, []byte(b.String()), 0o600); err != nil {
 			t.Fatal(err)
 		}
+		if opts.Shipped != "" {
+			nd.ConfigFile = filepath.Join(dir, "node.conf")
+			nd.env = []string{"NATS_NODE=" + nd.Name, "NATS_PORT=" + strings.TrimPrefix(nd.ClientURL, "nats://127.0.0.1:"),
+				fmt.Sprintf("NATS_MQTT_PORT=%d", mqttPort), fmt.Sprintf("NATS_CLUSTER_PORT=%d", routes[i]),
+				"NATS_STORE=" + filepath.Join(nd.Dir, "js")}
+		}
 		c.Nodes = append(c.Nodes, nd)
+	}
+	if opts.Shipped != "" {
+		writeShipped(t, opts.Shipped, filepath.Join(dir, "node.conf"), c.AuthFile, routes)
 	}
 	t.Cleanup(func() {
 		for _, nd := range c.Nodes {
@@ -224,6 +240,9 @@ func (c *NATSCluster) ClientURLs() []string {
 func (nd *NATSNode) start(bin string) error {
 	before := strings.Count(nd.log.String(), "Server is ready")
 	cmd := exec.Command(bin, "-c", nd.ConfigFile, "-D")
+	if nd.env != nil {
+		cmd.Env = append(os.Environ(), nd.env...)
+	}
 	out, err := cmd.StderrPipe()
 	if err != nil {
 		return err
@@ -259,6 +278,36 @@ func (nd *NATSNode) start(bin string) error {
 		return err
 	}
 	return waitDial(strings.TrimPrefix(nd.ClientURL, "nats://"), startTimeout)
+}
+
+// writeShipped writes the shipped node config to path with its routes on
+// the test's ports, and the auth fragment beside it.
+func writeShipped(t testing.TB, shipped, path, auth string, routes []int) {
+	t.Helper()
+	b, err := os.ReadFile(shipped)
+	if err != nil {
+		t.Fatalf("shipped NATS config: %v", err)
+	}
+	text := string(b)
+	for i, p := range routes {
+		old := fmt.Sprintf("nats-route://127.0.0.1:%d", 6222+i)
+		if !strings.Contains(text, old) {
+			t.Fatalf("%s has no route %s", shipped, old)
+		}
+		text = strings.ReplaceAll(text, old, fmt.Sprintf("nats-route://127.0.0.1:%d", p))
+	}
+	if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	a := []byte("")
+	if auth != "" {
+		if a, err = os.ReadFile(auth); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.WriteFile(filepath.Join(filepath.Dir(path), "nats-auth.conf"), a, 0o600); err != nil {
+		t.Fatal(err)
+	}
 }
 
 func isClosed(c chan struct{}) bool {
