@@ -30,7 +30,8 @@ type NATSOptions struct {
 	Auth     string
 	// Shipped, when set, is a node config such as configs/nats/node.conf
 	// that every node runs, told apart by its environment (NATS_NODE,
-	// NATS_PORT, NATS_MQTT_PORT, NATS_CLUSTER_PORT, NATS_STORE); its
+	// NATS_PORT, NATS_MQTT_PORT, NATS_CLUSTER_PORT, NATS_STORE,
+	// NATS_PID_FILE); its
 	// routes to 127.0.0.1:6222-6224 are moved to free ports, and the
 	// auth fragment is copied beside it as nats-auth.conf.
 	Shipped string
@@ -135,7 +136,7 @@ func StartNATS(t testing.TB, opts NATSOptions) *NATSCluster {
 			nd.ConfigFile = filepath.Join(dir, "node.conf")
 			nd.env = []string{"NATS_NODE=" + nd.Name, "NATS_PORT=" + strings.TrimPrefix(nd.ClientURL, "nats://127.0.0.1:"),
 				fmt.Sprintf("NATS_MQTT_PORT=%d", mqttPort), fmt.Sprintf("NATS_CLUSTER_PORT=%d", routes[i]),
-				"NATS_STORE=" + filepath.Join(nd.Dir, "js")}
+				"NATS_STORE=" + filepath.Join(nd.Dir, "js"), "NATS_PID_FILE=" + filepath.Join(nd.Dir, "pid")}
 		}
 		c.Nodes = append(c.Nodes, nd)
 	}
