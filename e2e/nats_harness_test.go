@@ -2,10 +2,14 @@ package e2e
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"fmt"
 	"log/slog"
+	"os"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -28,31 +32,47 @@ import (
 // come from the nats-auth.conf natsauth writes, issuer replicas on the
 // NATS transport, and agents on the nodes' MQTT listeners.
 type natsEnv struct {
-	t        *testing.T
+	t        testing.TB
 	dir      string
 	cluster  *testbroker.NATSCluster
 	cfgPath  string
 	issuerPW string
 	devices  map[string]string // device → secret
 	logs     *testlog.Buffer   // everything, checked for secrets
+	quiet    bool              // replicas log warnings only (benchmarks)
 }
 
 const probeDevice = "probe-0"
 
 // newNATSEnv writes the issuer's files and nats-auth.conf for devices
-// and starts a cluster of nodes including it.
+// (random secrets) and starts a cluster of nodes including it.
 func newNATSEnv(t *testing.T, nodes int, ttl time.Duration, devices ...string) *natsEnv {
 	t.Helper()
-	e := &natsEnv{t: t, dir: t.TempDir(), issuerPW: randomHex(t), devices: map[string]string{}, logs: &testlog.Buffer{}}
-	h := natsauth.Hashes{}
-	names := append([]string{probeDevice}, devices...)
-	for _, d := range names {
-		e.devices[d] = randomHex(t)
-		hash, err := natsauth.Hash(e.devices[d])
-		if err != nil {
-			t.Fatal(err)
-		}
-		h[d] = hash
+	secrets := map[string]string{}
+	for _, d := range devices {
+		secrets[d] = randomHex(t)
+	}
+	return newNATSEnvSecrets(t, testbroker.NATSOptions{Nodes: nodes}, ttl, secrets)
+}
+
+// newNATSEnvSecrets is newNATSEnv with the devices' secrets and the
+// cluster's options given; opts.Quiet also makes the replicas log
+// warnings only (benchmarks).
+func newNATSEnvSecrets(t testing.TB, opts testbroker.NATSOptions, ttl time.Duration, secrets map[string]string) *natsEnv {
+	quiet := opts.Quiet
+	t.Helper()
+	e := &natsEnv{t: t, dir: t.TempDir(), issuerPW: hexTB(t), devices: map[string]string{}, logs: &testlog.Buffer{}, quiet: quiet}
+	e.devices[probeDevice] = hexTB(t)
+	for d, s := range secrets {
+		e.devices[d] = s
+	}
+	names := make([]string, 0, len(e.devices))
+	for d := range e.devices {
+		names = append(names, d)
+	}
+	h, err := hashAll(e.devices)
+	if err != nil {
+		t.Fatal(err)
 	}
 	ih, err := natsauth.Hash(e.issuerPW)
 	if err != nil {
@@ -62,13 +82,14 @@ func newNATSEnv(t *testing.T, nodes int, ttl time.Duration, devices ...string) *
 	if _, err := natsauth.Write(auth, wire.NewTopics(""), &natsauth.User{Name: "agora-issuer", Hash: ih}, names, h); err != nil {
 		t.Fatal(err)
 	}
-	e.cluster = testbroker.StartNATS(t, testbroker.NATSOptions{Nodes: nodes, AuthFile: auth})
+	opts.AuthFile = auth
+	e.cluster = testbroker.StartNATS(t, opts)
 	e.cluster.WaitMQTT(testbroker.ClientOptions{ClientID: probeDevice, Username: probeDevice, Password: e.devices[probeDevice]})
 
-	cert := randomHex(t)
-	writeFile(t, filepath.Join(e.dir, "primary.cert"), cert+"\n")
-	writeFile(t, filepath.Join(e.dir, "issuer.pw"), e.issuerPW+"\n")
-	writeFile(t, filepath.Join(e.dir, "policy.yaml"), fmt.Sprintf(`rules:
+	cert := hexTB(t)
+	writeFileTB(t, filepath.Join(e.dir, "primary.cert"), cert+"\n")
+	writeFileTB(t, filepath.Join(e.dir, "issuer.pw"), e.issuerPW+"\n")
+	writeFileTB(t, filepath.Join(e.dir, "policy.yaml"), fmt.Sprintf(`rules:
   - match: "dev-*"
     tokens:
       video:  {service: rtc, channel: "cam-{device}", uid: "{uid}", role: publisher, ttl: %s}
@@ -78,7 +99,7 @@ func newNATSEnv(t *testing.T, nodes int, ttl time.Duration, devices ...string) *
 		servers = append(servers, fmt.Sprintf("%q", u))
 	}
 	e.cfgPath = filepath.Join(e.dir, "issuer.yaml")
-	writeFile(t, e.cfgPath, fmt.Sprintf(`app_id: %s
+	writeFileTB(t, e.cfgPath, fmt.Sprintf(`app_id: %s
 certificates: [{id: primary, file: primary.cert}]
 broker:
   nats:
@@ -90,7 +111,7 @@ policy_file: policy.yaml
 limits:
   rate: {per_minute: 600, burst: 100}
 log_level: debug
-`, randomHex(t), strings.Join(servers, ", ")))
+`, hexTB(t), strings.Join(servers, ", ")))
 	t.Cleanup(func() {
 		for _, s := range append([]string{cert, e.issuerPW}, values(e.devices)...) {
 			if strings.Contains(e.logs.String(), s) {
@@ -99,6 +120,53 @@ log_level: debug
 		}
 	})
 	return e
+}
+
+// hashAll bcrypt-hashes the secrets on every core.
+func hashAll(secrets map[string]string) (natsauth.Hashes, error) {
+	type item struct{ name, secret string }
+	in := make(chan item)
+	var mu sync.Mutex
+	h := natsauth.Hashes{}
+	var first error
+	var wg sync.WaitGroup
+	for range runtime.GOMAXPROCS(0) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for it := range in {
+				hash, err := natsauth.Hash(it.secret)
+				mu.Lock()
+				if err != nil && first == nil {
+					first = err
+				}
+				h[it.name] = hash
+				mu.Unlock()
+			}
+		}()
+	}
+	for n, s := range secrets {
+		in <- item{n, s}
+	}
+	close(in)
+	wg.Wait()
+	return h, first
+}
+
+func hexTB(t testing.TB) string {
+	t.Helper()
+	b := make([]byte, 16)
+	if _, err := rand.Read(b); err != nil {
+		t.Fatal(err)
+	}
+	return hex.EncodeToString(b)
+}
+
+func writeFileTB(t testing.TB, path, content string) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
 }
 
 func values(m map[string]string) []string {
@@ -123,6 +191,9 @@ func (e *natsEnv) startReplica(name string) *replica {
 	r := &replica{name: name, log: &testlog.Buffer{}, done: make(chan error, 1)}
 	log := slog.New(teeHandler{slog.NewTextHandler(r.log, &slog.HandlerOptions{Level: slog.LevelDebug}),
 		e.logs.Logger().Handler()}).With("side", "issuer", "replica", name)
+	if e.quiet {
+		log = slog.New(slog.NewTextHandler(r.log, &slog.HandlerOptions{Level: slog.LevelWarn})).With("replica", name)
+	}
 	svc, err := issuer.New(issuer.Options{ConfigFile: e.cfgPath, Logger: log})
 	if err != nil {
 		e.t.Fatal(err)
@@ -142,7 +213,7 @@ func (e *natsEnv) startReplica(name string) *replica {
 }
 
 // shutdown stops the replica as SIGTERM would and waits for Run.
-func (r *replica) shutdown(t *testing.T) {
+func (r *replica) shutdown(t testing.TB) {
 	if r.stop == nil {
 		return
 	}
@@ -203,7 +274,7 @@ func (e *natsEnv) startWatchedAgent(id string, brokers []string) *watched {
 	w := &watched{id: id, log: &testlog.Buffer{}, update: make(chan struct{}, 1)}
 	dir := filepath.Join(e.dir, id)
 	pw := filepath.Join(e.dir, id+".pw")
-	writeFile(e.t, pw, e.devices[id]+"\n")
+	writeFileTB(e.t, pw, e.devices[id]+"\n")
 	cfg, err := agent.ParseConfig(strings.NewReader(fmt.Sprintf(`device_id: %s
 broker:
   url: [%s]

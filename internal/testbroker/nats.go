@@ -2,6 +2,7 @@ package testbroker
 
 import (
 	"bufio"
+	"cmp"
 	"fmt"
 	"io"
 	"os"
@@ -35,6 +36,11 @@ type NATSOptions struct {
 	// routes to 127.0.0.1:6222-6224 are moved to free ports, and the
 	// auth fragment is copied beside it as nats-auth.conf.
 	Shipped string
+	// Quiet leaves out nats-server's debug log (-D), for benchmarks.
+	Quiet bool
+	// ConsumerReplicas is the MQTT consumers' replication in a cluster
+	// (default 3, as configs/nats/node.conf; 1 is nats-server's default).
+	ConsumerReplicas int
 }
 
 // NATSCluster is a running test cluster; t.Cleanup stops it.
@@ -57,6 +63,7 @@ type NATSNode struct {
 	// Dir holds its config and JetStream store; ConfigFile is its config.
 	Dir, ConfigFile string
 	env             []string // the environment a Shipped config reads
+	quiet           bool
 
 	t       testing.TB
 	log     *testlog.Buffer
@@ -91,7 +98,7 @@ func StartNATS(t testing.TB, opts NATSOptions) *NATSCluster {
 	}
 	for i := range n {
 		nd := &NATSNode{Name: fmt.Sprintf("n%d", i+1), Dir: filepath.Join(dir, fmt.Sprintf("n%d", i+1)),
-			t: t, log: &testlog.Buffer{}, cluster: c}
+			t: t, log: &testlog.Buffer{}, cluster: c, quiet: opts.Quiet}
 		mqttPort := FreePort(t)
 		nd.ClientURL = fmt.Sprintf("nats://127.0.0.1:%d", FreePort(t))
 		nd.MQTTAddr = fmt.Sprintf("127.0.0.1:%d", mqttPort)
@@ -107,7 +114,7 @@ func StartNATS(t testing.TB, opts NATSOptions) *NATSCluster {
 			// replicated, so a session whose node died can be taken over
 			// on another (with R1 consumers the takeover times out until
 			// the dead node is back).
-			mqttExtra = ", stream_replicas: 3, consumer_replicas: 3"
+			mqttExtra = fmt.Sprintf(", stream_replicas: 3, consumer_replicas: %d", cmp.Or(opts.ConsumerReplicas, 3))
 		}
 		fmt.Fprintf(&b, "jetstream { store_dir: %q }\nmqtt { listen: %q%s }\n", filepath.Join(nd.Dir, "js"), nd.MQTTAddr, mqttExtra)
 		if n > 1 {
@@ -240,7 +247,11 @@ func (c *NATSCluster) ClientURLs() []string {
 
 func (nd *NATSNode) start(bin string) error {
 	before := strings.Count(nd.log.String(), "Server is ready")
-	cmd := exec.Command(bin, "-c", nd.ConfigFile, "-D")
+	args := []string{"-c", nd.ConfigFile, "-D"}
+	if nd.quiet {
+		args = args[:2]
+	}
+	cmd := exec.Command(bin, args...)
 	if nd.env != nil {
 		cmd.Env = append(os.Environ(), nd.env...)
 	}
