@@ -112,7 +112,8 @@ func (s *Service) runNATS(ctx context.Context, n *NATSConfig) error {
 				c.Close()
 			}
 			wait := bo.NextBackOff()
-			s.connLog.Warn("cannot connect to NATS; retrying", "servers", redactURL(servers),
+			// The URLs hold no user or password (config validation).
+			s.connLog.Warn("cannot connect to NATS; retrying", "servers", servers,
 				"failures", failures, "retry_in", wait.Round(time.Millisecond), "err", err)
 			t := s.clk.NewTimer(wait)
 			select {

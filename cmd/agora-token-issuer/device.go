@@ -16,6 +16,7 @@ import (
 	"agoratokens/atomicfile"
 	"agoratokens/issuer"
 	"agoratokens/issuer/devices"
+	"agoratokens/issuer/natsauth"
 	"agoratokens/wire"
 )
 
@@ -189,6 +190,11 @@ type deviceOut struct {
 func addDevice(cfg *deviceConfig, rotate bool, name string, out deviceOut, stdout, stderr io.Writer) error {
 	if err := wire.ValidateDeviceID(name); err != nil {
 		return err
+	}
+	if cfg.nats != nil {
+		if err := natsauth.ValidateDevice(name); err != nil {
+			return err
+		}
 	}
 	if out.dir != "" {
 		// Fail before registering rather than leave a device whose

@@ -45,6 +45,9 @@ func TestInitNATSAndDeviceLogins(t *testing.T) {
 		t.Fatal("nats-auth.conf holds the issuer's password in clear")
 	}
 
+	if code, _, errOut := runDev(t, "add", "cam.1", "--config", conf); code != 1 || !strings.Contains(errOut, `"cam.1"`) {
+		t.Fatalf("device add cam.1 on NATS: exit %d: %s; want a refusal of the \".\"", code, errOut)
+	}
 	out := filepath.Join(t.TempDir(), "dev-1")
 	if code, _, errOut := runDev(t, "add", "dev-1", "--config", conf, "--out", out, "--local"); code != 0 {
 		t.Fatalf("device add: exit %d: %s", code, errOut)

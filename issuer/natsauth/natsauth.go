@@ -79,6 +79,20 @@ func Topic(subject string) string {
 	return b.String()
 }
 
+// ValidateDevice checks that a device id can be a NATS user with MQTT
+// topics of its own: a valid device id without a ".", which nats-server
+// 2.9's MQTT listener refuses in topics ("characters ' ' and '.' not
+// supported for MQTT topics").
+func ValidateDevice(name string) error {
+	if err := wire.ValidateDeviceID(name); err != nil {
+		return err
+	}
+	if strings.Contains(name, ".") {
+		return fmt.Errorf("device id %q: a NATS cluster's MQTT listener (nats-server 2.9) refuses a \".\" in topics; use - or _ instead", name)
+	}
+	return nil
+}
+
 // User is a nats-server user: its name and bcrypt hash.
 type User struct {
 	Name, Hash string
@@ -104,7 +118,7 @@ func Render(w io.Writer, topics wire.Topics, issuer *User, devices []User) error
 		b.WriteString("    }}\n")
 	}
 	for _, d := range devices {
-		if err := wire.ValidateDeviceID(d.Name); err != nil {
+		if err := ValidateDevice(d.Name); err != nil {
 			return err
 		}
 		if !strings.HasPrefix(d.Hash, "$2") {

@@ -134,3 +134,25 @@ func TestDevicePermissions(t *testing.T) {
 	}
 	var _ mqtt.Client = a
 }
+
+// A device id with a "." cannot be a NATS device: nats-server 2.9's
+// MQTT listener refuses "." in topics, so Write refuses the id with a
+// clear error rather than write a user that could never subscribe (and
+// the server does refuse such a topic).
+func TestDottedDeviceID(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "nats-auth.conf")
+	hash, err := Hash(devPW)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = Write(file, wire.NewTopics(""), nil, []string{"cam.1"}, Hashes{"cam.1": hash})
+	if err == nil || !strings.Contains(err.Error(), `"cam.1"`) || !strings.Contains(err.Error(), "use - or _") {
+		t.Fatalf("Write(cam.1) = %v, want a refusal naming the id", err)
+	}
+	c := authCluster(t)
+	a := testbroker.Connect(t, c.Nodes[0].MQTTURL, testbroker.ClientOptions{ClientID: "dev-a", Username: "dev-a", Password: devPW})
+	if _, ok, _ := testbroker.TrySubscribe(t, a, "agora/v1/devices/dev.a/token"); ok {
+		t.Fatal("nats-server took a topic with a \".\": the restriction can go")
+	}
+	c.Nodes[0].WaitLog("'.' not supported for MQTT topics", 10*time.Second)
+}
