@@ -14,6 +14,7 @@ import (
 
 	"agoratokens/issuer"
 	"agoratokens/issuer/devices"
+	"agoratokens/issuer/fleetsim"
 	"agoratokens/issuer/natsauth"
 	"agoratokens/secretfile"
 	"agoratokens/wire"
@@ -231,4 +232,47 @@ rules:
       video:  {service: rtc, channel: "{device}", uid: "{uid}", role: publisher, ttl: %[1]s}
       signal: {service: rtm, user: "{device}", ttl: %[1]s}
 `, shortDuration(ttl))
+}
+
+// registerNATSFleet registers fleet-sim's devices for a NATS setup: in
+// the registry of the issuer config at configPath (broker.nats), with
+// their bcrypt hashes, and regenerates nats-auth.conf.
+func registerNATSFleet(configPath string, seed []byte, names []string, stderr io.Writer) error {
+	cfg, err := loadDeviceConfig(configPath)
+	if err != nil {
+		return err
+	}
+	if cfg.nats == nil {
+		return fmt.Errorf("--format nats: %s has no broker.nats", configPath)
+	}
+	for _, n := range names {
+		if err := natsauth.ValidateDevice(n); err != nil {
+			return err
+		}
+	}
+	if err := fleetsim.Register(cfg.credentialsFile, fleetsim.FormatIssuer, seed, names); err != nil {
+		return err
+	}
+	f, err := devices.Load(cfg.credentialsFile)
+	if err != nil {
+		return err
+	}
+	hashes, err := natsauth.LoadHashes(natsauth.HashesFile(cfg.nats.AuthFile))
+	if err != nil {
+		return err
+	}
+	for _, n := range names {
+		if hashes[n], err = natsauth.Hash(fleetsim.Secret(seed, n)); err != nil {
+			return err
+		}
+	}
+	var all []string
+	for _, d := range f.Devices() {
+		all = append(all, d.Name)
+	}
+	if err := writeNATSAuth(cfg.nats, wire.NewTopics(cfg.topicRoot), all, hashes, stderr); err != nil {
+		return err
+	}
+	fmt.Fprintf(stderr, "wrote %s; apply it with `nats-server --signal reload` on every node\n", cfg.nats.AuthFile)
+	return nil
 }

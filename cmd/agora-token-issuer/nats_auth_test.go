@@ -8,9 +8,11 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"agoratokens/agent"
 	"agoratokens/internal/testbroker"
+	"agoratokens/internal/testlog"
 	"agoratokens/issuer"
 )
 
@@ -99,5 +101,49 @@ func TestInitNATSAndDeviceLogins(t *testing.T) {
 	}
 	if err := login("dev-2", secret("dev-2")); err != nil {
 		t.Fatalf("dev-2 does not log in: %v", err)
+	}
+}
+
+// fleet-sim runs against a NATS setup: --register --format nats puts its
+// devices in the registry and nats-auth.conf of the issuer config, and
+// after a reload the storm through a node's MQTT listener gets every
+// token from `serve` on NATS.
+func TestFleetSimAgainstNATS(t *testing.T) {
+	t.Setenv("AGORA_APP_ID", "")
+	t.Setenv("AGORA_APP_CERTIFICATE", "")
+	dir := filepath.Join(t.TempDir(), "setup")
+	var o, e bytes.Buffer
+	if code := runInit(context.Background(), []string{dir, "--nats", "nats://127.0.0.1:4222"}, &o, &e); code != 0 {
+		t.Fatalf("init exit %d: %s", code, e.String())
+	}
+	conf := filepath.Join(dir, "issuer.yaml")
+	seed := filepath.Join(t.TempDir(), "sim.seed")
+	if code, out, errOut := runSim(t, "--seed-file", seed, "--devices", "5", "--register", conf, "--format", "nats"); code != 0 {
+		t.Fatalf("register: exit %d: %s %s", code, out, errOut)
+	}
+	cluster := testbroker.StartNATS(t, testbroker.NATSOptions{AuthFile: filepath.Join(dir, "nats-auth.conf")})
+	raw, err := os.ReadFile(conf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(conf, []byte(strings.Replace(string(raw), "nats://127.0.0.1:4222", cluster.Nodes[0].ClientURL, 1)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan int, 1)
+	var serveErr testlog.Buffer
+	go func() {
+		done <- run(ctx, []string{"serve", "--config", conf}, strings.NewReader(""), &bytes.Buffer{}, &serveErr)
+	}()
+	t.Cleanup(func() {
+		cancel()
+		if code := <-done; code != 0 {
+			t.Errorf("serve exit %d: %s", code, serveErr.String())
+		}
+	})
+	testlog.WaitForUnless(t, &serveErr, 15*time.Second, done, "connected to NATS and serving")
+	code, out, errOut := runSim(t, "--seed-file", seed, "--devices", "5", "--broker", cluster.Nodes[0].MQTTURL)
+	if code != 0 {
+		t.Fatalf("fleet-sim against NATS: exit %d\n%s\n%s\nserve:\n%s", code, out, errOut, serveErr.String())
 	}
 }
