@@ -218,6 +218,9 @@ func (c *Config) fill() error {
 		return fmt.Errorf("topic_root: %w", err)
 	}
 	c.TopicRoot = strings.TrimSuffix(c.TopicRoot, "/")
+	if c.Broker.NATS != nil && strings.Contains(c.TopicRoot, ".") {
+		return fmt.Errorf("topic_root: %q holds a \".\", which a NATS cluster's MQTT listener refuses in topics", c.TopicRoot)
+	}
 	if c.ShareGroup != "" {
 		if err := wire.ValidateName("share group", c.ShareGroup); err != nil {
 			return fmt.Errorf("share_group: %w", err)

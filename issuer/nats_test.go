@@ -47,6 +47,7 @@ func TestParseNATSConfig(t *testing.T) {
 		{"group", nats(`nats: {servers: ["nats://h:4222"], queue_group: "a b"}`), "broker.nats.queue_group"},
 		{"agent url", nats(`nats: {servers: ["nats://h:4222"], agent_urls: ["nats://h:1"]}`), "broker.nats.agent_urls[0]"},
 		{"unknown key", nats(`nats: {servers: ["nats://h:4222"], queue: x}`), "queue"},
+		{"dotted root", natsMinimal + "topic_root: site/a.b\n", `topic_root (line 7): "site/a.b" holds a "."`},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			_, err := ParseConfig(strings.NewReader(tt.yaml))
