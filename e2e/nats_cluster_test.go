@@ -9,7 +9,7 @@ import (
 
 // TestNATSClusterFailover: a 3-node NATS cluster, two issuer replicas on
 // the NATS transport, 21 agents spread over the nodes' MQTT listeners
-// (each with all three in broker.url, its own node first), 20 s tokens and
+// (each with all three in broker.url, its own node first), 30 s tokens and
 // a watch client per agent. One node is killed mid-run (its agents fail
 // over to the next node), then one issuer replica; then both come back.
 // Throughout, no watch client holds an expired token, every agent keeps
@@ -17,10 +17,12 @@ import (
 // published times (the queue group hands each to one replica).
 func TestNATSClusterFailover(t *testing.T) {
 	const agents = 21
-	// Renewed at half their life: 10 s to get through a failover, which
-	// took up to 8 s here (JetStream moves the MQTT sessions' stream and
-	// consumer leaders off the dead node before it takes their takeover).
-	const ttl = 20 * time.Second
+	// Renewed a third into their life (renew_window [0.3, 0.35]): about
+	// 20 s to get through a failover, which took up to 8 s here
+	// (JetStream moves the MQTT sessions' stream and consumer leaders
+	// off the dead node before it takes their takeover), and a renewal
+	// round every 10 s.
+	const ttl = 30 * time.Second
 	var ids []string
 	for i := range agents {
 		ids = append(ids, fmt.Sprintf("dev-%02d", i))

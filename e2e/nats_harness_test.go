@@ -282,6 +282,7 @@ broker:
   keepalive: 5s
 topic_root: agora/v1
 tokens: [video]
+renew_window: [0.3, 0.35]
 renew_before: 30s
 renew_min_interval: 1s
 backoff: {initial: 200ms, max: 1s, multiplier: 2, jitter: 0.1}
