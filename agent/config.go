@@ -99,7 +99,11 @@ type Config struct {
 
 // BrokerConfig is the MQTT connection.
 type BrokerConfig struct {
-	URL          string // tcp://host:port or ssl://host:port
+	URL string // tcp://host:port or ssl://host:port: the first of URLs
+	// URLs are the brokers the agent may use, in order (broker.url as a
+	// list or a comma-separated string): it dials the next after each
+	// failed dial or lost connection. Empty means URL alone.
+	URLs         []string
 	Username     string // default: the device id
 	PasswordFile string
 	CAFile       string
@@ -199,6 +203,9 @@ func (c *Config) fillDefaults() {
 	}
 	if c.Broker != nil {
 		def(&c.Broker.KeepAlive, DefaultKeepAlive)
+		if len(c.Broker.URLs) == 0 && c.Broker.URL != "" {
+			c.Broker.URLs = []string{c.Broker.URL}
+		}
 	}
 }
 
@@ -256,7 +263,7 @@ type fileConfig struct {
 }
 
 type fileBroker struct {
-	URL          string    `yaml:"url"`
+	URL          urlList   `yaml:"url"`
 	Username     string    `yaml:"username"`
 	PasswordFile string    `yaml:"password_file"`
 	CAFile       string    `yaml:"ca_file"`
@@ -305,6 +312,37 @@ type fileLED struct {
 }
 
 // duration is a time.Duration written as "30s", "1m", "1h30m".
+// urlList is broker.url: one URL, a comma-separated string of them, or
+// a YAML list.
+type urlList []string
+
+func (l *urlList) UnmarshalYAML(n *yaml.Node) error {
+	var items []string
+	switch n.Kind {
+	case yaml.ScalarNode:
+		items = strings.Split(n.Value, ",")
+	case yaml.SequenceNode:
+		for _, it := range n.Content {
+			if it.Kind != yaml.ScalarNode {
+				return &yaml.TypeError{Errors: []string{fmt.Sprintf("line %d: a broker URL is a string", it.Line)}}
+			}
+			items = append(items, it.Value)
+		}
+	default:
+		return &yaml.TypeError{Errors: []string{fmt.Sprintf("line %d: broker.url is a URL or a list of URLs", n.Line)}}
+	}
+	*l = (*l)[:0]
+	for _, it := range items {
+		if it = strings.TrimSpace(it); it != "" {
+			*l = append(*l, it)
+		}
+	}
+	if len(items) > 0 && len(*l) == 0 && n.Value != "" {
+		return &yaml.TypeError{Errors: []string{fmt.Sprintf("line %d: broker.url lists no URL", n.Line)}}
+	}
+	return nil
+}
+
 type duration time.Duration
 
 func (d *duration) UnmarshalYAML(n *yaml.Node) error {
@@ -442,19 +480,28 @@ func positive(e *errs, key string, d *duration, def time.Duration) time.Duration
 
 func (b *fileBroker) validate(e *errs, abs func(string) string) *BrokerConfig {
 	c := &BrokerConfig{
-		URL: b.URL, Username: b.Username, PasswordFile: abs(b.PasswordFile),
+		URLs: b.URL, Username: b.Username, PasswordFile: abs(b.PasswordFile),
 		CAFile: abs(b.CAFile), CertFile: abs(b.CertFile), KeyFile: abs(b.KeyFile),
 	}
-	if b.URL == "" {
-		e.add("broker.url", "missing (tcp://host:1883 or ssl://host:8883)")
-	} else if u, err := redact.ParseURL(b.URL); err != nil {
-		e.add("broker.url", "%v", err)
-	} else if u.Scheme != "tcp" && u.Scheme != "ssl" {
-		e.add("broker.url", "scheme %q is not tcp or ssl", u.Scheme)
-	} else if u.Port() == "" || u.Hostname() == "" {
-		e.add("broker.url", "%s lacks a host or port", redact.URL(b.URL))
-	} else if u.Scheme == "tcp" && (b.CAFile != "" || b.CertFile != "") {
-		e.add("broker.url", "TLS files are set but the scheme is tcp (use ssl://)")
+	if len(b.URL) == 0 {
+		e.add("broker.url", "missing (tcp://host:1883 or ssl://host:8883, or a list of them)")
+	} else {
+		c.URL = b.URL[0]
+	}
+	for i, raw := range b.URL {
+		key := "broker.url"
+		if len(b.URL) > 1 {
+			key = fmt.Sprintf("broker.url[%d]", i)
+		}
+		if u, err := redact.ParseURL(raw); err != nil {
+			e.add(key, "%v", err)
+		} else if u.Scheme != "tcp" && u.Scheme != "ssl" {
+			e.add(key, "scheme %q is not tcp or ssl", u.Scheme)
+		} else if u.Port() == "" || u.Hostname() == "" {
+			e.add(key, "%s lacks a host or port", redact.URL(raw))
+		} else if u.Scheme == "tcp" && (b.CAFile != "" || b.CertFile != "") {
+			e.add(key, "TLS files are set but the scheme is tcp (use ssl://)")
+		}
 	}
 	if (b.CertFile == "") != (b.KeyFile == "") {
 		e.add("broker.cert_file", "cert_file and key_file go together")

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -42,7 +43,13 @@ type mqttSource struct {
 	topics wire.Topics
 	clk    clock.Clock
 	log    *slog.Logger
-	opts   *mqtt.ClientOptions
+	// opts holds one set of client options per broker in broker.url,
+	// in order; Run dials them in turn, moving to the next after each
+	// failed dial and each connection that ended (failover).
+	opts []*mqtt.ClientOptions
+	urls []string
+	// next is the index in opts of the broker Run dials next.
+	next int
 	// newClient makes the client of one connection: mqtt.NewClient
 	// (tests put a fake in its place).
 	newClient func(*mqtt.ClientOptions) mqtt.Client
@@ -96,8 +103,31 @@ func newMQTT(cfg *Config, device string, clk clock.Clock, log *slog.Logger) (*mq
 		log: log, pending: map[string]chan *wire.Reply{}, newClient: mqtt.NewClient,
 		lost: make(chan mqtt.Client, 4), redial: make(chan mqtt.Client, 4), wake: make(chan struct{}, 1)}
 	b := cfg.Broker
+	m.urls = b.URLs
+	if len(m.urls) == 0 {
+		m.urls = []string{b.URL}
+	}
+	will, err := wire.Encode(offlineStatus())
+	if err != nil {
+		return nil, err
+	}
+	for _, u := range m.urls {
+		o, err := m.clientOptions(u, will)
+		if err != nil {
+			return nil, err
+		}
+		m.opts = append(m.opts, o)
+	}
+	return m, nil
+}
+
+// clientOptions are the options of a connection to the broker at url.
+// Each broker gets its own (one server each): the failover between them
+// is Run's, with its backoff, not paho's.
+func (m *mqttSource) clientOptions(url string, will []byte) (*mqtt.ClientOptions, error) {
+	cfg, device, b := m.cfg, m.device, m.cfg.Broker
 	ka := keepAliveFor(cfg)
-	opts := mqtt.NewClientOptions().AddBroker(b.URL).SetClientID(device).
+	opts := mqtt.NewClientOptions().AddBroker(url).SetClientID(device).
 		SetCleanSession(false).SetKeepAlive(ka).SetPingTimeout(pingTimeoutFor(cfg, ka)).
 		SetAutoReconnect(false).SetConnectRetry(false).SetStore(noStore{}).
 		SetConnectTimeout(cfg.RequestTimeout).SetWriteTimeout(cfg.RequestTimeout).
@@ -112,20 +142,15 @@ func newMQTT(cfg *Config, device string, clk clock.Clock, log *slog.Logger) (*mq
 	if b.password != nil {
 		opts.SetPassword(b.password.Reveal())
 	}
-	will, err := wire.Encode(offlineStatus())
-	if err != nil {
-		return nil, err
-	}
 	opts.SetBinaryWill(m.topics.Status(device), will, 1, true)
-	if b.CAFile != "" || b.CertFile != "" || len(b.URL) > 3 && b.URL[:3] == "ssl" {
+	if b.CAFile != "" || b.CertFile != "" || strings.HasPrefix(url, "ssl") {
 		tc, err := brokertls.Client("broker.", brokertls.Files{CAFile: b.CAFile, CertFile: b.CertFile, KeyFile: b.KeyFile})
 		if err != nil {
 			return nil, err
 		}
 		opts.SetTLSConfig(tc)
 	}
-	m.opts = opts
-	return m, nil
+	return opts, nil
 }
 
 func offlineStatus() wire.DeviceStatus {
@@ -134,7 +159,7 @@ func offlineStatus() wire.DeviceStatus {
 
 // Run keeps a connection to the broker until ctx ends, then publishes the
 // offline status and disconnects. Each loss or failed dial is followed by
-// a wait (see nextWait) and a new dial.
+// a wait (see nextWait) and a new dial, to the next broker of broker.url.
 func (m *mqttSource) Run(ctx context.Context, h TransportHooks) error {
 	m.hooks = h
 	bo := &backoff.ExponentialBackOff{
@@ -144,7 +169,12 @@ func (m *mqttSource) Run(ctx context.Context, h TransportHooks) error {
 	}
 	bo.Reset()
 	for failures := 0; ; {
-		c := m.newClient(m.opts)
+		url := m.urls[m.next]
+		c := m.newClient(m.opts[m.next])
+		// Whatever becomes of this dial, the next one goes to the next
+		// broker of the list: a broker that refused or died is not
+		// dialed again before the others have had their turn.
+		m.next = (m.next + 1) % len(m.opts)
 		m.mu.Lock()
 		m.client = c
 		m.mu.Unlock()
@@ -163,12 +193,12 @@ func (m *mqttSource) Run(ctx context.Context, h TransportHooks) error {
 			failures++
 			wait = m.nextWait(bo)
 			if failures&(failures-1) == 0 {
-				m.log.Warn("cannot connect to the broker; retrying", "broker", redactURL(m.cfg.Broker.URL),
+				m.log.Warn("cannot connect to the broker; retrying", "broker", redactURL(url),
 					"failures", failures, "retry_in", wait.Round(time.Millisecond), "err", err)
 			}
 		} else {
 			failures = 0
-			redial := m.serve(ctx, c, bo)
+			redial := m.serve(ctx, c, url, bo)
 			if ctx.Err() != nil {
 				m.shutdown(c)
 				return nil
@@ -188,12 +218,12 @@ func (m *mqttSource) Run(ctx context.Context, h TransportHooks) error {
 // or ctx ends. It resets the backoff once the subscription is granted,
 // and reports whether Run should dial again at once: when a connection
 // that worked stopped acknowledging requests.
-func (m *mqttSource) serve(ctx context.Context, c mqtt.Client, bo *backoff.ExponentialBackOff) (redial bool) {
+func (m *mqttSource) serve(ctx context.Context, c mqtt.Client, url string, bo *backoff.ExponentialBackOff) (redial bool) {
 	retry := m.clk.NewTimer(time.Hour)
 	retry.Stop()
 	defer retry.Stop()
 	attempt := func() bool {
-		switch m.subscribe(c) {
+		switch m.subscribe(c, url) {
 		case subscribed:
 			// A connection that worked: the next loss starts the
 			// backoff over, however many dials this one took.
@@ -354,7 +384,7 @@ const (
 // broker whose ACL does not match) is logged and retried by serve with
 // backoff on the same connection; one the broker does not answer at all
 // is taken for a dead link, and the connection is redialed.
-func (m *mqttSource) subscribe(c mqtt.Client) int {
+func (m *mqttSource) subscribe(c mqtt.Client, url string) int {
 	topic := m.topics.Token(m.device)
 	tok := c.Subscribe(topic, 1, m.onMessage)
 	if !tok.WaitTimeout(m.cfg.RequestTimeout) {
@@ -384,7 +414,7 @@ func (m *mqttSource) subscribe(c mqtt.Client) int {
 	default:
 	}
 	m.connected.Store(true)
-	m.log.Info("connected to the broker", "broker", redactURL(m.cfg.Broker.URL))
+	m.log.Info("connected to the broker", "broker", redactURL(url))
 	if st == nil {
 		st = &wire.DeviceStatus{V: wire.SchemaVersion, State: wire.StateOnline, Agent: buildinfo.Version}
 	}

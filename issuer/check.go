@@ -24,7 +24,9 @@ func Check(path string, l *Loaded, w io.Writer) {
 		ids = append(ids, id)
 	}
 	p("certificates: %s", strings.Join(ids, ", "))
-	if e := c.Broker.Embedded; e != nil {
+	if n := c.Broker.NATS; n != nil {
+		p("broker:       %s", n.describe())
+	} else if e := c.Broker.Embedded; e != nil {
 		tls := "plain TCP"
 		if e.TLSCertFile != "" {
 			tls = "TLS"

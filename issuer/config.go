@@ -96,6 +96,8 @@ type CertificateConfig struct {
 type BrokerConfig struct {
 	// Embedded runs an MQTT broker inside the issuer.
 	Embedded *EmbeddedBrokerConfig `yaml:"embedded"`
+	// NATS speaks NATS to a NATS cluster (see config_nats.go).
+	NATS *NATSConfig `yaml:"nats"`
 	// URL is an external broker: tcp://host:port or ssl://host:port.
 	URL string `yaml:"url"`
 	// ClientID is the issuer's MQTT client id; empty picks a unique one
@@ -236,6 +238,9 @@ func (c *Config) fill() error {
 		return fmt.Errorf("topic_root: %w", err)
 	}
 	c.TopicRoot = strings.TrimSuffix(c.TopicRoot, "/")
+	if c.Broker.NATS != nil && strings.Contains(c.TopicRoot, ".") {
+		return fmt.Errorf("topic_root: %q holds a \".\", which a NATS cluster's MQTT listener refuses in topics", c.TopicRoot)
+	}
 	if c.ShareGroup != "" {
 		if err := wire.ValidateName("share group", c.ShareGroup); err != nil {
 			return fmt.Errorf("share_group: %w", err)
@@ -268,6 +273,9 @@ func (c *Config) fill() error {
 }
 
 func (b *BrokerConfig) fill() error {
+	if b.NATS != nil {
+		return b.NATS.fill(b)
+	}
 	external := b.URL != "" || b.Username != "" || b.PasswordFile != "" || b.CAFile != "" ||
 		b.CertFile != "" || b.KeyFile != ""
 	switch {
@@ -380,6 +388,9 @@ func (c *Config) ResolvePaths(dir string) {
 	abs(&c.Broker.CAFile)
 	abs(&c.Broker.CertFile)
 	abs(&c.Broker.KeyFile)
+	if n := c.Broker.NATS; n != nil {
+		n.resolvePaths(dir)
+	}
 	if e := c.Broker.Embedded; e != nil {
 		abs(&e.TLSCertFile)
 		abs(&e.TLSKeyFile)
@@ -424,6 +435,9 @@ func (c *Config) Resolve(dir string) error {
 		}
 	}
 	c.warnings = nil
+	if n := c.Broker.NATS; n != nil {
+		return c.resolveNATS(n)
+	}
 	if e := c.Broker.Embedded; e != nil {
 		return c.resolveEmbedded(e)
 	}

@@ -37,14 +37,15 @@ import (
 // broker, with the request it answers.
 type pendingReply struct {
 	tok      mqtt.Token
-	req      mqtt.Message
+	req      inbound
 	device   string
 	deadline time.Time
 }
 
 // job is one item of the worker queue: a request, or a liveness probe.
 type job struct {
-	m      mqtt.Message
+	m      inbound
+	tr     string // the transport it came by, for the metrics
 	device string
 	probe  chan struct{} // a probe: closed by the worker that takes it
 }
@@ -59,10 +60,17 @@ type refusal struct {
 // or queues it for the workers. The request is acknowledged at once when
 // shed, else once its reply is (the client's auto-ack is off).
 func (s *Service) onRequest(_ mqtt.Client, m mqtt.Message) {
-	device, err := s.topics.DeviceFromReq(m.Topic())
+	s.admit("mqtt", m.Topic(), m)
+}
+
+// admit is the door of every transport: topic is the request's MQTT
+// topic (a NATS subject mapped back to it), tr the transport's name in
+// the metrics. It never blocks.
+func (s *Service) admit(tr, topic string, m inbound) {
+	device, err := s.topics.DeviceFromReq(topic)
 	if err != nil {
 		// No valid device id: there is no topic to answer on.
-		s.metrics.request("mqtt", resultInvalid)
+		s.metrics.request(tr, resultInvalid)
 		s.dlog.Warn("request on a malformed topic; no reply possible", "err", err)
 		m.Ack()
 		return
@@ -76,7 +84,7 @@ func (s *Service) onRequest(_ mqtt.Client, m mqtt.Message) {
 	payload := m.Payload()
 	maxPayload := s.state.Load().cfg.Limits.MaxPayload
 	if ok, wait, tell := s.limiter.admit(device, s.clk.Now()); !ok {
-		s.metrics.request("mqtt", resultRateLimited)
+		s.metrics.request(tr, resultRateLimited)
 		secs := int((wait + time.Second - 1) / time.Second)
 		s.dlog.Info("rate limited", "device", device, "retry_after", secs)
 		if tell {
@@ -92,7 +100,7 @@ func (s *Service) onRequest(_ mqtt.Client, m mqtt.Message) {
 		return
 	}
 	if len(payload) > maxPayload {
-		s.metrics.request("mqtt", resultInvalid)
+		s.metrics.request(tr, resultInvalid)
 		s.dlog.Warn("request too large", "device", device, "bytes", len(payload), "max", maxPayload)
 		s.refuse(refusal{device: device, id: "unknown", code: wire.CodeInvalidRequest,
 			msg: fmt.Sprintf("request is %d bytes, max %d", len(payload), maxPayload)})
@@ -101,15 +109,15 @@ func (s *Service) onRequest(_ mqtt.Client, m mqtt.Message) {
 	}
 	switch s.adm.add(device) {
 	case admitOK:
-		s.work <- job{m: m, device: device} // never blocks: it has a place per request admitted
+		s.work <- job{m: m, tr: tr, device: device} // never blocks: it has a place per request admitted
 	case admitDeviceFull:
-		s.metrics.request("mqtt", resultShed)
+		s.metrics.request(tr, resultShed)
 		s.dlog.Warn("request shed: too many requests of the device in flight", "device", device, "max", s.opts.DeviceQueue)
 		s.refuse(refusal{device: device, id: requestID(payload), code: wire.CodeRateLimited,
 			msg: "too many requests in flight", retryAfter: 1})
 		m.Ack()
 	case admitQueueFull:
-		s.metrics.request("mqtt", resultShed)
+		s.metrics.request(tr, resultShed)
 		s.dlog.Warn("request shed: the request queue is full", "device", device, "max", s.opts.QueueSize)
 		s.refuse(refusal{device: device, id: requestID(payload), code: wire.CodeUnavailable,
 			msg: "the issuer is overloaded", retryAfter: 1})
@@ -137,7 +145,7 @@ func (s *Service) refuser(stop <-chan struct{}) {
 		select {
 		case r := <-s.refusals:
 			b := s.errorReply(r.id, r.code, r.msg, r.retryAfter)
-			t := s.client().Publish(s.topics.Token(r.device), 0, false, b)
+			t := s.out().publish(s.topics.Token(r.device), 0, false, b)
 			select {
 			case <-t.Done():
 				if err := t.Error(); err != nil {
@@ -208,13 +216,13 @@ func (s *Service) Probe(ctx context.Context) error {
 func (s *Service) handle(j job) {
 	s.metrics.sawDevice(j.device)
 	reply, result := s.answerMQTT(j.device, j.m.Payload())
-	s.metrics.request("mqtt", result)
+	s.metrics.request(j.tr, result)
 	if reply == nil {
 		j.m.Ack()
 		s.adm.done(j.device)
 		return
 	}
-	t := s.client().Publish(s.topics.Token(j.device), 1, false, reply)
+	t := s.out().publish(s.topics.Token(j.device), 1, false, reply)
 	// Never blocks: it has a place per request admitted.
 	s.replies <- pendingReply{tok: t, req: j.m, device: j.device, deadline: s.clk.Now().Add(opTimeout)}
 }

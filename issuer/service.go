@@ -107,6 +107,7 @@ type Service struct {
 	connected  atomic.Bool   // connected once: later failures are reconnects
 	reload     sync.Mutex    // serializes Reload
 	clientV    atomic.Value  // mqtt.Client, set by Run before connecting
+	outlet     outletBox     // the transport's publisher, set by Run
 	embedded   atomic.Pointer[broker.Broker]
 	httpAddr   atomic.Value  // string
 	ready      atomic.Bool   // connected and subscribed
@@ -281,7 +282,8 @@ func restartKeys(a, b *Config) []string {
 	if a.Broker.URL != b.Broker.URL || a.Broker.ClientID != b.Broker.ClientID ||
 		a.Broker.Username != b.Broker.Username || a.Broker.PasswordFile != b.Broker.PasswordFile ||
 		(a.Broker.Embedded == nil) != (b.Broker.Embedded == nil) ||
-		a.Broker.Embedded != nil && *a.Broker.Embedded != *b.Broker.Embedded {
+		a.Broker.Embedded != nil && *a.Broker.Embedded != *b.Broker.Embedded ||
+		!a.Broker.NATS.same(b.Broker.NATS) {
 		out = append(out, "broker")
 	}
 	if a.TopicRoot != b.TopicRoot {
@@ -319,6 +321,9 @@ func (s *Service) Run(ctx context.Context) error {
 	}
 	g.Go(func() error {
 		defer stopBroker()
+		if n := cfg.Broker.NATS; n != nil {
+			return s.runNATS(gctx, n)
+		}
 		return s.runMQTT(gctx, conn)
 	})
 	return g.Wait()
@@ -333,6 +338,21 @@ func (s *Service) runMQTT(ctx context.Context, conn brokerConn) error {
 	}
 	client := mqtt.NewClient(opts)
 	s.clientV.Store(client)
+	s.setOut(mqttOutlet{client})
+	return s.serveRequests(ctx, func() bool {
+		if !s.connect(ctx, client, conn.url) {
+			client.Disconnect(0)
+			return false
+		}
+		return true
+	}, s.shutdown)
+}
+
+// serveRequests runs the request path shared by the transports (the
+// workers, the reply tracker, the refuser, the status and push loops),
+// connects, serves until ctx ends, then calls shutdown. Every goroutine
+// it starts has returned when it returns.
+func (s *Service) serveRequests(ctx context.Context, connect func() bool, shutdown func()) error {
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
 	spawn := func(f func()) {
@@ -351,12 +371,11 @@ func (s *Service) runMQTT(ctx context.Context, conn brokerConn) error {
 	for range s.opts.Workers {
 		spawn(func() { s.worker(stop) })
 	}
-	if !s.connect(ctx, client, conn.url) {
-		client.Disconnect(0)
+	if !connect() {
 		return nil
 	}
 	<-ctx.Done()
-	s.shutdown()
+	shutdown()
 	return nil
 }
 
@@ -532,7 +551,7 @@ func (s *Service) publishStatus(state string) {
 		s.log.Error("encode status", "err", err)
 		return
 	}
-	t := s.client().Publish(s.topics.IssuerStatus(), 1, true, b)
+	t := s.out().publish(s.topics.IssuerStatus(), 1, true, b)
 	if !t.WaitTimeout(opTimeout) || t.Error() != nil {
 		s.log.Warn("publish issuer status failed", "state", state, "err", t.Error())
 	}
@@ -625,8 +644,8 @@ func (s *Service) errorReply(id, code, msg string, retryAfter int) []byte {
 // certificate rotation reaches the fleet without waiting for renewals.
 // It returns how many devices got tokens.
 func (s *Service) PushAll(ctx context.Context) (int, error) {
-	c := s.client()
-	if c == nil || !c.IsConnectionOpen() {
+	c := s.out()
+	if c == nil || !c.open() {
 		return 0, errors.New("push: not connected")
 	}
 	st := s.state.Load()
@@ -655,7 +674,7 @@ func (s *Service) PushAll(ctx context.Context) (int, error) {
 			if err != nil {
 				return nil
 			}
-			t := c.Publish(s.topics.Token(d), 1, false, b)
+			t := c.publish(s.topics.Token(d), 1, false, b)
 			timer := s.clk.NewTimer(opTimeout)
 			defer timer.Stop()
 			select {

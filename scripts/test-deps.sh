@@ -20,6 +20,7 @@ need systemd-analyze systemd
 need dpkg-deb dpkg
 need setpriv util-linux
 need chromium chromium
+need nats-server nats-server
 missing=$(echo $missing | tr ' ' '\n' | sort -u | tr '\n' ' ')
 
 if [ -z "$(echo $missing)" ]; then

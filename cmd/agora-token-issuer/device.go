@@ -16,14 +16,15 @@ import (
 	"agoratokens/atomicfile"
 	"agoratokens/issuer"
 	"agoratokens/issuer/devices"
+	"agoratokens/issuer/natsauth"
 	"agoratokens/wire"
 )
 
 const deviceUsage = `Usage:
-  agora-token-issuer device add NAME --config FILE [--out DIR] [--local] [--broker-url URL]
+  agora-token-issuer device add NAME --config FILE [--out DIR] [--local] [--broker-url URL[,URL…]]
       register a device: print its secret once, or with --out write
       DIR/password (mode 0600, not printed) and DIR/agent.yaml
-  agora-token-issuer device rotate NAME --config FILE [--out DIR] [--local] [--broker-url URL]
+  agora-token-issuer device rotate NAME --config FILE [--out DIR] [--local] [--broker-url URL[,URL…]]
       give a device a new secret (the old one stops working)
   agora-token-issuer device list --config FILE
   agora-token-issuer device remove NAME --config FILE
@@ -45,7 +46,7 @@ func runDevice(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	configPath := fs.String("config", "", "issuer config file")
 	out := fs.String("out", "", "write DIR/password and DIR/agent.yaml instead of printing the secret")
 	local := fs.Bool("local", false, "agent.yaml keeps its state and socket in --out DIR (runs in place)")
-	brokerURL := fs.String("broker-url", "", "broker URL for agent.yaml (default: from the issuer config)")
+	brokerURL := fs.String("broker-url", "", "broker `URL[,URL…]` for agent.yaml, several for failover (default: from the issuer config)")
 	wantNames := 1
 	if sub == "list" {
 		wantNames = 0
@@ -104,6 +105,8 @@ type deviceConfig struct {
 	topicRoot       string
 	policyFile      string
 	limits          issuer.Limits
+	// nats is broker.nats: every change regenerates its auth_file.
+	nats *issuer.NATSConfig
 }
 
 // loadDeviceConfig reads the issuer config with the issuer's own parser
@@ -119,6 +122,10 @@ func loadDeviceConfig(path string) (*deviceConfig, error) {
 		return nil, fmt.Errorf("issuer config %s: %w", path, err)
 	}
 	cfg.ResolvePaths(filepath.Dir(path))
+	if n := cfg.Broker.NATS; n != nil {
+		return &deviceConfig{credentialsFile: n.DevicesFile, topicRoot: cfg.TopicRoot, policyFile: cfg.PolicyFile,
+			limits: cfg.Limits, nats: n}, nil
+	}
 	e := cfg.Broker.Embedded
 	if e == nil {
 		return nil, fmt.Errorf("issuer config %s: broker.embedded.credentials_file is not set; devices of an external broker are registered in that broker (see docs/broker.md)", path)
@@ -161,6 +168,11 @@ func addDevice(cfg *deviceConfig, rotate bool, name string, out deviceOut, stdou
 	if err := wire.ValidateDeviceID(name); err != nil {
 		return err
 	}
+	if cfg.nats != nil {
+		if err := natsauth.ValidateDevice(name); err != nil {
+			return err
+		}
+	}
 	if out.dir != "" {
 		// Fail before registering rather than leave a device whose
 		// secret nobody has.
@@ -193,6 +205,11 @@ func addDevice(cfg *deviceConfig, rotate bool, name string, out deviceOut, stdou
 	if err := f.Save(cfg.credentialsFile); err != nil {
 		return err
 	}
+	if cfg.nats != nil {
+		if err := updateNATSAuth(cfg, f, name, secret, stderr); err != nil {
+			return err
+		}
+	}
 	verb := "registered"
 	if rotate {
 		verb = "rotated"
@@ -218,8 +235,8 @@ func addDevice(cfg *deviceConfig, rotate bool, name string, out deviceOut, stdou
 	if err := writeDeviceFiles(cfg, name, secret, out); err != nil {
 		if !rotate {
 			// Undo the registration: nobody holds the secret.
-			if f.Remove(name) == nil {
-				_ = f.Save(cfg.credentialsFile)
+			if f.Remove(name) == nil && f.Save(cfg.credentialsFile) == nil && cfg.nats != nil {
+				_ = updateNATSAuth(cfg, f, name, "", io.Discard)
 			}
 		}
 		return err
@@ -296,13 +313,16 @@ func writeDeviceFiles(cfg *deviceConfig, name, secret string, out deviceOut) err
 		DeviceID: name, BrokerURL: agentBrokerURL(cfg.listen, cfg.tls, out.local), TopicRoot: cfg.topicRoot, TLS: cfg.tls, Embedded: true,
 		PasswordFile: boardPasswordFile, StateDir: boardStateDir, SocketPath: boardSocket,
 	}
+	if cfg.nats != nil {
+		ac.BrokerURL, ac.TLS, ac.Embedded = strings.Join(cfg.nats.AgentURLs, ","), strings.HasPrefix(strings.Join(cfg.nats.AgentURLs, ","), "ssl://"), false
+	}
 	if out.brokerURL != "" {
 		ac.BrokerURL = out.brokerURL
 		ac.TLS = strings.HasPrefix(out.brokerURL, "ssl://")
 		ac.Embedded = false
 	}
 	if ac.BrokerURL == "" {
-		return errors.New("cannot derive the broker URL from broker.embedded.listen; pass --broker-url")
+		return errors.New("cannot derive the broker URL from the issuer config (broker.embedded.listen or broker.nats.agent_urls); pass --broker-url")
 	}
 	if out.local {
 		// Relative paths resolve against agent.yaml's directory.
@@ -339,6 +359,13 @@ func removeDevice(cfg *deviceConfig, name string, stderr io.Writer) error {
 	}
 	if err := f.Save(cfg.credentialsFile); err != nil {
 		return err
+	}
+	if cfg.nats != nil {
+		if err := updateNATSAuth(cfg, f, name, "", stderr); err != nil {
+			return err
+		}
+		fmt.Fprintf(stderr, "device %s removed\n", name)
+		return nil
 	}
 	fmt.Fprintf(stderr, "device %s removed; a running issuer drops it on SIGHUP (kill -HUP)\n", name)
 	return nil

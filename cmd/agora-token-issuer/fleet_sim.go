@@ -17,7 +17,7 @@ import (
 )
 
 const fleetSimUsage = `Usage:
-  agora-token-issuer fleet-sim --seed-file FILE --devices N [--register CREDFILE --format issuer|mosquitto]
+  agora-token-issuer fleet-sim --seed-file FILE --devices N [--register CREDFILE --format issuer|mosquitto|nats]
                                [--broker URL] [--rate R] [options]
 
 Simulates N devices (ids PREFIX00000…), each with its own MQTT connection
@@ -31,7 +31,9 @@ the last one arrived, so that checking does not slow the storm measured.
   --register CREDFILE writes the fleet's credentials first: the issuer's
   device credentials file (--format issuer), or a mosquitto password_file
   (--format mosquitto; other users' lines are kept; send mosquitto SIGHUP
-  afterwards). Without --broker it only registers.
+  afterwards), or, with --format nats, CREDFILE is the issuer config of a
+  NATS setup: the devices join its registry and nats-auth.conf (reload
+  every node afterwards). Without --broker it only registers.
 
 Exit status: 0 when every device got its tokens, 1 otherwise.
 
@@ -47,7 +49,7 @@ func runFleetSim(ctx context.Context, args []string, stdout, stderr io.Writer) i
 	prefix := fs.String("prefix", "dev-sim-", "device id prefix")
 	seedFile := fs.String("seed-file", "", "file holding the seed the device secrets derive from (required)")
 	register := fs.String("register", "", "write the fleet's credentials to this file first")
-	format := fs.String("format", "issuer", "credentials format for --register: issuer or mosquitto")
+	format := fs.String("format", "issuer", "credentials format for --register: issuer, mosquitto, or nats (--register names the issuer config)")
 	rate := fs.Float64("rate", 0, "requests a second (0: all at once, a fleet booting)")
 	timeout := fs.Duration("timeout", 30*time.Second, "how long to wait for replies")
 	tokens := fs.String("tokens", "", "comma-separated token names to ask for (default: all granted)")
@@ -91,7 +93,11 @@ func runFleetSim(ctx context.Context, args []string, stdout, stderr io.Writer) i
 			names[i] = fleetsim.DeviceName(*prefix, i)
 		}
 		start := time.Now()
-		if err := fleetsim.Register(*register, fleetsim.Format(*format), seed, names); err != nil {
+		reg := func() error { return fleetsim.Register(*register, fleetsim.Format(*format), seed, names) }
+		if *format == "nats" { // --register names the issuer config (broker.nats)
+			reg = func() error { return registerNATSFleet(*register, seed, names, stderr) }
+		}
+		if err := reg(); err != nil {
 			return fail("register: %v", err)
 		}
 		fmt.Fprintf(stdout, "registered %d devices in %s (%s format) in %v\n", *n, *register, *format, time.Since(start).Round(time.Millisecond))

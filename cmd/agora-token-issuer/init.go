@@ -17,7 +17,7 @@ import (
 	"agoratokens/issuer/devices"
 )
 
-const initUsage = `Usage: agora-token-issuer init DIR [--listen ADDR] [--ttl DURATION] [--http ADDR]
+const initUsage = `Usage: agora-token-issuer init DIR [--listen ADDR | --nats URL[,URL…]] [--ttl DURATION] [--http ADDR]
 
 Writes a complete single-machine setup into DIR (created if needed):
   issuer.yaml   the issuer with its embedded MQTT broker on ADDR
@@ -31,6 +31,10 @@ Writes a complete single-machine setup into DIR (created if needed):
 The App ID and Certificate come from $AGORA_APP_ID and
 $AGORA_APP_CERTIFICATE; without them a random demo pair is generated,
 whose tokens Agora will refuse. Existing files are never overwritten.
+With --nats the issuer speaks NATS to the cluster of those nodes instead
+(broker.nats), and init also writes nats-issuer.password and
+nats-auth.conf, the nats-server users that "device add" keeps up to date
+(include it in every node's config: configs/nats/node.conf).
 Then: agora-token-issuer serve --config DIR/issuer.yaml
 `
 
@@ -50,6 +54,7 @@ func runInit(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	listen := fs.String("listen", "127.0.0.1:1883", "`ADDR` of the embedded MQTT broker")
 	ttl := fs.Duration("ttl", time.Hour, "token lifetime in the policy (1s to 24h, whole seconds)")
 	httpAddr := fs.String("http", "", "`ADDR` of the HTTP token API, health and metrics (default: off)")
+	natsList := fs.String("nats", "", "`URL[,URL…]` of a NATS cluster's nodes: a setup for it instead of the embedded broker")
 	pos, err := parseInterspersed(fs, args)
 	if errors.Is(err, flag.ErrHelp) {
 		return 0
@@ -81,7 +86,16 @@ func runInit(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	dir := pos[0]
-	if err := writeInit(dir, *listen, *ttl, appID, cert, *httpAddr); err != nil {
+	write := func() error { return writeInit(dir, *listen, *ttl, appID, cert, *httpAddr) }
+	if *natsList != "" {
+		servers, err := parseNATSURLs(*natsList)
+		if err != nil {
+			fmt.Fprintf(stderr, "agora-token-issuer init: %v\n", err)
+			return 2
+		}
+		write = func() error { return writeInitNATS(dir, servers, *ttl, appID, cert) }
+	}
+	if err := write(); err != nil {
 		fmt.Fprintf(stderr, "agora-token-issuer init: %v\n", err)
 		return 1
 	}
@@ -157,18 +171,7 @@ limits:
   rate: {per_minute: 12, burst: 6}
 %[8]slog_level: info
 `, initConfig, appID, initCert, listen, initDevices, initPolicy, shortDuration(ttl), initHTTP(httpAddr))
-	policy := fmt.Sprintf(`# Who may hold which token. Rules match device ids (globs), first match
-# wins; a device no rule matches gets nothing. Only registered devices
-# reach the issuer (the broker checks their secret), and {device} makes
-# each one's channel and user its own id; narrow the glob ("cam-*") or
-# add rules before this one to grant groups of devices differently.
-deny: []
-rules:
-  - match: "*"
-    tokens:
-      video:  {service: rtc, channel: "{device}", uid: "{uid}", role: publisher, ttl: %[1]s}
-      signal: {service: rtm, user: "{device}", ttl: %[1]s}
-`, shortDuration(ttl))
+	policy := initPolicyText(ttl)
 	if err := writeNew(filepath.Join(dir, initCert), []byte(cert+"\n"), 0o600); err != nil {
 		return err
 	}

@@ -1,0 +1,191 @@
+package issuer
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/cenkalti/backoff/v4"
+	mqtt "github.com/eclipse/paho.mqtt.golang"
+	"github.com/nats-io/nats.go"
+
+	"agoratokens/wire"
+)
+
+// The NATS transport. The devices speak MQTT to the MQTT listeners of a
+// NATS cluster; the issuer speaks NATS to the same cluster. Requests
+// (agora.v1.devices.<id>.req) arrive through a queue subscription, so
+// each goes to one replica of the group; replies and pushes are
+// published on the device's token subject, which nats-server delivers
+// to the device's MQTT subscription. Everything past the door (admit)
+// is the MQTT transport's: rate limits, admission bounds, workers,
+// replay cache, policy, signing, metrics.
+//
+// The client library owns reconnection and failover across
+// broker.nats.servers (its subscriptions are restored on each new
+// connection); the issuer only retries the first connection, with the
+// cause in the log.
+
+// natsRequest is one request off the queue subscription. NATS core has
+// nothing to acknowledge: a request lost with a connection is the
+// device's to retry, as a lost reply is.
+type natsRequest struct{ m *nats.Msg }
+
+func (r natsRequest) Payload() []byte { return r.m.Data }
+func (r natsRequest) Ack()            {}
+
+// natsOutlet publishes on the NATS connection. A NATS publish is
+// buffered by the client and has no broker acknowledgement, so its
+// token is done at once; the retained flag has no NATS counterpart (see
+// docs/broker.md: the issuer status is not retained over NATS).
+type natsOutlet struct{ nc *nats.Conn }
+
+func (o natsOutlet) publish(topic string, _ byte, _ bool, payload []byte) mqtt.Token {
+	return doneToken{err: o.nc.Publish(natsSubject(topic), payload)}
+}
+
+func (o natsOutlet) open() bool { return o.nc.IsConnected() }
+
+// doneToken is an mqtt.Token that is already complete.
+type doneToken struct{ err error }
+
+var closedCh = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
+
+func (doneToken) Wait() bool                     { return true }
+func (doneToken) WaitTimeout(time.Duration) bool { return true }
+func (doneToken) Done() <-chan struct{}          { return closedCh }
+func (t doneToken) Error() error                 { return t.err }
+
+// runNATS connects to the NATS cluster and serves until ctx ends, then
+// drains (see serveRequests).
+func (s *Service) runNATS(ctx context.Context, n *NATSConfig) error {
+	cfg := s.state.Load().cfg
+	servers := strings.Join(n.Servers, ",")
+	opts := []nats.Option{
+		nats.Name(s.name),
+		nats.MaxReconnects(-1),
+		nats.ReconnectWait(connectInitial),
+		nats.ReconnectJitter(connectInitial/5, connectInitial/5),
+		nats.Timeout(opTimeout),
+		nats.PingInterval(10 * time.Second),
+		nats.MaxPingsOutstanding(2),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			s.ready.Store(false)
+			if !s.stopped.Load() {
+				s.connLog.Warn("NATS connection lost; reconnecting", "err", err)
+			}
+		}),
+		nats.ReconnectHandler(func(nc *nats.Conn) {
+			if s.stopped.Load() {
+				return
+			}
+			s.ready.Store(true)
+			s.log.Info("NATS reconnected", "server", redactURL(nc.ConnectedUrlRedacted()))
+			s.publishStatus(wire.StateOnline)
+		}),
+		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+			s.connLog.Warn("NATS error", "err", err)
+		}),
+	}
+	switch {
+	case n.CredentialsFile != "":
+		opts = append(opts, nats.UserCredentials(n.CredentialsFile))
+	case n.User != "":
+		opts = append(opts, nats.UserInfo(n.User, cfg.BrokerPassword().Reveal()))
+	}
+	var nc *nats.Conn
+	var sub *nats.Subscription
+	connect := func() bool {
+		bo := &backoff.ExponentialBackOff{
+			InitialInterval: connectInitial, RandomizationFactor: 0.2, Multiplier: 2,
+			MaxInterval: connectMax, Stop: backoff.Stop, Clock: s.clk,
+		}
+		bo.Reset()
+		for failures := 1; ; failures++ {
+			c, err := nats.Connect(servers, opts...)
+			if err == nil {
+				if sub, err = s.subscribeNATS(c, n); err == nil {
+					nc = c
+					return true
+				}
+				c.Close()
+			}
+			wait := bo.NextBackOff()
+			// The URLs hold no user or password (config validation).
+			s.connLog.Warn("cannot connect to NATS; retrying", "servers", servers,
+				"failures", failures, "retry_in", wait.Round(time.Millisecond), "err", err)
+			t := s.clk.NewTimer(wait)
+			select {
+			case <-t.C():
+			case <-ctx.Done():
+				t.Stop()
+				return false
+			}
+		}
+	}
+	return s.serveRequests(ctx, connect, func() { s.shutdownNATS(nc, sub) })
+}
+
+// subscribeNATS joins the queue group on every device's request subject
+// and, once the server has taken the subscription, reports the service
+// ready.
+func (s *Service) subscribeNATS(nc *nats.Conn, n *NATSConfig) (*nats.Subscription, error) {
+	subject := natsSubject(s.topics.AllReqs())
+	sub, err := nc.QueueSubscribe(subject, n.QueueGroup, func(m *nats.Msg) {
+		s.admit("nats", mqttTopic(m.Subject), natsRequest{m})
+	})
+	if err != nil {
+		return nil, fmt.Errorf("subscribe %s: %w", subject, err)
+	}
+	// A permission violation comes back asynchronously: after a round
+	// trip it is the connection's last error.
+	if err := nc.FlushTimeout(opTimeout); err != nil {
+		return nil, fmt.Errorf("subscribe %s: %w", subject, err)
+	}
+	if err := nc.LastError(); err != nil {
+		return nil, fmt.Errorf("subscribe %s (check the issuer user's permissions): %w", subject, err)
+	}
+	s.setOut(natsOutlet{nc})
+	s.publishStatus(wire.StateOnline)
+	s.connected.Store(true)
+	s.ready.Store(true)
+	s.startOnce.Do(func() { close(s.started) })
+	s.log.Info("connected to NATS and serving", "subject", subject, "queue_group", n.QueueGroup,
+		"server", redactURL(nc.ConnectedUrlRedacted()), "issuer", s.name)
+	return sub, nil
+}
+
+// shutdownNATS leaves the queue group (new requests go to the other
+// replicas), lets the requests in flight finish, says offline and
+// closes the connection.
+func (s *Service) shutdownNATS(nc *nats.Conn, sub *nats.Subscription) {
+	s.ready.Store(false)
+	// Drain, not Unsubscribe: the requests the server already handed to
+	// this client are still admitted and answered instead of vanishing
+	// in the client's buffer; only then does the door close.
+	closed := sub.StatusChanged(nats.SubscriptionClosed)
+	if err := sub.Drain(); err != nil {
+		s.log.Warn("leaving the queue group on shutdown failed", "err", err)
+	} else {
+		t := s.clk.NewTimer(opTimeout)
+		select {
+		case <-closed:
+		case <-t.C():
+			s.log.Warn("leaving the queue group on shutdown: no answer within the timeout", "timeout", opTimeout)
+		}
+		t.Stop()
+	}
+	s.stopped.Store(true)
+	if nc.IsConnected() {
+		s.drain(drainTimeout)
+		s.publishStatus(wire.StateOffline)
+		if err := nc.FlushTimeout(opTimeout); err != nil {
+			s.log.Warn("flush on shutdown failed", "err", err)
+		}
+	} else {
+		s.drain(time.Second)
+	}
+	nc.Close()
+	s.log.Info("stopped")
+}
