@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"agoratokens/clock"
 	"agoratokens/wire"
 )
 
@@ -37,7 +38,13 @@ type FleetConfig struct {
 	// RenewBefore is the agent's renew_before (default 30s): renewal
 	// never starts later than that ahead of expiry.
 	RenewBefore time.Duration
-	// Rand draws renewal points, uniform in [0, 1) (nil: math/rand/v2).
+	// RequestTimeout is how long a device waits for a reply before it
+	// asks again (default 10s, the agent's request_timeout). A device
+	// refused with unavailable or rate_limited asks again after the
+	// refusal's retry_after (at least 1s), with up to 50% jitter.
+	RequestTimeout time.Duration
+	// Rand draws renewal points and jitter, uniform in [0, 1) (nil:
+	// math/rand/v2).
 	Rand func() float64
 }
 
@@ -62,10 +69,14 @@ type liveDevice struct {
 
 	// Under Fleet.mu.
 	want     string             // id of the request in flight ("" none)
+	wantKind string             // its kind: boot or renew
+	answered chan struct{}      // closed when it is answered
+	timeout  clock.Timer        // its request timeout
 	tokens   []wire.TokenStatus // what it holds, sorted by name
 	pushes   []string           // ids of the pushes it took
 	renewed  int                // renewals answered with tokens
 	errors   map[string]int     // error replies and bad messages, by code
+	retried  map[string]int     // requests asked again, by reason
 	boot     time.Time          // when its first tokens arrived
 	renewals []time.Time        // when it sent each renewal request
 }
@@ -80,9 +91,12 @@ type FleetStats struct {
 	Pushed, PushedTwice, Pushes int
 	// Renewed counts renewals answered with tokens, over all devices.
 	Renewed int
-	// Errors counts error replies and bad messages by code ("bad_reply"
-	// for a message that fails a check, "unasked" for a reply to no
-	// request in flight).
+	// Retried counts requests asked again, by reason: the refusal's
+	// code (unavailable, rate_limited) or "timeout".
+	Retried map[string]int
+	// Errors counts other error replies and bad messages by code
+	// ("bad_reply" for a message that fails a check, "unasked" for a
+	// reply to no request in flight).
 	Errors map[string]int
 }
 
@@ -108,13 +122,20 @@ func NewFleet(cfg FleetConfig) (*Fleet, error) {
 	if cfg.RenewBefore == 0 {
 		cfg.RenewBefore = 30 * time.Second
 	}
+	if cfg.RequestTimeout < 0 {
+		return nil, fmt.Errorf("request timeout: %v is negative", cfg.RequestTimeout)
+	}
+	if cfg.RequestTimeout == 0 {
+		cfg.RequestTimeout = 10 * time.Second
+	}
 	if cfg.Rand == nil {
 		cfg.Rand = rand.Float64
 	}
 	f := &Fleet{sim: sim, cfg: cfg, cancel: make(chan struct{}), changed: make(chan struct{})}
 	f.devs = make([]*liveDevice, cfg.Devices)
 	for i := range f.devs {
-		f.devs[i] = &liveDevice{device: device{name: DeviceName(cfg.Prefix, i)}, errors: map[string]int{}}
+		f.devs[i] = &liveDevice{device: device{name: DeviceName(cfg.Prefix, i)},
+			errors: map[string]int{}, retried: map[string]int{}}
 	}
 	return f, nil
 }
@@ -191,6 +212,7 @@ func (f *Fleet) Boot(ctx context.Context) (connectFailed int, err error) {
 			f.live = append(f.live, d)
 		}
 	}
+	s.log.Info("fleet connected", "devices", len(f.live), "failed", failed.Load())
 	start := s.clk.Now()
 	for i, d := range f.live {
 		if s.cfg.Rate > 0 {
@@ -207,11 +229,13 @@ func (f *Fleet) Boot(ctx context.Context) (connectFailed int, err error) {
 		}
 		f.request(d, "boot")
 	}
+	s.log.Info("fleet asked for its tokens", "devices", len(f.live))
 	err = f.Wait(ctx, func(st FleetStats) bool { return st.Holding == st.Connected })
 	return int(failed.Load()), err
 }
 
-// request sends a device's request for all its tokens.
+// request sends a device's request for all its tokens, and asks again
+// after RequestTimeout while no reply came.
 func (f *Fleet) request(d *liveDevice, kind string) {
 	id := kind + "-" + strconv.FormatInt(d.seq.Add(1), 10)
 	payload, err := wire.Encode(wire.Request{V: wire.SchemaVersion, ID: id, Tokens: f.cfg.Tokens})
@@ -220,13 +244,53 @@ func (f *Fleet) request(d *liveDevice, kind string) {
 		return
 	}
 	f.mu.Lock()
-	d.want = id
-	if kind == "renew" {
+	if f.closed {
+		f.mu.Unlock()
+		return
+	}
+	if kind == "renew" && d.wantKind != "renew" {
 		d.renewals = append(d.renewals, f.sim.clk.Now())
 	}
+	d.want, d.wantKind = id, kind
+	answered := make(chan struct{})
+	d.answered = answered
+	t := f.sim.clk.NewTimer(f.cfg.RequestTimeout)
+	d.timeout = t
+	f.wg.Add(1)
 	f.mu.Unlock()
+	go func() {
+		defer f.wg.Done()
+		select {
+		case <-t.C():
+			f.mu.Lock()
+			again := d.want == id && !f.closed
+			if again {
+				d.retried["timeout"]++
+			}
+			f.mu.Unlock()
+			if again {
+				f.request(d, kind)
+			}
+		case <-answered:
+		case <-f.cancel:
+			t.Stop()
+		}
+	}()
 	if err := f.publish(d, f.sim.topics.Req(d.name), payload, false); err != nil {
 		f.sim.log.Warn("request not sent", "device", d.name, "error", err)
+	}
+}
+
+// answeredLocked ends the wait for the request in flight.
+func (d *liveDevice) answeredLocked() {
+	d.want = ""
+	if d.timeout != nil {
+		d.timeout.Stop()
+		d.timeout = nil
+	}
+	if d.answered != nil {
+		close(d.answered)
+		d.answered = nil
 	}
 }
 
@@ -278,9 +342,16 @@ func (f *Fleet) take(d *liveDevice, payload []byte) ([]byte, time.Duration) {
 	case !reply.IsPush() && (d.want == "" || reply.ID != d.want):
 		d.errors["unasked"]++
 		return nil, 0
+	case reply.Error != nil && (reply.Error.Code == wire.CodeUnavailable || reply.Error.Code == wire.CodeRateLimited):
+		d.retried[reply.Error.Code]++
+		kind := d.wantKind
+		d.answeredLocked()
+		wait := max(time.Duration(reply.Error.RetryAfter)*time.Second, time.Second)
+		f.retryLocked(d, kind, wait+time.Duration(f.cfg.Rand()*float64(wait)/2))
+		return nil, 0
 	case reply.Error != nil:
 		d.errors[reply.Error.Code]++
-		d.want = ""
+		d.answeredLocked()
 		return nil, 0
 	}
 	if err := f.sim.checkGrants(reply.Tokens); err != nil || len(reply.Tokens) == 0 {
@@ -292,10 +363,12 @@ func (f *Fleet) take(d *liveDevice, payload []byte) ([]byte, time.Duration) {
 		d.pushes = append(d.pushes, reply.ID)
 	case d.tokens == nil:
 		d.boot = f.sim.clk.Now()
-		d.want = ""
+		d.answeredLocked()
+		d.wantKind = ""
 	default:
 		d.renewed++
-		d.want = ""
+		d.answeredLocked()
+		d.wantKind = ""
 	}
 	d.tokens = mergeTokens(d.tokens, reply.Tokens)
 	status, err := wire.Encode(wire.DeviceStatus{V: wire.SchemaVersion, State: wire.StateOnline, Agent: "fleetsim",
@@ -319,9 +392,30 @@ func (f *Fleet) take(d *liveDevice, payload []byte) ([]byte, time.Duration) {
 	return status, max(RenewalPoint(f.cfg.Rand(), f.cfg.RenewWindow, lifetime, f.cfg.RenewBefore), time.Nanosecond)
 }
 
+// retryLocked has the device ask again after wait.
+func (f *Fleet) retryLocked(d *liveDevice, kind string, wait time.Duration) {
+	d.wantKind = kind // a renewal retried is the same renewal
+	t := f.sim.clk.NewTimer(wait)
+	f.wg.Add(1)
+	go func() {
+		defer f.wg.Done()
+		select {
+		case <-t.C():
+			f.request(d, kind)
+		case <-f.cancel:
+			t.Stop()
+		}
+	}()
+}
+
 // scheduleRenewal has the device ask for its tokens again after wait
 // (the token's life, not a wait for a condition).
 func (f *Fleet) scheduleRenewal(d *liveDevice, wait time.Duration) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.closed {
+		return
+	}
 	t := f.sim.clk.NewTimer(wait)
 	f.wg.Add(1)
 	go func() {
@@ -372,7 +466,7 @@ func (f *Fleet) Stats() FleetStats {
 }
 
 func (f *Fleet) statsLocked() FleetStats {
-	st := FleetStats{Devices: len(f.devs), Connected: len(f.live), Errors: map[string]int{}}
+	st := FleetStats{Devices: len(f.devs), Connected: len(f.live), Errors: map[string]int{}, Retried: map[string]int{}}
 	for _, d := range f.live {
 		if d.tokens != nil {
 			st.Holding++
@@ -387,6 +481,9 @@ func (f *Fleet) statsLocked() FleetStats {
 		st.Renewed += d.renewed
 		for c, n := range d.errors {
 			st.Errors[c] += n
+		}
+		for c, n := range d.retried {
+			st.Retried[c] += n
 		}
 	}
 	return st
