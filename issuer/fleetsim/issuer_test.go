@@ -82,8 +82,9 @@ const issuerBrokerPassword = "issuer-pw-0123456789"
 // startShippedMosquitto runs mosquitto with the shipped mosquitto.conf
 // and ACL (what an operator deploys), its paths moved into dir, logging
 // to stderr at notice level and above, with a password file holding the
-// issuer and the devices names.
-func startShippedMosquitto(tb testing.TB, dir string, seed []byte, names []string) *testbroker.Mosquitto {
+// issuer and the devices names. Lines of extraACL, when given, are
+// appended to a copy of the ACL.
+func startShippedMosquitto(tb testing.TB, dir string, seed []byte, names []string, extraACL ...string) *testbroker.Mosquitto {
 	tb.Helper()
 	mosq := filepath.Join("..", "..", "configs", "mosquitto")
 	raw, err := os.ReadFile(filepath.Join(mosq, "mosquitto.conf"))
@@ -93,6 +94,16 @@ func startShippedMosquitto(tb testing.TB, dir string, seed []byte, names []strin
 	acl, err := filepath.Abs(filepath.Join(mosq, "acl"))
 	if err != nil {
 		tb.Fatal(err)
+	}
+	if len(extraACL) > 0 {
+		shipped, err := os.ReadFile(acl)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		acl = filepath.Join(dir, "acl")
+		if err := os.WriteFile(acl, []byte(string(shipped)+"\n"+strings.Join(extraACL, "\n")+"\n"), 0o600); err != nil {
+			tb.Fatal(err)
+		}
 	}
 	passwd := filepath.Join(dir, "passwd")
 	h, err := MosquittoHash(issuerBrokerPassword)
