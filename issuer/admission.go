@@ -7,14 +7,17 @@ const (
 	// defaultQueueSize bounds the requests taken and not yet answered
 	// (queued, being handled, or with their reply awaiting its PUBACK).
 	// Each holds at most limits.max_payload bytes (16 KiB by default),
-	// so the requests in flight hold at most 16 MiB.
-	defaultQueueSize = 1024
+	// so the requests in flight hold at most 128 MiB (an agent's request
+	// is about 60 bytes: a 10,000-device boot storm holds well under
+	// 1 MiB). Sized for a fleet booting at once: a storm beyond it is
+	// answered unavailable (retry_after 1) and the agents come back.
+	defaultQueueSize = 8192
 	// defaultDeviceQueue bounds them per device: an agent has one
 	// request out at a time (two while a retry overlaps a late reply).
 	defaultDeviceQueue = 8
 	// refusalQueue bounds the refusals waiting to be published. A
 	// refusal that does not fit is not answered (it is counted).
-	refusalQueue = 256
+	refusalQueue = 4096
 )
 
 // admission counts the requests taken and not yet answered, in total and
