@@ -78,10 +78,12 @@ type Config struct {
 	// config file.
 	StateDir string `yaml:"state_dir"`
 
-	certs    []Certificate    // read by Resolve
-	password Secret           // broker password, read by Resolve
-	warnings []error          // found by Resolve
-	keys     *configfile.Keys // where each key stands, for errors
+	certs    []Certificate // read by Resolve
+	password Secret        // broker password, read by Resolve
+	// toolPassword is broker.tool_password_file's, read by Resolve.
+	toolPassword Secret
+	warnings     []error          // found by Resolve
+	keys         *configfile.Keys // where each key stands, for errors
 }
 
 // CertificateConfig names an App Certificate file.
@@ -106,6 +108,13 @@ type BrokerConfig struct {
 	// Username and PasswordFile log in to the broker.
 	Username     string `yaml:"username"`
 	PasswordFile string `yaml:"password_file"`
+	// ToolUsername and ToolPasswordFile, optional, are the login of the
+	// operator commands (fleet status, rotate, certificate remove). A
+	// broker that ties the client id to the user name (the shipped
+	// mosquitto.conf) would otherwise close the running issuer's
+	// connection when a command logs in as the issuer.
+	ToolUsername     string `yaml:"tool_username"`
+	ToolPasswordFile string `yaml:"tool_password_file"`
 	// CAFile verifies an ssl:// broker; CertFile and KeyFile are the
 	// issuer's client certificate.
 	CAFile   string `yaml:"ca_file"`
@@ -277,7 +286,7 @@ func (b *BrokerConfig) fill() error {
 		return b.NATS.fill(b)
 	}
 	external := b.URL != "" || b.Username != "" || b.PasswordFile != "" || b.CAFile != "" ||
-		b.CertFile != "" || b.KeyFile != ""
+		b.CertFile != "" || b.KeyFile != "" || b.ToolUsername != "" || b.ToolPasswordFile != ""
 	switch {
 	case b.Embedded != nil && external:
 		return fmt.Errorf("broker: set either embedded or url (with its client settings), not both")
@@ -325,6 +334,9 @@ func (b *BrokerConfig) fill() error {
 	}
 	if b.PasswordFile != "" && b.Username == "" {
 		return fmt.Errorf("broker.password_file: set without broker.username")
+	}
+	if b.ToolPasswordFile != "" && b.ToolUsername == "" {
+		return fmt.Errorf("broker.tool_password_file: set without broker.tool_username")
 	}
 	return nil
 }
@@ -385,6 +397,7 @@ func (c *Config) ResolvePaths(dir string) {
 	abs(&c.HTTP.TLSCertFile)
 	abs(&c.HTTP.TLSKeyFile)
 	abs(&c.Broker.PasswordFile)
+	abs(&c.Broker.ToolPasswordFile)
 	abs(&c.Broker.CAFile)
 	abs(&c.Broker.CertFile)
 	abs(&c.Broker.KeyFile)
@@ -425,6 +438,13 @@ func (c *Config) Resolve(dir string) error {
 			return err
 		}
 		c.password = p
+	}
+	if c.Broker.ToolPasswordFile != "" {
+		p, err := readSecretFile("broker.tool_password_file", c.Broker.ToolPasswordFile)
+		if err != nil {
+			return err
+		}
+		c.toolPassword = p
 	}
 	if _, err := os.Stat(c.PolicyFile); err != nil {
 		return fmt.Errorf("policy_file: %w", err)

@@ -280,11 +280,15 @@ func ToolOptions(cfg *Config, clientID string) (*mqtt.ClientOptions, error) {
 	e := cfg.Broker.Embedded
 	if e == nil {
 		o.AddBroker(cfg.Broker.URL)
-		if cfg.Broker.Username != "" {
-			o.SetUsername(cfg.Broker.Username)
+		user, pw := cfg.Broker.Username, cfg.BrokerPassword()
+		if cfg.Broker.ToolUsername != "" {
+			user, pw = cfg.Broker.ToolUsername, cfg.toolPassword
 		}
-		if p := cfg.BrokerPassword(); !p.IsZero() {
-			o.SetPassword(p.Reveal())
+		if user != "" {
+			o.SetUsername(user)
+		}
+		if !pw.IsZero() {
+			o.SetPassword(pw.Reveal())
 		}
 		if cfg.Broker.CAFile != "" || cfg.Broker.CertFile != "" {
 			t, err := brokertls.Client("broker.", brokertls.Files{CAFile: cfg.Broker.CAFile, CertFile: cfg.Broker.CertFile, KeyFile: cfg.Broker.KeyFile})
