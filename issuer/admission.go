@@ -5,13 +5,14 @@ import "sync"
 // Bounds of the MQTT request path (Options.QueueSize, Options.DeviceQueue).
 const (
 	// defaultQueueSize bounds the requests taken and not yet answered
-	// (queued, being handled, or with their reply awaiting its PUBACK).
-	// Each holds at most limits.max_payload bytes (16 KiB by default),
-	// so the requests in flight hold at most 128 MiB (an agent's request
-	// is about 60 bytes: a 10,000-device boot storm holds well under
-	// 1 MiB). Sized for a fleet booting at once: a storm beyond it is
-	// answered unavailable (retry_after 1) and the agents come back.
-	defaultQueueSize = 8192
+	// (queued, being handled, or with their reply awaiting its PUBACK),
+	// and defaultQueueBytes their payloads: an agent's request is about
+	// 60 bytes, so a whole fleet booting at once fits, while requests as
+	// large as limits.max_payload allows fill the byte bound first.
+	// Beyond either, a request is answered unavailable (retry_after 1)
+	// and its agent comes back.
+	defaultQueueSize  = 65536
+	defaultQueueBytes = 64 << 20
 	// defaultDeviceQueue bounds them per device: an agent has one
 	// request out at a time (two while a retry overlaps a late reply).
 	defaultDeviceQueue = 8
@@ -27,15 +28,17 @@ const (
 type admission struct {
 	mu        sync.Mutex
 	total     int
+	bytes     int
 	perDevice map[string]int
 	maxTotal  int
+	maxBytes  int
 	maxDevice int
 	closed    bool
 	idle      chan struct{} // closed once closed and total is 0
 }
 
-func newAdmission(maxTotal, maxDevice int) *admission {
-	return &admission{perDevice: map[string]int{}, maxTotal: maxTotal, maxDevice: maxDevice,
+func newAdmission(maxTotal, maxBytes, maxDevice int) *admission {
+	return &admission{perDevice: map[string]int{}, maxTotal: maxTotal, maxBytes: maxBytes, maxDevice: maxDevice,
 		idle: make(chan struct{})}
 }
 
@@ -47,28 +50,30 @@ const (
 	admitClosed
 )
 
-// add takes a request of device if the bounds allow it.
-func (a *admission) add(device string) int {
+// add takes a request of device, size bytes, if the bounds allow it.
+func (a *admission) add(device string, size int) int {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	switch {
 	case a.closed:
 		return admitClosed
-	case a.total >= a.maxTotal:
+	case a.total >= a.maxTotal || a.bytes+size > a.maxBytes:
 		return admitQueueFull
 	case a.perDevice[device] >= a.maxDevice:
 		return admitDeviceFull
 	}
 	a.total++
+	a.bytes += size
 	a.perDevice[device]++
 	return admitOK
 }
 
-// done releases a request of device taken by add.
-func (a *admission) done(device string) {
+// done releases a request of device, size bytes, taken by add.
+func (a *admission) done(device string, size int) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.total--
+	a.bytes -= size
 	if n := a.perDevice[device] - 1; n > 0 {
 		a.perDevice[device] = n
 	} else {

@@ -6,7 +6,7 @@ import (
 )
 
 func TestAdmissionBounds(t *testing.T) {
-	a := newAdmission(3, 2)
+	a := newAdmission(3, 1<<20, 2)
 	for i, tc := range []struct {
 		device string
 		want   int
@@ -14,16 +14,16 @@ func TestAdmissionBounds(t *testing.T) {
 		{"cam-1", admitOK}, {"cam-1", admitOK}, {"cam-1", admitDeviceFull},
 		{"cam-2", admitOK}, {"cam-3", admitQueueFull},
 	} {
-		if got := a.add(tc.device); got != tc.want {
+		if got := a.add(tc.device, 100); got != tc.want {
 			t.Fatalf("add %d (%s) = %d, want %d", i, tc.device, got, tc.want)
 		}
 	}
-	a.done("cam-1")
-	if got := a.add("cam-3"); got != admitOK {
+	a.done("cam-1", 100)
+	if got := a.add("cam-3", 100); got != admitOK {
 		t.Fatalf("after a done: %d", got)
 	}
 	idle := a.close()
-	if a.add("cam-4") != admitClosed {
+	if a.add("cam-4", 100) != admitClosed {
 		t.Fatal("closed admission admits")
 	}
 	for _, d := range []string{"cam-1", "cam-2", "cam-3"} {
@@ -32,7 +32,7 @@ func TestAdmissionBounds(t *testing.T) {
 			t.Fatalf("idle with requests in flight (%s still)", d)
 		default:
 		}
-		a.done(d)
+		a.done(d, 100)
 	}
 	select {
 	case <-idle:
@@ -41,6 +41,24 @@ func TestAdmissionBounds(t *testing.T) {
 	}
 	if a.inFlight() != 0 || len(a.perDevice) != 0 {
 		t.Fatalf("in flight %d, devices %v", a.inFlight(), a.perDevice)
+	}
+}
+
+// The payload bytes in flight are bounded too: large requests fill the
+// byte bound long before the count bound.
+func TestAdmissionBoundsBytes(t *testing.T) {
+	a := newAdmission(100, 40<<10, 100)
+	for i, want := range []int{admitOK, admitOK, admitQueueFull} {
+		if got := a.add("cam-"+string(rune('a'+i)), 16<<10); got != want {
+			t.Fatalf("add %d of 16 KiB = %d, want %d", i, got, want)
+		}
+	}
+	if got := a.add("cam-z", 60); got != admitOK {
+		t.Fatalf("a small request with 8 KiB left: %d", got)
+	}
+	a.done("cam-a", 16<<10)
+	if got := a.add("cam-c", 16<<10); got != admitOK {
+		t.Fatalf("after a done: %d", got)
 	}
 }
 

@@ -107,7 +107,7 @@ func (s *Service) admit(tr, topic string, m inbound) {
 		m.Ack()
 		return
 	}
-	switch s.adm.add(device) {
+	switch s.adm.add(device, len(payload)) {
 	case admitOK:
 		s.work <- job{m: m, tr: tr, device: device} // never blocks: it has a place per request admitted
 	case admitDeviceFull:
@@ -118,7 +118,7 @@ func (s *Service) admit(tr, topic string, m inbound) {
 		m.Ack()
 	case admitQueueFull:
 		s.metrics.request(tr, resultShed)
-		s.dlog.Warn("request shed: the request queue is full", "device", device, "max", s.opts.QueueSize)
+		s.dlog.Warn("request shed: the request queue is full", "device", device, "max", s.opts.QueueSize, "max_bytes", s.opts.QueueBytes)
 		s.refuse(refusal{device: device, id: requestID(payload), code: wire.CodeUnavailable,
 			msg: "the issuer is overloaded", retryAfter: 1})
 		m.Ack()
@@ -219,7 +219,7 @@ func (s *Service) handle(j job) {
 	s.metrics.request(j.tr, result)
 	if reply == nil {
 		j.m.Ack()
-		s.adm.done(j.device)
+		s.adm.done(j.device, len(j.m.Payload()))
 		return
 	}
 	t := s.out().publish(s.topics.Token(j.device), 1, false, reply)
@@ -245,7 +245,7 @@ func (s *Service) ackReplies(stop <-chan struct{}) {
 // confirm waits for one reply's PUBACK until its deadline, then
 // acknowledges its request and releases its place.
 func (s *Service) confirm(p pendingReply) {
-	defer s.adm.done(p.device)
+	defer s.adm.done(p.device, len(p.req.Payload()))
 	defer p.req.Ack()
 	select {
 	case <-p.tok.Done():

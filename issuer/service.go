@@ -57,9 +57,11 @@ type Options struct {
 	Salt func() (uint32, error)
 	// Workers bounds the requests handled at once (default 16 per CPU).
 	Workers int
-	// QueueSize bounds the MQTT requests taken and not yet answered,
-	// over all devices (default 1024); beyond it requests are shed.
-	QueueSize int
+	// QueueSize bounds the requests taken and not yet answered, over
+	// all devices (default 65536), and QueueBytes their payloads
+	// (default 64 MiB); beyond either, requests are shed.
+	QueueSize  int
+	QueueBytes int
 	// DeviceQueue bounds them per device (default 8).
 	DeviceQueue int
 	// WorkerHook, when set, is called by a worker before each job it
@@ -135,6 +137,9 @@ func New(opts Options) (*Service, error) {
 	if opts.QueueSize <= 0 {
 		opts.QueueSize = defaultQueueSize
 	}
+	if opts.QueueBytes <= 0 {
+		opts.QueueBytes = defaultQueueBytes
+	}
 	if opts.DeviceQueue <= 0 {
 		opts.DeviceQueue = defaultDeviceQueue
 	}
@@ -153,7 +158,7 @@ func New(opts Options) (*Service, error) {
 		limiter:    newLimiter(st.cfg.Limits.Rate.PerMinute, st.cfg.Limits.Rate.Burst),
 		replay:     newReplayCache(replayWindow, replayMaxItems),
 		keyRate:    newKeyLimiter(),
-		adm:        newAdmission(opts.QueueSize, opts.DeviceQueue),
+		adm:        newAdmission(opts.QueueSize, opts.QueueBytes, opts.DeviceQueue),
 		work:       make(chan job, opts.QueueSize+1),
 		replies:    make(chan pendingReply, opts.QueueSize),
 		refusals:   make(chan refusal, refusalQueue),
