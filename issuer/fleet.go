@@ -44,18 +44,21 @@ type fleetState struct {
 	registry *Registry
 	ledger   *expiryLedger
 
-	mu        sync.Mutex
-	replicas  map[string]time.Time // other replicas online, when last heard
-	campaign  *wire.Campaign       // the campaign followed, nil before one
-	pushed    map[string]bool      // devices pushed in the campaign
-	dirty     bool                 // pushed changed since it was saved
-	dir       string               // the state dir
-	stateLogs rateLog
-	runOnce   sync.Once
-	stop      chan struct{}  // closed at shutdown
-	wg        sync.WaitGroup // the fleet loop
-	wake      chan struct{}  // something changed: look at the work again
-	repNext   chan struct{}  // closed at the next change of replicas
+	mu       sync.Mutex
+	replicas map[string]time.Time // other replicas online, when last heard
+	// replicaStatus is each other replica's last status (the kid it
+	// signs with, for a campaign's progress).
+	replicaStatus map[string]wire.IssuerStatus
+	campaign      *wire.Campaign  // the campaign followed, nil before one
+	pushed        map[string]bool // devices pushed in the campaign
+	dirty         bool            // pushed changed since it was saved
+	dir           string          // the state dir
+	stateLogs     rateLog
+	runOnce       sync.Once
+	stop          chan struct{}  // closed at shutdown
+	wg            sync.WaitGroup // the fleet loop
+	wake          chan struct{}  // something changed: look at the work again
+	repNext       chan struct{}  // closed at the next change of replicas
 }
 
 // initFleet builds the registry and reads the ledger (New).
@@ -63,6 +66,7 @@ func (s *Service) initFleet(cfg *Config) {
 	s.fleet.registry = NewRegistry(s.topics, s.opts.MaxDevices, s.log.With("component", "fleet"), s.clk.Wall)
 	s.fleet.ledger = openLedger(cfg.StateDir, s.log)
 	s.fleet.replicas = map[string]time.Time{}
+	s.fleet.replicaStatus = map[string]wire.IssuerStatus{}
 	s.fleet.pushed = map[string]bool{}
 	s.fleet.dir = cfg.StateDir
 	s.fleet.stateLogs = rateLog{every: time.Minute, now: time.Now}
@@ -184,8 +188,10 @@ func (s *Service) onReplicaStatus(_ mqtt.Client, m mqtt.Message) {
 	s.fleet.mu.Lock()
 	if gone {
 		delete(s.fleet.replicas, name)
+		delete(s.fleet.replicaStatus, name)
 	} else {
 		s.fleet.replicas[name] = time.Now()
+		s.fleet.replicaStatus[name] = st
 	}
 	s.fleet.replicasChangedLocked()
 	s.fleet.mu.Unlock()
@@ -201,6 +207,7 @@ func (s *Service) replicaGone(name string) {
 	s.fleet.mu.Lock()
 	_, known := s.fleet.replicas[name]
 	delete(s.fleet.replicas, name)
+	delete(s.fleet.replicaStatus, name)
 	s.fleet.replicasChangedLocked()
 	s.fleet.mu.Unlock()
 	if known {
@@ -230,6 +237,21 @@ func (s *Service) Replicas() []string {
 	s.fleet.mu.Lock()
 	defer s.fleet.mu.Unlock()
 	return s.replicasLocked(time.Now())
+}
+
+// replicaStatuses is the last status of every other replica online
+// (heard within replicaStale), with self added as this one's.
+func (s *Service) replicaStatuses(self wire.IssuerStatus) map[string]wire.IssuerStatus {
+	s.fleet.mu.Lock()
+	defer s.fleet.mu.Unlock()
+	out := map[string]wire.IssuerStatus{s.name: self}
+	now := time.Now()
+	for n, at := range s.fleet.replicas {
+		if st, ok := s.fleet.replicaStatus[n]; ok && now.Sub(at) < replicaStale {
+			out[n] = st
+		}
+	}
+	return out
 }
 
 func (s *Service) replicasLocked(now time.Time) []string {

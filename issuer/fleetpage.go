@@ -276,7 +276,7 @@ func (p *fleetPage) summary(now time.Time) FleetSummary {
 	cp := p.s.fleet.campaign
 	p.s.fleet.mu.Unlock()
 	if cp != nil {
-		sum.Campaign = campaignSummary(st.cfg, *cp, devs, map[string]wire.IssuerStatus{p.s.name: p.selfStatus()}, sum.Latest, now)
+		sum.Campaign = campaignSummary(st.cfg, *cp, devs, p.s.replicaStatuses(p.selfStatus()), sum.Latest, now)
 	}
 	return sum
 }

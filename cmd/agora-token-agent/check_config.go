@@ -25,7 +25,15 @@ func runCheckConfig(ctx context.Context, args []string, stdout, stderr io.Writer
 	}
 	var source string
 	if cfg.Broker != nil {
-		source = "mqtt " + redact.URL(cfg.Broker.URL)
+		urls := cfg.Broker.URLs
+		if len(urls) == 0 {
+			urls = []string{cfg.Broker.URL}
+		}
+		shown := make([]string, len(urls))
+		for i, u := range urls {
+			shown[i] = redact.URL(u)
+		}
+		source = "mqtt " + strings.Join(shown, ", ")
 	} else {
 		source = "http " + cfg.HTTP.Kind + " " + redact.URL(cfg.HTTP.URL)
 	}
