@@ -42,8 +42,7 @@ func soakDuration(t *testing.T) time.Duration {
 // TestSoak runs a fleet of three cameras under random faults for
 // SOAK_DURATION (one minute unless set): mosquitto restarts, issuer
 // SIGKILLs and cuts of one camera's path (refused, reset, delayed,
-// throttled; blackholed once h/agentnet's dead-connection detection is
-// merged), each lasting at most 3 s, one every 3–10 s, from a logged seed.
+// throttled or blackholed), each lasting at most 3 s, one every 3–10 s, from a logged seed.
 // Then it requires: no gap (no moment at which a camera held no valid
 // token while the issuer had been reachable for the grace), no crash, and
 // no growth of the agents' memory or descriptors beyond noise. The
