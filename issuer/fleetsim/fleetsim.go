@@ -252,17 +252,7 @@ func (s *Sim) Run(ctx context.Context) (*Result, error) {
 			}
 		}()
 	}
-	var cancelled error
-	for _, d := range devs {
-		select {
-		case queue <- d:
-			continue
-		case <-ctx.Done():
-			cancelled = ctx.Err()
-		}
-		break
-	}
-	close(queue)
+	cancelled := feed(ctx, queue, devs)
 	workers.Wait()
 	if cancelled != nil {
 		return nil, cancelled
@@ -427,4 +417,18 @@ func (s *Sim) disconnect(devs []*device) {
 			d.conn.close()
 		}
 	}
+}
+
+// feed sends items to the workers' queue until ctx ends, then closes the
+// queue; it returns ctx's error when ctx ended first.
+func feed[T any](ctx context.Context, queue chan<- T, items []T) error {
+	defer close(queue)
+	for _, it := range items {
+		select {
+		case queue <- it:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	return nil
 }

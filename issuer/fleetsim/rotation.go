@@ -192,17 +192,7 @@ func (f *Fleet) Boot(ctx context.Context) (connectFailed int, err error) {
 			}
 		}()
 	}
-	var cancelled error
-	for _, d := range f.devs {
-		select {
-		case queue <- d:
-			continue
-		case <-ctx.Done():
-			cancelled = ctx.Err()
-		}
-		break
-	}
-	close(queue)
+	cancelled := feed(ctx, queue, f.devs)
 	workers.Wait()
 	if cancelled != nil {
 		return 0, cancelled
