@@ -94,9 +94,12 @@ func newNATSEnvSecrets(t testing.TB, opts testbroker.NATSOptions, ttl time.Durat
     tokens:
       video:  {service: rtc, channel: "cam-{device}", uid: "{uid}", role: publisher, ttl: %s}
 `, ttl))
-	var servers []string
+	var servers, mqttURLs []string
 	for _, u := range e.cluster.ClientURLs() {
 		servers = append(servers, fmt.Sprintf("%q", u))
+	}
+	for _, u := range e.cluster.MQTTURLs() {
+		mqttURLs = append(mqttURLs, fmt.Sprintf("%q", u))
 	}
 	e.cfgPath = filepath.Join(e.dir, "issuer.yaml")
 	writeFileTB(t, e.cfgPath, fmt.Sprintf(`app_id: %s
@@ -106,12 +109,13 @@ broker:
     servers: [%s]
     user: agora-issuer
     password_file: issuer.pw
+    mqtt_urls: [%s]
 topic_root: agora/v1
 policy_file: policy.yaml
 limits:
   rate: {per_minute: 600, burst: 100}
 log_level: debug
-`, hexTB(t), strings.Join(servers, ", ")))
+`, hexTB(t), strings.Join(servers, ", "), strings.Join(mqttURLs, ", ")))
 	t.Cleanup(func() {
 		for _, s := range append([]string{cert, e.issuerPW}, values(e.devices)...) {
 			if strings.Contains(e.logs.String(), s) {

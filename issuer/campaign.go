@@ -214,8 +214,7 @@ func (s *Service) pushCampaign(cp *wire.Campaign, device string, replicas []stri
 	if !ok || !d.Online || !d.HoldsOther(cp.To) || owner(device, replicas) != s.name {
 		return false
 	}
-	c := s.client()
-	if c == nil || !c.IsConnectionOpen() {
+	if o := s.out(); o == nil || !o.open() {
 		return false // the connect handler pokes the loop again
 	}
 	s.fleet.mu.Lock()
@@ -236,7 +235,7 @@ func (s *Service) pushCampaign(cp *wire.Campaign, device string, replicas []stri
 		s.log.Error("encode push", "device", device, "err", err)
 		return false
 	}
-	t := c.Publish(s.topics.Token(device), 1, false, b)
+	t := s.out().publish(s.topics.Token(device), 1, false, b)
 	if !t.WaitTimeout(opTimeout) || t.Error() != nil {
 		s.log.Warn("campaign push failed; the device gets new tokens at its next renewal",
 			"device", device, "err", t.Error())

@@ -39,6 +39,22 @@ type NATSConfig struct {
 	// AgentURLs are the MQTT listeners of the cluster's nodes, written
 	// into the agent.yaml of each device added (broker.url list).
 	AgentURLs []string `yaml:"agent_urls"`
+	// MQTTURLs are the MQTT listeners the issuer and its operator
+	// commands (fleet status, rotate, certificate remove) reach the
+	// retained fleet state through: the devices' statuses, the
+	// replicas' presence and the rotation campaign, which NATS keeps
+	// in its MQTT layer only (NATS core has no retained messages).
+	// Default: AgentURLs.
+	MQTTURLs []string `yaml:"mqtt_urls"`
+}
+
+// FleetURLs are the MQTT listeners for the retained fleet state
+// (mqtt_urls, else agent_urls); empty means no fleet view.
+func (n *NATSConfig) FleetURLs() []string {
+	if len(n.MQTTURLs) > 0 {
+		return n.MQTTURLs
+	}
+	return n.AgentURLs
 }
 
 // fill checks broker.nats and fills its defaults. Nothing else of
@@ -85,11 +101,29 @@ func (n *NATSConfig) fill(b *BrokerConfig) error {
 	if n.AuthFile == "" {
 		n.AuthFile = "nats-auth.conf"
 	}
-	for i, s := range n.AgentURLs {
-		u, err := redact.ParseURL(s)
-		if err != nil || (u.Scheme != "tcp" && u.Scheme != "ssl") || u.Port() == "" {
-			return fmt.Errorf("broker.nats.agent_urls[%d]: %s is not tcp://host:port or ssl://host:port", i, redact.URL(s))
+	for _, l := range []struct {
+		key  string
+		urls []string
+	}{{"agent_urls", n.AgentURLs}, {"mqtt_urls", n.MQTTURLs}} {
+		key := l.key
+		for i, s := range l.urls {
+			u, err := redact.ParseURL(s)
+			if err != nil || (u.Scheme != "tcp" && u.Scheme != "ssl") || u.Port() == "" || u.User != nil {
+				return fmt.Errorf("broker.nats.%s[%d]: %s is not tcp://host:port or ssl://host:port", key, i, redact.URL(s))
+			}
 		}
+	}
+	return nil
+}
+
+// fleetLogin says why the fleet state cannot be reached over the
+// cluster's MQTT listeners, nil if it can.
+func (n *NATSConfig) fleetLogin() error {
+	switch {
+	case len(n.FleetURLs()) == 0:
+		return fmt.Errorf("broker.nats: no MQTT listener for the fleet state (devices' statuses, replicas, rotation campaign): set broker.nats.mqtt_urls (or agent_urls) to the nodes' MQTT URLs")
+	case n.User == "":
+		return fmt.Errorf("broker.nats: the fleet state is read over MQTT, which cannot log in with a credentials file: set broker.nats.user and password_file")
 	}
 	return nil
 }
@@ -132,7 +166,8 @@ func (n *NATSConfig) same(o *NATSConfig) bool {
 		return n == o
 	}
 	return slices.Equal(n.Servers, o.Servers) && n.User == o.User && n.PasswordFile == o.PasswordFile &&
-		n.CredentialsFile == o.CredentialsFile && n.QueueGroup == o.QueueGroup
+		n.CredentialsFile == o.CredentialsFile && n.QueueGroup == o.QueueGroup &&
+		slices.Equal(n.FleetURLs(), o.FleetURLs())
 }
 
 // describe is check-config's line for broker.nats.
@@ -144,8 +179,12 @@ func (n *NATSConfig) describe() string {
 	case n.User != "":
 		who = "user " + n.User + " with password file"
 	}
-	return fmt.Sprintf("NATS %s as %s, queue group %s; devices in %s, nats-server users in %s",
-		strings.Join(n.Servers, ","), who, n.QueueGroup, n.DevicesFile, n.AuthFile)
+	fleet := "no fleet view (set broker.nats.mqtt_urls or agent_urls)"
+	if urls := n.FleetURLs(); len(urls) > 0 {
+		fleet = "fleet state over MQTT at " + strings.Join(urls, ",")
+	}
+	return fmt.Sprintf("NATS %s as %s, queue group %s; %s; devices in %s, nats-server users in %s",
+		strings.Join(n.Servers, ","), who, n.QueueGroup, fleet, n.DevicesFile, n.AuthFile)
 }
 
 // natsSubject and mqttTopic map between MQTT topics and NATS subjects

@@ -25,6 +25,9 @@ type brokerConn struct {
 	username string
 	password Secret
 	tls      *tls.Config
+	// fleetOnly marks the NATS transport's MQTT connection, which
+	// carries the fleet state and no requests.
+	fleetOnly bool
 }
 
 // brokerConn starts the embedded broker when configured (in g, stopped by

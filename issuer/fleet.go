@@ -299,6 +299,18 @@ func ToolOptions(cfg *Config, clientID string) (*mqtt.ClientOptions, error) {
 	o := mqtt.NewClientOptions().SetClientID(clientID).SetCleanSession(true).
 		SetAutoReconnect(false).SetConnectRetry(false).SetConnectTimeout(opTimeout).
 		SetOrderMatters(true)
+	if n := cfg.Broker.NATS; n != nil {
+		// NATS keeps retained messages in its MQTT layer only: the
+		// commands read and write the fleet state over the cluster's
+		// MQTT listeners, as the issuer's user.
+		if err := n.fleetLogin(); err != nil {
+			return nil, err
+		}
+		for _, u := range n.FleetURLs() {
+			o.AddBroker(u)
+		}
+		return o.SetUsername(n.User).SetPassword(cfg.BrokerPassword().Reveal()), nil
+	}
 	e := cfg.Broker.Embedded
 	if e == nil {
 		o.AddBroker(cfg.Broker.URL)

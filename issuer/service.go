@@ -11,6 +11,7 @@ import (
 	"net/url"
 	"runtime"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -477,10 +478,22 @@ func (s *Service) client() mqtt.Client {
 func (s *Service) reqFilter() string { return s.topics.SharedReqs(s.state.Load().cfg.ShareGroup) }
 
 func (s *Service) clientOptions(conn brokerConn) (*mqtt.ClientOptions, error) {
+	return s.mqttOptions([]string{conn.url}, conn, s.onConnect)
+}
+
+// mqttOptions are the options of the issuer's MQTT connection to the
+// brokers at urls (paho fails over between them), which calls
+// onConnect after every connect.
+func (s *Service) mqttOptions(urls []string, conn brokerConn, onConnect mqtt.OnConnectHandler) (*mqtt.ClientOptions, error) {
 	will, err := wire.Encode(s.status(wire.StateOffline))
 	if err != nil {
 		return nil, err
 	}
+	redacted := make([]string, len(urls))
+	for i, u := range urls {
+		redacted[i] = redactURL(u)
+	}
+	brokers := strings.Join(redacted, ",")
 	// Auto-ack is off: a request is acknowledged once its reply is (see
 	// onRequest), and every handler acknowledges its messages itself.
 	// Order matters: the handlers run on paho's router goroutine, one
@@ -490,21 +503,28 @@ func (s *Service) clientOptions(conn brokerConn) (*mqtt.ClientOptions, error) {
 	// log); reconnection backs off to connectMax at most: the whole
 	// fleet waits on the issuer, and a few issuers reconnecting often
 	// load no broker.
-	o := mqtt.NewClientOptions().AddBroker(conn.url).SetClientID(s.name).
+	o := mqtt.NewClientOptions().SetClientID(s.name).
 		SetCleanSession(true).SetOrderMatters(true).SetAutoAckDisabled(true).
 		SetAutoReconnect(true).SetConnectRetry(false).SetMaxReconnectInterval(connectMax).
 		SetConnectTimeout(opTimeout).SetKeepAlive(30*time.Second).
 		SetBinaryWill(s.topics.IssuerStatus(), will, 1, true).
-		SetOnConnectHandler(s.onConnect).
+		SetOnConnectHandler(onConnect).
 		SetConnectionLostHandler(func(_ mqtt.Client, err error) {
+			if conn.fleetOnly {
+				s.connLog.Warn("fleet state connection lost; reconnecting (requests are still served)", "broker", brokers, "err", err)
+				return
+			}
 			s.ready.Store(false)
-			s.connLog.Warn("broker connection lost; reconnecting", "broker", redactURL(conn.url), "err", err)
+			s.connLog.Warn("broker connection lost; reconnecting", "broker", brokers, "err", err)
 		}).
 		SetConnectionNotificationHandler(func(_ mqtt.Client, n mqtt.ConnectionNotification) {
 			if f, ok := n.(mqtt.ConnectionNotificationFailed); ok && s.connected.Load() && !s.stopped.Load() {
-				s.connLog.Warn("cannot reconnect to the broker; retrying", "broker", redactURL(conn.url), "err", f.Reason)
+				s.connLog.Warn("cannot reconnect to the broker; retrying", "broker", brokers, "err", f.Reason)
 			}
 		})
+	for _, u := range urls {
+		o.AddBroker(u)
+	}
 	if conn.username != "" {
 		o.SetUsername(conn.username)
 	}

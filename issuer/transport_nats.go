@@ -37,11 +37,23 @@ func (r natsRequest) Ack()            {}
 
 // natsOutlet publishes on the NATS connection. A NATS publish is
 // buffered by the client and has no broker acknowledgement, so its
-// token is done at once; the retained flag has no NATS counterpart (see
-// docs/broker.md: the issuer status is not retained over NATS).
-type natsOutlet struct{ nc *nats.Conn }
+// token is done at once. NATS core has no retained messages: a
+// retained publish (the issuer status) goes over the fleet link, where
+// nats-server's MQTT layer keeps it, when there is one.
+type natsOutlet struct {
+	nc    *nats.Conn
+	fleet mqtt.Client // nil without broker.nats MQTT URLs
+}
 
-func (o natsOutlet) publish(topic string, _ byte, _ bool, payload []byte) mqtt.Token {
+func (o natsOutlet) publish(topic string, qos byte, retained bool, payload []byte) mqtt.Token {
+	if retained && o.fleet != nil {
+		if !o.fleet.IsConnectionOpen() {
+			// Nothing to keep: onFleetConnect publishes the state at
+			// every connect, and the link's last will says offline.
+			return doneToken{}
+		}
+		return o.fleet.Publish(topic, qos, true, payload)
+	}
 	return doneToken{err: o.nc.Publish(natsSubject(topic), payload)}
 }
 
@@ -94,6 +106,10 @@ func (s *Service) runNATS(ctx context.Context, n *NATSConfig) error {
 	case n.User != "":
 		opts = append(opts, nats.UserInfo(n.User, cfg.BrokerPassword().Reveal()))
 	}
+	fleet, err := s.fleetLink(n, cfg)
+	if err != nil {
+		return err
+	}
 	var nc *nats.Conn
 	var sub *nats.Subscription
 	connect := func() bool {
@@ -105,8 +121,13 @@ func (s *Service) runNATS(ctx context.Context, n *NATSConfig) error {
 		for failures := 1; ; failures++ {
 			c, err := nats.Connect(servers, opts...)
 			if err == nil {
-				if sub, err = s.subscribeNATS(c, n); err == nil {
+				if sub, err = s.subscribeNATS(c, n, fleet); err == nil {
 					nc = c
+					if fleet != nil {
+						// In the background: requests are served
+						// while the MQTT listeners are out of reach.
+						fleet.Connect()
+					}
 					return true
 				}
 				c.Close()
@@ -124,13 +145,53 @@ func (s *Service) runNATS(ctx context.Context, n *NATSConfig) error {
 			}
 		}
 	}
-	return s.serveRequests(ctx, connect, func() { s.shutdownNATS(nc, sub) })
+	return s.serveRequests(ctx, connect, func() { s.shutdownNATS(nc, sub, fleet) })
+}
+
+// fleetLink is the NATS transport's MQTT connection for the fleet
+// state: the devices' retained statuses, the replicas' presence, the
+// rotation campaign and the issuer status with its last will. NATS
+// core has no retained messages; nats-server keeps them in its MQTT
+// layer, so the replica reaches them over the cluster's MQTT listeners
+// (broker.nats.mqtt_urls, else agent_urls), as the issuer's user, with
+// paho failing over between them. Past the connection, the fleet code
+// is the MQTT transport's. Nil (and a warning) without MQTT URLs.
+func (s *Service) fleetLink(n *NATSConfig, cfg *Config) (mqtt.Client, error) {
+	if err := n.fleetLogin(); err != nil {
+		s.log.Warn("no fleet view: fleet status, rotation campaigns and the fleet page see no device; requests are served", "why", err)
+		return nil, nil
+	}
+	conn := brokerConn{username: n.User, password: cfg.BrokerPassword(), fleetOnly: true}
+	o, err := s.mqttOptions(n.FleetURLs(), conn, s.onFleetConnect)
+	if err != nil {
+		return nil, err
+	}
+	// The first connection is retried in the background too: the
+	// request path does not wait for it.
+	o.SetConnectRetry(true).SetConnectRetryInterval(connectInitial)
+	c := mqtt.NewClient(o)
+	s.clientV.Store(c)
+	return c, nil
+}
+
+// onFleetConnect (re)subscribes the fleet link after every connect.
+func (s *Service) onFleetConnect(c mqtt.Client) {
+	if s.stopped.Load() {
+		return
+	}
+	s.subscribeFleet(c)
+	st := c.Subscribe(s.topics.IssuerStatus(), 1, s.onIssuerStatus)
+	if !st.WaitTimeout(opTimeout) || st.Error() != nil {
+		s.log.Warn("subscribe to the issuer status failed", "err", st.Error())
+	}
+	s.publishStatus(wire.StateOnline)
+	s.log.Info("fleet state connected over MQTT", "issuer", s.name)
 }
 
 // subscribeNATS joins the queue group on every device's request subject
 // and, once the server has taken the subscription, reports the service
 // ready.
-func (s *Service) subscribeNATS(nc *nats.Conn, n *NATSConfig) (*nats.Subscription, error) {
+func (s *Service) subscribeNATS(nc *nats.Conn, n *NATSConfig, fleet mqtt.Client) (*nats.Subscription, error) {
 	subject := natsSubject(s.topics.AllReqs())
 	sub, err := nc.QueueSubscribe(subject, n.QueueGroup, func(m *nats.Msg) {
 		s.admit("nats", mqttTopic(m.Subject), natsRequest{m})
@@ -146,7 +207,7 @@ func (s *Service) subscribeNATS(nc *nats.Conn, n *NATSConfig) (*nats.Subscriptio
 	if err := nc.LastError(); err != nil {
 		return nil, fmt.Errorf("subscribe %s (check the issuer user's permissions): %w", subject, err)
 	}
-	s.setOut(natsOutlet{nc})
+	s.setOut(natsOutlet{nc: nc, fleet: fleet})
 	s.publishStatus(wire.StateOnline)
 	s.connected.Store(true)
 	s.ready.Store(true)
@@ -159,8 +220,9 @@ func (s *Service) subscribeNATS(nc *nats.Conn, n *NATSConfig) (*nats.Subscriptio
 // shutdownNATS leaves the queue group (new requests go to the other
 // replicas), lets the requests in flight finish, says offline and
 // closes the connection.
-func (s *Service) shutdownNATS(nc *nats.Conn, sub *nats.Subscription) {
+func (s *Service) shutdownNATS(nc *nats.Conn, sub *nats.Subscription, fleet mqtt.Client) {
 	s.ready.Store(false)
+	s.stopFleet()
 	// Drain, not Unsubscribe: the requests the server already handed to
 	// this client are still admitted and answered instead of vanishing
 	// in the client's buffer; only then does the door close.
@@ -187,5 +249,8 @@ func (s *Service) shutdownNATS(nc *nats.Conn, sub *nats.Subscription) {
 		s.drain(time.Second)
 	}
 	nc.Close()
+	if fleet != nil {
+		fleet.Disconnect(1000)
+	}
 	s.log.Info("stopped")
 }

@@ -121,7 +121,9 @@ broker:
     devices_file: %[9]s
     auth_file: %[8]s
     # The nodes' MQTT listeners, for the agents (broker.url of the
-    # agent.yaml that "device add" writes).
+    # agent.yaml that "device add" writes), and for the fleet state
+    # (device statuses, replicas, rotation campaign: NATS keeps retained
+    # messages in its MQTT layer); mqtt_urls overrides them for the latter.
     agent_urls: [%[10]s]
 topic_root: agora/v1
 policy_file: %[11]s

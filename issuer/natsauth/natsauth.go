@@ -19,6 +19,7 @@ import (
 	"io/fs"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 
 	"golang.org/x/crypto/bcrypt"
@@ -104,7 +105,9 @@ type User struct {
 // what nats-server's MQTT implementation subscribes to on its behalf for
 // a QoS 1 subscription ($MQTT.sub.<id>, a JetStream delivery subject
 // that an MQTT client cannot name itself), and only over MQTT: a device
-// login on the NATS port is refused.
+// login on the NATS port is refused. The issuer's user also logs in
+// over MQTT, for the fleet state NATS keeps as MQTT retained messages
+// (the replicas' statuses, the campaign, the snapshot markers).
 func Render(w io.Writer, topics wire.Topics, issuer *User, devices []User) error {
 	var b bytes.Buffer
 	b.WriteString("# nats-server users, written by agora-token-issuer (device add|rotate|remove);\n")
@@ -112,9 +115,10 @@ func Render(w io.Writer, topics wire.Topics, issuer *User, devices []User) error
 	b.WriteString("# `nats-server --signal reload` on each node.\n")
 	b.WriteString("authorization {\n  users = [\n")
 	if issuer != nil {
-		fmt.Fprintf(&b, "    {user: %q, password: %q, allowed_connection_types: [\"STANDARD\"], permissions: {\n", issuer.Name, issuer.Hash)
-		fmt.Fprintf(&b, "      publish: {allow: [%q, %q]}\n", Subject(topics.Token("*")), Subject(topics.IssuerStatus()))
-		fmt.Fprintf(&b, "      subscribe: {allow: [%q, %q, %q]}\n", Subject(topics.AllReqs()), Subject(topics.Status("*")), Subject(topics.IssuerStatus()))
+		fleet := []string{Subject(topics.AllReplicas()), Subject(topics.Campaign()), Subject(topics.Marker("*"))}
+		fmt.Fprintf(&b, "    {user: %q, password: %q, allowed_connection_types: [\"STANDARD\", \"MQTT\"], permissions: {\n", issuer.Name, issuer.Hash)
+		fmt.Fprintf(&b, "      publish: {allow: %s}\n", quoteList(append([]string{Subject(topics.Token("*")), Subject(topics.IssuerStatus())}, fleet...)))
+		fmt.Fprintf(&b, "      subscribe: {allow: %s}\n", quoteList(append([]string{Subject(topics.AllReqs()), Subject(topics.Status("*")), Subject(topics.IssuerStatus())}, append(fleet, "$MQTT.sub.>")...)))
 		b.WriteString("    }}\n")
 	}
 	for _, d := range devices {
@@ -131,6 +135,15 @@ func Render(w io.Writer, topics wire.Topics, issuer *User, devices []User) error
 	b.WriteString("  ]\n}\n")
 	_, err := w.Write(b.Bytes())
 	return err
+}
+
+// quoteList is a nats-server config list of quoted strings.
+func quoteList(items []string) string {
+	q := make([]string, len(items))
+	for i, it := range items {
+		q[i] = strconv.Quote(it)
+	}
+	return "[" + strings.Join(q, ", ") + "]"
 }
 
 // Hashes are the devices' bcrypt hashes, kept beside the fragment

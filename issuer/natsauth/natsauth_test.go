@@ -156,3 +156,40 @@ func TestDottedDeviceID(t *testing.T) {
 	}
 	c.Nodes[0].WaitLog("'.' not supported for MQTT topics", 10*time.Second)
 }
+
+// TestFleetStatePermissions: the fleet state NATS keeps as MQTT
+// retained messages. The issuer's user may log in over MQTT, publish
+// the campaign and its replica status retained and read them back (what
+// the replicas and the fleet, rotate and certificate commands do); a
+// device may neither publish a campaign or a replica status nor read
+// another device's status.
+func TestFleetStatePermissions(t *testing.T) {
+	c := authCluster(t)
+	top := wire.NewTopics("")
+	a := testbroker.Connect(t, c.Nodes[0].MQTTURL, testbroker.ClientOptions{ClientID: "dev-a", Username: "dev-a", Password: devPW})
+	testbroker.Publish(t, a, top.Campaign(), true, []byte(`{"forged":true}`))
+	c.Nodes[0].WaitLog(`Publish Violation - User "dev-a", Subject "agora.v1.issuer.campaign"`, 10*time.Second)
+	testbroker.Publish(t, a, top.ReplicaStatus("x"), true, []byte(`{"forged":true}`))
+	c.Nodes[0].WaitLog(`Publish Violation - User "dev-a", Subject "agora.v1.issuer.replicas.x"`, 10*time.Second)
+	if _, ok, _ := testbroker.TrySubscribe(t, a, top.AllStatuses()); ok {
+		t.Fatal("dev-a subscribed to every device's status")
+	}
+	testbroker.Publish(t, a, top.Status("dev-a"), true, []byte(`{"state":"online"}`))
+
+	iss := testbroker.Connect(t, c.Nodes[0].MQTTURL, testbroker.ClientOptions{ClientID: "issuer-fleet", Username: "issuer", Password: issuerPW})
+	testbroker.Publish(t, iss, top.Campaign(), true, []byte(`{"id":"c1"}`))
+	testbroker.Publish(t, iss, top.ReplicaStatus("r1"), true, []byte(`{"state":"online"}`))
+	for topic, want := range map[string]string{
+		top.Campaign():          `{"id":"c1"}`,
+		top.ReplicaStatus("r1"): `{"state":"online"}`,
+		top.Status("dev-a"):     `{"state":"online"}`,
+	} {
+		ch, ok, err := testbroker.TrySubscribe(t, iss, topic)
+		if !ok || err != nil {
+			t.Fatalf("the issuer cannot subscribe to %s over MQTT: %v", topic, err)
+		}
+		if got := testbroker.Receive(t, ch, 10*time.Second); string(got.Payload()) != want || !got.Retained() {
+			t.Fatalf("%s: got %q (retained %v), want %q retained", topic, got.Payload(), got.Retained(), want)
+		}
+	}
+}
