@@ -282,3 +282,39 @@ func TestReplayCache(t *testing.T) {
 		t.Fatal("a failed attempt was cached")
 	}
 }
+
+// TestSignerRoundsIssueTimeUp: a token's life never ends before the
+// signing time plus its ttl (an agent counts the life from when it sent
+// the request, before the signing), so a signing time between seconds
+// is rounded up, in the reply and in the token alike.
+func TestSignerRoundsIssueTimeUp(t *testing.T) {
+	s, err := NewSigner(testAppID, []Certificate{{ID: "primary", Value: secretfile.NewSecret(testCert)}}, "primary", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := Grant{Name: "video", Service: ServiceRTC, Channel: "cam", UID: "1", Role: "publisher", TTL: time.Hour}
+	for _, tt := range []struct {
+		at   time.Time
+		want int64
+	}{
+		{time.Unix(1_763_800_000, 0), 1_763_800_000},
+		{time.Unix(1_763_800_000, 1), 1_763_800_001},
+		{time.Unix(1_763_800_000, 999_999_999), 1_763_800_001},
+	} {
+		wg, err := s.Sign(g, tt.at)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tok, _, err := s.Verify(wg.Token)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if wg.IssuedAt != tt.want || int64(tok.IssueTs) != tt.want || wg.ExpiresAt != tt.want+3600 {
+			t.Errorf("signed at %v: issued_at %d, token issue_ts %d, expires_at %d; want issued %d",
+				tt.at, wg.IssuedAt, tok.IssueTs, wg.ExpiresAt, tt.want)
+		}
+		if end := time.Unix(wg.ExpiresAt, 0); end.Before(tt.at.Add(g.TTL)) {
+			t.Errorf("signed at %v: the token ends at %v, before signing time + ttl", tt.at, end)
+		}
+	}
+}

@@ -50,6 +50,14 @@ func (s *Signer) Sign(g Grant, now time.Time) (wire.Grant, error) {
 }
 
 func (s *Signer) sign(g Grant, now time.Time) (wire.Grant, error) {
+	// A token's life counts in whole seconds from its issue time. With
+	// the signing time rounded up, it never ends before now + ttl: an
+	// agent counts the life from when it sent the request (before now)
+	// and so never holds a token past its real expiry. Rounded down, it
+	// would by up to a second when it serves from what it holds.
+	if t := now.Truncate(time.Second); t.Before(now) {
+		now = t.Add(time.Second)
+	}
 	b := *s.builders[s.active]
 	b.Now = func() time.Time { return now }
 	ttl := uint32(g.TTL / time.Second)

@@ -11,11 +11,12 @@ import (
 )
 
 // staleTolerance is how long past a token's expires_at a running agent
-// may leave its client holding it before saying "expired". The issuer's
-// issued_at has one-second steps and the agent counts the lifetime from
-// the moment it sent the request, so its deadline can be up to a second
-// after expires_at; another second covers scheduling on a loaded machine.
-const staleTolerance = 2 * time.Second
+// may leave its client holding it before saying "expired". The agent
+// counts the lifetime from the moment it sent the request and the
+// issuer rounds the issue time up to the second, so the agent's deadline
+// is never after expires_at; the second covers scheduling on a loaded
+// machine.
+const staleTolerance = time.Second
 
 // deliverySlack is how long a watch connection must have been open while
 // a token was current for the checker to require that the client saw it.
