@@ -2,8 +2,10 @@ package issuer
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -186,6 +188,53 @@ func TestIssuerEndToEnd(t *testing.T) {
 				}
 			})
 		})
+	}
+}
+
+// TestReloadPushIsPaced: a certificate activated by SIGHUP reaches every
+// device seen, DefaultCampaignRate devices a second: the second device's
+// push waits on the pace, not on the first's.
+func TestReloadPushIsPaced(t *testing.T) {
+	clk := clock.NewFake(time.Unix(1_763_800_000, 0))
+	s := writeSetup(t, `broker: {embedded: {listen: "127.0.0.1:0", credentials_file: devices.yaml}}`, "")
+	ids := []string{"cam-1", "cam-2", "cam-3"}
+	secrets := writeCredentials(t, filepath.Join(s.dir, "devices.yaml"), ids...)
+	log, _ := newLogger(t)
+	r := startService(t, s.config, log, clk)
+	var devs []*device
+	for i, id := range ids {
+		d := connectDevice(t, "tcp://"+r.BrokerAddr(), id, secrets[id])
+		if rep := d.request(t, "boot-"+strconv.Itoa(i)); rep.Error != nil {
+			t.Fatalf("%s: %+v", id, rep.Error)
+		}
+		devs = append(devs, d)
+	}
+	replaceInFile(t, s.config, "certificates: [{id: primary, file: primary.cert}]",
+		"certificates: [{id: primary, file: primary.cert}, {id: next, file: next.cert}]\nactive_certificate: next")
+	if err := r.Reload(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	pace := time.Second / DefaultCampaignRate
+	for i, d := range devs {
+		if i > 0 {
+			// The pusher waits on the pace; nothing for this device yet.
+			ctx, cancel := context.WithTimeout(t.Context(), waitTimeout)
+			for !slices.Contains(clk.Pending(), pace) {
+				if err := clk.WaitTimers(ctx, clk.Timers()+1); err != nil {
+					t.Fatalf("no pacing timer of %v armed: pending %v", pace, clk.Pending())
+				}
+			}
+			cancel()
+			select {
+			case m := <-d.replies:
+				t.Fatalf("%s got %s before its turn", d.id, m.Payload())
+			default:
+			}
+			clk.Advance(pace)
+		}
+		if push := d.reply(t); !push.IsPush() || push.Tokens[0].KID != "next" {
+			t.Fatalf("%s: %+v, want a push of next", d.id, push)
+		}
 	}
 }
 

@@ -667,7 +667,10 @@ func (s *Service) errorReply(id, code, msg string, retryAfter int) []byte {
 // PushAll signs fresh tokens for every device seen since start and
 // publishes them unasked (reply id "push-<kid>-<unix time>"), so that a
 // certificate rotation reaches the fleet without waiting for renewals.
-// It returns how many devices got tokens.
+// It paces the pushes at DefaultCampaignRate devices a second, as a
+// rotation campaign does: a fleet's renewals are not all bunched at
+// one moment, and the broker is not flooded. It returns how many
+// devices got tokens.
 func (s *Service) PushAll(ctx context.Context) (int, error) {
 	c := s.out()
 	if c == nil || !c.open() {
@@ -683,38 +686,31 @@ func (s *Service) PushAll(ctx context.Context) (int, error) {
 	}
 	s.metrics.mu.Unlock()
 	slices.Sort(devices)
-	var n atomic.Int64
-	g, ctx := errgroup.WithContext(ctx)
-	g.SetLimit(s.opts.Workers)
-	for _, d := range devices {
-		g.Go(func() error {
-			if ctx.Err() != nil {
-				return ctx.Err()
-			}
-			reply, result := s.decide(st, d, id, nil, now)
-			if result != resultOK {
-				return nil // no longer granted anything: nothing to push
-			}
-			b, err := wire.Encode(reply)
-			if err != nil {
-				return nil
-			}
-			t := c.publish(s.topics.Token(d), 1, false, b)
-			timer := s.clk.NewTimer(opTimeout)
-			defer timer.Stop()
+	n := 0
+	for i, d := range devices {
+		if i > 0 {
+			pace := s.clk.NewTimer(time.Second / DefaultCampaignRate)
 			select {
-			case <-t.Done():
-				if t.Error() == nil {
-					n.Add(1)
-				}
-			case <-timer.C():
+			case <-pace.C():
 			case <-ctx.Done():
+				pace.Stop()
+				return n, ctx.Err()
 			}
-			return nil
-		})
+		}
+		reply, result := s.decide(st, d, id, nil, s.clk.Wall())
+		if result != resultOK {
+			continue // no longer granted anything: nothing to push
+		}
+		b, err := wire.Encode(reply)
+		if err != nil {
+			continue
+		}
+		t := c.publish(s.topics.Token(d), 1, false, b)
+		if t.WaitTimeout(opTimeout) && t.Error() == nil {
+			n++
+		}
 	}
-	err := g.Wait()
-	return int(n.Load()), err
+	return n, nil
 }
 
 // requestID digs the request id out of a payload that failed to decode,
