@@ -131,16 +131,7 @@ func TestNATSFleetStatusAndRotation(t *testing.T) {
 		t.Fatalf("verdict %+v: safe while hour-long primary tokens live", p)
 	}
 
-	pushedBy := map[string]string{}
-	for _, r := range []*natsReplica{ra, rb} {
-		for _, d := range r.svc.CampaignPushed() {
-			if other, dup := pushedBy[d]; dup {
-				t.Errorf("device %s pushed by %s and by %s", d, other, r.svc.Name())
-			}
-			pushedBy[d] = r.svc.Name()
-		}
-	}
-	if len(pushedBy) != len(devs) {
+	if pushedBy := pushedByOne(t, ra.svc, rb.svc); len(pushedBy) != len(devs) {
 		t.Errorf("pushed %d devices, want %d: %v", len(pushedBy), len(devs), pushedBy)
 	}
 	for _, d := range devs {

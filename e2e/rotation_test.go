@@ -139,6 +139,22 @@ func (w *watched) onKID(kid string) bool {
 	return len(w.tokens) == 2 && w.tokens["video"].KID == kid && w.tokens["signal"].KID == kid
 }
 
+// pushedByOne returns which replica pushed each device in the campaign,
+// and fails the test for a device two replicas pushed.
+func pushedByOne(t *testing.T, replicas ...*issuer.Service) map[string]string {
+	t.Helper()
+	pushedBy := map[string]string{}
+	for _, r := range replicas {
+		for _, d := range r.CampaignPushed() {
+			if other, dup := pushedBy[d]; dup {
+				t.Errorf("device %s pushed by %s and by %s", d, other, r.Name())
+			}
+			pushedBy[d] = r.Name()
+		}
+	}
+	return pushedBy
+}
+
 // TestRotationCampaignTwoReplicas: a campaign published once is followed
 // by both replicas; every online agent ends with tokens that verify with
 // the new certificate and not the old, each device pushed exactly once,
@@ -297,15 +313,7 @@ func TestRotationCampaignTwoReplicas(t *testing.T) {
 		}
 		return n == len(online)
 	})
-	pushedBy := map[string]string{}
-	for _, r := range []*replica{a, b} {
-		for _, d := range r.svc.CampaignPushed() {
-			if other, dup := pushedBy[d]; dup {
-				t.Errorf("device %s pushed by %s and by %s", d, other, r.svc.Name())
-			}
-			pushedBy[d] = r.svc.Name()
-		}
-	}
+	pushedByOne(t, a.svc, b.svc)
 	pmu.Lock()
 	defer pmu.Unlock()
 	for _, d := range devs {
