@@ -27,6 +27,9 @@ from the seed file (created with a random seed if missing). It prints
 the connect phase, the serve phase (first request to last reply) and the
 total (first connection attempt to last reply); replies are checked once
 the last one arrived, so that checking does not slow the storm measured.
+A device whose login or subscription fails counts as failed, unless
+--retries lets it try again as an agent would (a NATS cluster refuses
+some in a storm when its JetStream requests time out).
 
   --register CREDFILE writes the fleet's credentials first: the issuer's
   device credentials file (--format issuer), or a mosquitto password_file
@@ -58,6 +61,8 @@ func runFleetSim(ctx context.Context, args []string, stdout, stderr io.Writer) i
 	certFile := fs.String("cert-file", "", "verify every token with the App Certificate in this file")
 	caFile := fs.String("ca-file", "", "CA for an ssl:// broker")
 	parallel := fs.Int("parallel", 64, "connections set up at once (keep under the broker's listen backlog, 100 for mosquitto)")
+	onConnect := fs.Bool("on-connect", false, "each device asks as soon as it is connected, as an agent does (default: all at once, once the fleet is connected)")
+	retries := fs.Int("retries", 0, "times a device whose login or subscription failed tries again, with the agent's backoff (1s doubling, ±20%)")
 	verbose := fs.Bool("v", false, "log progress and failures")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -81,6 +86,12 @@ func runFleetSim(ctx context.Context, args []string, stdout, stderr io.Writer) i
 		return 2
 	case *n < 1:
 		fmt.Fprintf(stderr, "agora-token-issuer fleet-sim: --devices %d, want at least 1\n", *n)
+		return 2
+	case *onConnect && *rate > 0:
+		fmt.Fprintln(stderr, "agora-token-issuer fleet-sim: --on-connect and --rate do not go together (the logins pace a fleet asking on connect)")
+		return 2
+	case *retries < 0:
+		fmt.Fprintf(stderr, "agora-token-issuer fleet-sim: --retries %d, want 0 or more\n", *retries)
 		return 2
 	}
 	seed, err := fleetsim.LoadOrCreateSeed(*seedFile)
@@ -108,7 +119,7 @@ func runFleetSim(ctx context.Context, args []string, stdout, stderr io.Writer) i
 
 	cfg := fleetsim.Config{
 		BrokerURL: *brokerURL, Devices: *n, Prefix: *prefix, Seed: seed, TopicRoot: *root,
-		Rate: *rate, Timeout: *timeout, ConnectParallel: *parallel, AppID: *appID,
+		Rate: *rate, Timeout: *timeout, ConnectParallel: *parallel, Retries: *retries, RequestOnConnect: *onConnect, AppID: *appID,
 	}
 	if *tokens != "" {
 		cfg.Tokens = strings.Split(*tokens, ",")

@@ -29,6 +29,8 @@ func TestFleetSimUsage(t *testing.T) {
 		{"nothing to do", []string{"--seed-file", "s"}, 2, "--broker, --register"},
 		{"no devices", []string{"--seed-file", "s", "--broker", "tcp://x:1", "--devices", "0"}, 2, "--devices"},
 		{"stray argument", []string{"extra"}, 2, "unexpected"},
+		{"on connect with a rate", []string{"--seed-file", "s", "--broker", "tcp://x:1", "--on-connect", "--rate", "5"}, 2, "--on-connect and --rate"},
+		{"negative retries", []string{"--seed-file", "s", "--broker", "tcp://x:1", "--retries", "-1"}, 2, "--retries -1"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			code, _, e := runSim(t, tc.args...)

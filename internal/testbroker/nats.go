@@ -2,7 +2,6 @@ package testbroker
 
 import (
 	"bufio"
-	"cmp"
 	"fmt"
 	"io"
 	"os"
@@ -38,9 +37,6 @@ type NATSOptions struct {
 	Shipped string
 	// Quiet leaves out nats-server's debug log (-D), for benchmarks.
 	Quiet bool
-	// ConsumerReplicas is the MQTT consumers' replication in a cluster
-	// (default 3, as configs/nats/node.conf; 1 is nats-server's default).
-	ConsumerReplicas int
 }
 
 // NATSCluster is a running test cluster; t.Cleanup stops it.
@@ -110,11 +106,11 @@ func StartNATS(t testing.TB, opts NATSOptions) *NATSCluster {
 		fmt.Fprintf(&b, "server_name: %s\nlisten: %s\n", nd.Name, strings.TrimPrefix(nd.ClientURL, "nats://"))
 		mqttExtra := ""
 		if n > 1 {
-			// As configs/nats/node.conf: the sessions' consumers are
-			// replicated, so a session whose node died can be taken over
-			// on another (with R1 consumers the takeover times out until
-			// the dead node is back).
-			mqttExtra = fmt.Sprintf(", stream_replicas: 3, consumer_replicas: %d", cmp.Or(opts.ConsumerReplicas, 3))
+			// As configs/nats/node.conf: the MQTT streams on every node
+			// (nats-server's default would be one replica per listed
+			// route, two here: a quorum lost with one node), each QoS 1
+			// subscription's consumer on one node, in memory.
+			mqttExtra = ", stream_replicas: 3, consumer_replicas: 1, consumer_memory_storage: true"
 		}
 		fmt.Fprintf(&b, "jetstream { store_dir: %q }\nmqtt { listen: %q%s }\n", filepath.Join(nd.Dir, "js"), nd.MQTTAddr, mqttExtra)
 		if n > 1 {
@@ -403,3 +399,7 @@ func tail(s string, n int) string {
 	}
 	return "…" + s[len(s)-n:]
 }
+
+// ProcessCPU is the user+system CPU time a running process has used so
+// far (Linux), for benchmarks that time processes they start themselves.
+func ProcessCPU(pid int) (time.Duration, error) { return procCPU(pid) }

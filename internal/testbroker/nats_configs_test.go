@@ -16,7 +16,7 @@ import (
 // devices of the included nats-auth.conf over MQTT: a device's request on
 // node 1 reaches the issuer on node 3 and the issuer's reply comes back
 // to the device's QoS 1 subscription; when node 1 is killed the device
-// takes its session over on node 2 (the consumers are replicated).
+// takes its session over on node 2 (the session stream is replicated).
 func TestShippedNATSConfig(t *testing.T) {
 	const pw, issuerPW = "secret-0123456789abcdef0123456789", "issuer-0123456789abcdef012345678"
 	hash, err := natsauth.Hash(pw)
@@ -64,10 +64,10 @@ func TestShippedNATSConfig(t *testing.T) {
 		t.Fatalf("the device got %q", m.Payload())
 	}
 
-	// Until JetStream has moved the leaders of the session's consumer
-	// off the dead node (seconds) the takeover times out; a device
-	// retries as the agent does. With one-replica consumers it kept
-	// failing for as long as the node was down.
+	// Until JetStream has moved the MQTT streams' leaders off the dead
+	// node (seconds) the takeover times out; a device retries as the
+	// agent does. The one-replica consumer may have been on the dead
+	// node: the takeover still goes through (4 to 13 s here).
 	c.Nodes[0].Stop()
 	killed := time.Now()
 	for wait := 100 * time.Millisecond; ; wait = min(2*wait, time.Second) {

@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math/rand/v2"
 	"slices"
 	"strconv"
 	"sync"
@@ -42,8 +43,24 @@ type Config struct {
 	Tokens []string
 	// Rate is requests a second; 0 sends every request at once.
 	Rate float64
-	// Timeout is how long to wait for the last reply (default 30s).
+	// RequestOnConnect has each device ask as soon as it is connected
+	// and subscribed, as an agent does, instead of all at once once the
+	// whole fleet is connected (not with Rate). The requests then arrive
+	// at the pace the broker takes logins.
+	RequestOnConnect bool
+	// Timeout is how long to wait for the last reply (default 30s), and
+	// bounds each login and subscription.
 	Timeout time.Duration
+	// Retries is how many more times a device whose login or
+	// subscription failed tries again, as an agent does: after RetryWait,
+	// doubling per failure up to a minute, each ±20 % (the agent's
+	// default backoff), a refused subscription on the same connection,
+	// anything else on a new one. 0 (the default): a device that fails
+	// once counts as failed.
+	Retries int
+	// RetryWait is the first retry's delay (default 1s, the agent's
+	// backoff.initial).
+	RetryWait time.Duration
 	// ConnectParallel bounds connections being set up at once (64;
 	// mosquitto 2.0 listens with a backlog of 100, and a deeper burst of
 	// connects costs SYN retransmits of a second each).
@@ -57,19 +74,27 @@ type Config struct {
 	// Clock times the run, paces the requests and ends the wait for
 	// replies (nil: the real clock). Network deadlines use real time.
 	Clock clock.Clock
+	// Served, when set, is called once the wait for replies is over
+	// (every reply in, or the timeout), while the fleet is still
+	// connected; Run goes on, disconnecting the devices, when it returns.
+	// A benchmark reads its CPU counters there, so that what the brokers
+	// spend closing the fleet's sessions is not counted as the storm's.
+	Served func()
 }
 
 // Result is what a simulation measured.
 type Result struct {
 	Devices       int
 	Connected     int
-	ConnectFailed int
+	ConnectFailed int           // devices that could not connect (after their retries)
+	Retried       int           // devices that connected only after retrying
 	ConnectTime   time.Duration // until every device was connected and subscribed
 	Requests      int
 	Replies       int            // replies with tokens that passed every check
 	Tokens        int            // tokens in those replies
 	Errors        map[string]int // error replies by code, and "bad_reply" for replies failing a check
 	Lost          int            // requests with no reply by the timeout
+	Dropped       int            // connections the broker closed before the end of the wait, with their reply or before it
 	Elapsed       time.Duration  // first request sent to last reply
 	Total         time.Duration  // first connection attempt to last reply
 	Latencies     []time.Duration
@@ -93,7 +118,7 @@ func (r *Result) OK() bool {
 	for _, v := range r.Errors {
 		n += v
 	}
-	return r.ConnectFailed == 0 && r.Lost == 0 && n == 0 && r.Replies == r.Devices
+	return r.ConnectFailed == 0 && r.Lost == 0 && n == 0 && r.Replies == r.Devices && r.Dropped == 0
 }
 
 // Print writes the result for an operator.
@@ -102,8 +127,12 @@ func (r *Result) Print(w io.Writer) {
 	for _, v := range r.Errors {
 		errs += v
 	}
-	fmt.Fprintf(w, "devices     %d (connected %d, failed %d, in %v)\n", r.Devices, r.Connected, r.ConnectFailed, r.ConnectTime.Round(time.Millisecond))
+	fmt.Fprintf(w, "devices     %d (connected %d, of which after a retry %d, failed %d, in %v)\n", r.Devices, r.Connected, r.Retried,
+		r.ConnectFailed, r.ConnectTime.Round(time.Millisecond))
 	fmt.Fprintf(w, "requests    %d  replies %d  tokens %d  errors %d  lost %d\n", r.Requests, r.Replies, r.Tokens, errs, r.Lost)
+	if r.Dropped > 0 {
+		fmt.Fprintf(w, "dropped     %d connections closed by the broker during the run\n", r.Dropped)
+	}
 	if errs > 0 {
 		codes := make([]string, 0, len(r.Errors))
 		for c := range r.Errors {
@@ -145,6 +174,10 @@ func New(cfg Config) (*Sim, error) {
 		return nil, errors.New("seed is not set (the devices' secrets derive from it)")
 	case cfg.Rate < 0:
 		return nil, fmt.Errorf("rate: %v is negative", cfg.Rate)
+	case cfg.Retries < 0:
+		return nil, fmt.Errorf("retries: %d is negative", cfg.Retries)
+	case cfg.RequestOnConnect && cfg.Rate > 0:
+		return nil, errors.New("rate: a fleet asking on connect is paced by its logins, not by a rate")
 	}
 	if _, err := parseBrokerURL(cfg.BrokerURL); err != nil {
 		return nil, err
@@ -165,6 +198,9 @@ func New(cfg Config) (*Sim, error) {
 	}
 	if cfg.Timeout <= 0 {
 		cfg.Timeout = 30 * time.Second
+	}
+	if cfg.RetryWait <= 0 {
+		cfg.RetryWait = time.Second
 	}
 	if cfg.ConnectParallel <= 0 {
 		cfg.ConnectParallel = 64
@@ -196,8 +232,18 @@ type run struct {
 	over      bool // the wait is over: later messages are not counted
 	latencies []time.Duration
 	lastReply time.Time
+	dropped   int // connections closed before the wait was over
 	pending   atomic.Int64
 	allDone   chan struct{}
+	doneOnce  sync.Once
+}
+
+// settled counts one device off: replied, or out of the run (it could
+// not connect, or its request could not be sent).
+func (r *run) settled() {
+	if r.pending.Add(-1) == 0 {
+		r.doneOnce.Do(func() { close(r.allDone) })
+	}
 }
 
 // Run connects the fleet, sends the requests, waits for the replies (or
@@ -220,7 +266,11 @@ func (s *Sim) Run(ctx context.Context) (*Result, error) {
 	// then has a goroutine of its own reading its messages until the
 	// connection closes at the end of the run.
 	start := s.clk.Now()
-	var failed atomic.Int64
+	onConnect := s.cfg.RequestOnConnect
+	if onConnect {
+		r.pending.Store(int64(n))
+	}
+	var failed, retried, sent atomic.Int64
 	var readers sync.WaitGroup
 	defer func() {
 		s.disconnect(devs)
@@ -233,9 +283,16 @@ func (s *Sim) Run(ctx context.Context) (*Result, error) {
 		go func() {
 			defer workers.Done()
 			for d := range queue {
-				if err := s.connect(d); err != nil {
+				tries, err := s.connect(ctx, d)
+				if tries > 1 && err == nil {
+					retried.Add(1)
+				}
+				if err != nil {
 					if failed.Add(1) <= 5 {
-						s.log.Warn("device could not connect", "device", d.name, "error", err)
+						s.log.Warn("device could not connect", "device", d.name, "attempts", tries, "error", err)
+					}
+					if onConnect {
+						r.settled()
 					}
 					continue
 				}
@@ -244,11 +301,20 @@ func (s *Sim) Run(ctx context.Context) (*Result, error) {
 					defer readers.Done()
 					err := d.conn.readLoop(func(payload []byte) { r.onMessage(d, payload) })
 					r.mu.Lock()
-					if d.reply == nil && !r.over {
-						s.log.Warn("device connection lost before its reply", "device", d.name, "error", err)
+					if !r.over {
+						r.dropped++
+						if d.reply == nil || r.dropped <= 5 {
+							s.log.Warn("the broker closed a device's connection", "device", d.name, "replied", d.reply != nil, "error", err)
+						}
 					}
 					r.mu.Unlock()
 				}()
+				if onConnect {
+					sent.Add(1)
+					if err := s.request(d); err != nil {
+						r.settled()
+					}
+				}
 			}
 		}()
 	}
@@ -259,19 +325,25 @@ func (s *Sim) Run(ctx context.Context) (*Result, error) {
 	}
 	res.ConnectTime = s.clk.Now().Sub(start)
 	res.ConnectFailed = int(failed.Load())
+	res.Retried = int(retried.Load())
 	res.Connected = n - res.ConnectFailed
-	s.log.Info("fleet connected", "devices", res.Connected, "failed", res.ConnectFailed, "took", res.ConnectTime)
+	s.log.Info("fleet connected", "devices", res.Connected, "after_retry", res.Retried, "failed", res.ConnectFailed, "took", res.ConnectTime)
 
 	live := slices.DeleteFunc(slices.Clone(devs), func(d *device) bool { return d.conn == nil })
-	r.pending.Store(int64(len(live)))
-	if len(live) == 0 {
-		close(r.allDone)
+	first := start
+	if onConnect {
+		res.Requests = int(sent.Load())
+	} else {
+		r.pending.Store(int64(len(live)))
+		if len(live) == 0 {
+			r.doneOnce.Do(func() { close(r.allDone) })
+		}
+		first = s.clk.Now()
+		if err := s.send(ctx, r, live); err != nil {
+			return nil, err
+		}
+		res.Requests = len(live)
 	}
-	first := s.clk.Now()
-	if err := s.send(ctx, r, live); err != nil {
-		return nil, err
-	}
-	res.Requests = len(live)
 
 	timer := s.clk.NewTimer(s.cfg.Timeout)
 	defer timer.Stop()
@@ -283,6 +355,12 @@ func (s *Sim) Run(ctx context.Context) (*Result, error) {
 	}
 	r.mu.Lock()
 	r.over = true
+	r.mu.Unlock()
+	if s.cfg.Served != nil {
+		s.cfg.Served()
+	}
+	r.mu.Lock()
+	res.Dropped = r.dropped
 	res.Latencies = slices.Clone(r.latencies)
 	if !r.lastReply.IsZero() {
 		res.Elapsed = r.lastReply.Sub(first)
@@ -305,18 +383,49 @@ func (s *Sim) Run(ctx context.Context) (*Result, error) {
 	return res, nil
 }
 
-// connect logs one device in and subscribes it to its token topic.
-func (s *Sim) connect(d *device) error {
-	c, err := dialMQTT(s.cfg.BrokerURL, s.cfg.TLS, d.name, Secret(s.cfg.Seed, d.name), s.cfg.Timeout)
-	if err != nil {
-		return fmt.Errorf("connect: %w", err)
+// connect logs one device in and subscribes it to its token topic,
+// retrying as configured; it returns the attempts made.
+func (s *Sim) connect(ctx context.Context, d *device) (int, error) {
+	var c *mqttConn
+	wait := s.cfg.RetryWait
+	for attempt := 1; ; attempt++ {
+		var err error
+		if c == nil {
+			if c, err = dialMQTT(s.cfg.BrokerURL, s.cfg.TLS, d.name, Secret(s.cfg.Seed, d.name), s.cfg.Timeout); err != nil {
+				c, err = nil, fmt.Errorf("connect: %w", err)
+			}
+		}
+		if c != nil {
+			if err = c.subscribe(s.topics.Token(d.name), s.cfg.Timeout); err == nil {
+				d.conn = c
+				return attempt, nil
+			}
+			if !errors.Is(err, errSubscribeRefused) {
+				c.close()
+				c = nil
+			}
+			err = fmt.Errorf("subscribe: %w", err)
+		}
+		if attempt > s.cfg.Retries {
+			if c != nil {
+				c.close()
+			}
+			return attempt, err
+		}
+		// ±20 %, as the agent's backoff.
+		jittered := time.Duration(float64(wait) * (0.8 + 0.4*rand.Float64()))
+		t := s.clk.NewTimer(jittered) // a device's retry backoff, not a wait for a condition
+		select {
+		case <-t.C():
+		case <-ctx.Done():
+			t.Stop()
+			if c != nil {
+				c.close()
+			}
+			return attempt, err
+		}
+		wait = min(2*wait, time.Minute)
 	}
-	if err := c.subscribe(s.topics.Token(d.name), s.cfg.Timeout); err != nil {
-		c.close()
-		return fmt.Errorf("subscribe: %w", err)
-	}
-	d.conn = c
-	return nil
 }
 
 // send publishes every device's request, at once or paced at the rate.
@@ -335,13 +444,26 @@ func (s *Sim) send(ctx context.Context, r *run, live []*device) error {
 				}
 			}
 		}
-		payload, err := wire.Encode(wire.Request{V: wire.SchemaVersion, ID: d.reqID, Tokens: s.cfg.Tokens})
-		if err != nil {
+		if err := s.request(d); err != nil {
 			return err
 		}
-		d.sentAt.Store(s.clk.Now().UnixNano())
-		if err := d.conn.publish1(s.topics.Req(d.name), payload); err != nil {
-			s.log.Warn("request not sent", "device", d.name, "error", err)
+	}
+	return nil
+}
+
+// request publishes a device's request. A request that could not be
+// written is logged and counts as lost (or, on connect, settled); only
+// an encoding error is returned.
+func (s *Sim) request(d *device) error {
+	payload, err := wire.Encode(wire.Request{V: wire.SchemaVersion, ID: d.reqID, Tokens: s.cfg.Tokens})
+	if err != nil {
+		return err
+	}
+	d.sentAt.Store(s.clk.Now().UnixNano())
+	if err := d.conn.publish1(s.topics.Req(d.name), payload); err != nil {
+		s.log.Warn("request not sent", "device", d.name, "error", err)
+		if s.cfg.RequestOnConnect {
+			return err
 		}
 	}
 	return nil
@@ -364,9 +486,7 @@ func (r *run) onMessage(d *device, payload []byte) {
 	r.lastReply = at
 	r.latencies = append(r.latencies, at.Sub(time.Unix(0, sent)))
 	r.mu.Unlock()
-	if r.pending.Add(-1) == 0 {
-		close(r.allDone)
-	}
+	r.settled()
 }
 
 // check checks a device's reply: it returns the error code ("bad_reply"

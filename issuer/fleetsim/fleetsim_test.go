@@ -190,6 +190,38 @@ func TestSimulatedFleetAgainstEmbeddedBroker(t *testing.T) {
 	}
 }
 
+// Served is called once, when the wait for replies is over (after the
+// last reply, or after the timeout when a request goes unanswered), and
+// before Run returns.
+func TestServedIsCalledAfterTheWait(t *testing.T) {
+	seed := bytes.Repeat([]byte{5}, seedBytes)
+	creds := filepath.Join(t.TempDir(), "devices.yaml")
+	names := simNames(4)
+	if err := Register(creds, FormatIssuer, seed, names); err != nil {
+		t.Fatal(err)
+	}
+	url := startBroker(t, creds)
+	responder(t, url, "issuer", "issuer-pw-0123456789", "", names[3])
+	const timeout = 500 * time.Millisecond
+	calls := 0
+	var servedAt time.Time
+	before := time.Now()
+	res, _ := simulate(t, Config{BrokerURL: url, Devices: 4, Seed: seed, Timeout: timeout,
+		Served: func() { calls++; servedAt = time.Now() }})
+	if calls != 1 {
+		t.Fatalf("Served called %d times, want once", calls)
+	}
+	if res.Replies != 3 || res.Lost != 1 {
+		t.Fatalf("result %+v", res)
+	}
+	// The wait ends at the timeout (one request is dropped), after the
+	// fleet connected and sent its requests.
+	if waited := servedAt.Sub(before); waited < res.ConnectTime+timeout || waited < res.Total {
+		t.Fatalf("Served called %v after the start, before the wait was over (connect %v, total %v, timeout %v)",
+			waited, res.ConnectTime, res.Total, timeout)
+	}
+}
+
 func TestSimulatorChecksTokens(t *testing.T) {
 	seed := bytes.Repeat([]byte{4}, seedBytes)
 	creds := filepath.Join(t.TempDir(), "devices.yaml")

@@ -153,10 +153,15 @@ func (c *mqttConn) subscribe(topic string, timeout time.Duration) error {
 	case typ&0xf0 != pktSuback || len(body) != 3 || body[0] != 0 || body[1] != 1:
 		return fmt.Errorf("suback: got packet type %d", typ>>4)
 	case body[2] >= 0x80:
-		return errors.New("the broker refused the token topic")
+		return errSubscribeRefused
 	}
 	return nil
 }
+
+// errSubscribeRefused is a SUBACK refusing the subscription: the
+// connection stays up, and a retry (as the agent's) subscribes on it
+// again.
+var errSubscribeRefused = errors.New("the broker refused the token topic")
 
 // publish1 publishes payload on topic at QoS 1 with packet id 2 (a
 // device sends one request per run). Its PUBACK arrives in readLoop.

@@ -172,9 +172,9 @@ func (f *Fleet) Boot(ctx context.Context) (connectFailed int, err error) {
 		go func() {
 			defer workers.Done()
 			for d := range queue {
-				if err := s.connect(&d.device); err != nil {
+				if tries, err := s.connect(ctx, &d.device); err != nil {
 					if failed.Add(1) <= 5 {
-						s.log.Warn("device could not connect", "device", d.name, "error", err)
+						s.log.Warn("device could not connect", "device", d.name, "attempts", tries, "error", err)
 					}
 					continue
 				}
