@@ -19,7 +19,8 @@ import (
 // a rotation campaign published once is followed by both replicas,
 // every device ends with tokens of the new certificate pushed exactly
 // once by one replica, the verdict reaches complete, and no watch client
-// ever holds an expired token.
+// ever holds an expired token. When the node the replicas' fleet links
+// are on dies, the links fail over and the fleet view stays live.
 func TestNATSFleetStatusAndRotation(t *testing.T) {
 	devs := []string{"dev-1", "dev-2", "dev-3", "dev-4", "dev-5", "dev-6"}
 	e := newNATSEnv(t, 3, time.Hour, devs...)
@@ -137,6 +138,18 @@ func TestNATSFleetStatusAndRotation(t *testing.T) {
 	for _, d := range devs {
 		ws[d].check(t)
 	}
+
+	// The replicas' fleet links are on node 1, the first of their
+	// mqtt_urls. Node 1 dies; the links fail over, and a status
+	// published after that (dev-2, on node 2, stopping) still reaches
+	// both replicas.
+	e.cluster.Nodes[0].Stop()
+	ws["dev-2"].stop()
+	offline := func(r *natsReplica) bool {
+		d, ok := r.svc.Fleet().Get("dev-2")
+		return ok && !d.Online
+	}
+	waitUntil(t, "both replicas see dev-2 go offline after node 1 died", regChans, func() bool { return offline(ra) && offline(rb) })
 	if strings.Contains(e.logs.String(), cert2) {
 		t.Error("a log line holds the new certificate")
 	}

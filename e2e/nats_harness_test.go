@@ -269,6 +269,9 @@ type natsWatched struct {
 	violations []string
 	update     chan struct{} // signalled at each token
 	renewals   atomic.Int64
+	// stop ends the agent as SIGTERM would (its status says offline),
+	// and its watch client; also at the test's end.
+	stop func()
 }
 
 // startWatchedAgent runs device id's agent with brokers (its broker.url
@@ -327,16 +330,20 @@ state_dir: %s
 			w.see(ev)
 		}
 	}()
-	e.t.Cleanup(func() {
-		cancel()
-		for range 2 {
-			if err := <-done; err != nil && err != context.Canceled {
-				e.t.Errorf("agent %s: %v", id, err)
+	var once sync.Once
+	w.stop = func() {
+		once.Do(func() {
+			cancel()
+			for range 2 {
+				if err := <-done; err != nil && err != context.Canceled {
+					e.t.Errorf("agent %s: %v", id, err)
+				}
 			}
-		}
-		<-watchDone
-		c.Close()
-	})
+			<-watchDone
+			c.Close()
+		})
+	}
+	e.t.Cleanup(w.stop)
 	return w
 }
 

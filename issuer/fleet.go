@@ -118,16 +118,18 @@ func (s *Service) Fleet() *Registry { return s.fleet.registry }
 // issuer signed (rounded up by a minute), across restarts.
 func (s *Service) LatestExpiry() map[string]int64 { return s.fleet.ledger.snapshot() }
 
-// subscribeFleet subscribes to the device statuses, the replicas'
-// statuses and the campaign (from onConnect) and starts the fleet loop
-// once.
-func (s *Service) subscribeFleet(c mqtt.Client) {
+// subscribeFleet subscribes at qos to the device statuses, the
+// replicas' statuses and the campaign (from onConnect) and starts the
+// fleet loop once. Everything there is retained, and the session
+// clean: what a lost connection missed comes again at the next
+// subscription, whatever the QoS.
+func (s *Service) subscribeFleet(c mqtt.Client, qos byte) {
 	for filter, h := range map[string]mqtt.MessageHandler{
 		s.topics.AllStatuses(): s.onDeviceStatus,
 		s.topics.AllReplicas(): s.onReplicaStatus,
 		s.topics.Campaign():    s.onCampaign,
 	} {
-		t := c.Subscribe(filter, 1, h)
+		t := c.Subscribe(filter, qos, h)
 		if !t.WaitTimeout(opTimeout) || t.Error() != nil {
 			s.log.Error("subscribe failed; the fleet view is incomplete", "filter", filter, "err", t.Error())
 			continue

@@ -553,7 +553,7 @@ func (s *Service) onConnect(c mqtt.Client) {
 		return
 	}
 	s.publishStatus(wire.StateOnline)
-	s.subscribeFleet(c)
+	s.subscribeFleet(c, 1)
 	// Watch the shared status: when a replica dies its last will says
 	// offline for everyone; the replicas still up say online again.
 	st := c.Subscribe(s.topics.IssuerStatus(), 1, s.onIssuerStatus)

@@ -179,8 +179,13 @@ func (s *Service) onFleetConnect(c mqtt.Client) {
 	if s.stopped.Load() {
 		return
 	}
-	s.subscribeFleet(c)
-	st := c.Subscribe(s.topics.IssuerStatus(), 1, s.onIssuerStatus)
+	// QoS 0: nats-server backs an MQTT QoS 1 subscription with a
+	// JetStream consumer, which lives on one node (configs/nats:
+	// consumer_replicas 1); when that node dies the subscription
+	// silently stops delivering, while a QoS 0 one, held by the node
+	// the link is connected to, fails over with the connection.
+	s.subscribeFleet(c, 0)
+	st := c.Subscribe(s.topics.IssuerStatus(), 0, s.onIssuerStatus)
 	if !st.WaitTimeout(opTimeout) || st.Error() != nil {
 		s.log.Warn("subscribe to the issuer status failed", "err", st.Error())
 	}
