@@ -15,12 +15,10 @@ import (
 	"encoding/pem"
 	"fmt"
 	"io"
-	"log/slog"
 	"math/big"
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -846,58 +844,4 @@ func TestHTTPConfigErrors(t *testing.T) {
 	if err != nil || cfg.HTTP.KeyRate != (RateConfig{DefaultKeyRatePerMin, DefaultKeyRateBurst}) {
 		t.Fatalf("key rate default %+v %v", cfg.HTTP.KeyRate, err)
 	}
-}
-
-// BenchmarkHTTPAPI measures the handler alone (no network), with
-// -benchmem the allocations a request costs; scripts/bench-http.sh
-// measures the whole server under wrk.
-func BenchmarkHTTPAPI(b *testing.B) {
-	for _, bc := range []struct{ name, method, path, body string }{
-		{"rtc", "GET", "/rtc/room-1/publisher/uid/42/?expiry=3600", ""},
-		{"getToken", "POST", "/getToken", `{"tokenType":"rtc","channel":"room-1","role":"publisher","uid":"42","expire":3600}`},
-	} {
-		b.Run(bc.name, func(b *testing.B) {
-			e := benchEnv(b)
-			h := e.svc.Handler()
-			b.ReportAllocs()
-			for b.Loop() {
-				req := httptest.NewRequest(bc.method, bc.path, strings.NewReader(bc.body))
-				req.Header.Set("Authorization", "Bearer "+e.keys["web"])
-				rec := httptest.NewRecorder()
-				h.ServeHTTP(rec, req)
-				if rec.Code != 200 {
-					b.Fatalf("%d %s", rec.Code, rec.Body.String())
-				}
-			}
-		})
-	}
-}
-
-// benchEnv is newAPIEnv for benchmarks: the same files, a key with no
-// practical rate limit, logs discarded.
-func benchEnv(b *testing.B) *apiEnv {
-	b.Helper()
-	dir := b.TempDir()
-	files := map[string]string{
-		"primary.cert": testCert + "\n",
-		"policy.yaml":  testPolicy,
-		"issuer.yaml": "app_id: " + testAppID + "\ncertificates: [{id: primary, file: primary.cert}]\npolicy_file: policy.yaml\n" +
-			"broker: {url: \"tcp://127.0.0.1:1\"}\nlisten: 127.0.0.1:0\nhttp: {api_keys_file: keys.yaml}\n",
-	}
-	for name, content := range files {
-		if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o600); err != nil {
-			b.Fatal(err)
-		}
-	}
-	e := &apiEnv{keys: map[string]string{}, keysFile: filepath.Join(dir, "keys.yaml"), clock: clock.NewFake(apiNow)}
-	k, err := AddAPIKey(e.keysFile, APIKeySpec{Name: "web", Rate: "1000000000/min"}, apiNow)
-	if err != nil {
-		b.Fatal(err)
-	}
-	e.keys["web"] = k
-	e.svc, err = New(Options{ConfigFile: filepath.Join(dir, "issuer.yaml"), Logger: slog.New(slog.DiscardHandler), Clock: e.clock})
-	if err != nil {
-		b.Fatal(err)
-	}
-	return e
 }
