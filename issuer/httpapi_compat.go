@@ -234,25 +234,26 @@ func clip(s string) string {
 
 func clipErr(err error) string { return clip(err.Error()) }
 
-// rtcMint reads the classic path parameters of /rtc and /rte.
-func rtcMint(c *call, uidParam string) (*mint, *apiError) {
+// rtcMint reads the classic path parameters of /rtc and /rte (a value:
+// returned by pointer, it was one more allocation a request).
+func rtcMint(c *call, uidParam string) (mint, *apiError) {
 	ch, aerr := parseChannel("channel", c.r.PathValue("channel"))
 	if aerr != nil {
-		return nil, aerr
+		return mint{}, aerr
 	}
 	role, aerr := parseRole("role", c.r.PathValue("role"))
 	if aerr != nil {
-		return nil, aerr
+		return mint{}, aerr
 	}
 	uid, aerr := parseRTCUser("tokentype", c.r.PathValue("tokentype"), uidParam, c.r.PathValue(uidParam))
 	if aerr != nil {
-		return nil, aerr
+		return mint{}, aerr
 	}
 	ttl, aerr := queryExpiry(c)
 	if aerr != nil {
-		return nil, aerr
+		return mint{}, aerr
 	}
-	return &mint{service: ServiceRTC, channel: ch, uid: uid, role: role, ttl: ttl}, nil
+	return mint{service: ServiceRTC, channel: ch, uid: uid, role: role, ttl: ttl}, nil
 }
 
 // rtcToken is agora-token-service's GET /rtc/{channel}/{role}/{tokentype}/{uid}/.
@@ -261,7 +262,7 @@ func rtcToken(s *Service, c *call) (answer, *apiError) {
 	if aerr != nil {
 		return answer{}, aerr
 	}
-	tok, aerr := s.mintOne(c, m)
+	tok, aerr := s.mintOne(c, &m)
 	if aerr != nil {
 		return answer{}, aerr
 	}
@@ -300,7 +301,7 @@ func rteToken(s *Service, c *call) (answer, *apiError) {
 	if aerr != nil {
 		return answer{}, aerr
 	}
-	rtc, aerr := s.mintOne(c, m)
+	rtc, aerr := s.mintOne(c, &m)
 	if aerr != nil {
 		return answer{}, aerr
 	}
