@@ -3,8 +3,10 @@
 # real `agora-token-issuer serve` set up by `init --http` with one API
 # key, for GET /rtc/… (agora-token-service's classic endpoint) and
 # POST /getToken (its recommended one, body and key from a wrk Lua
-# script). Prints requests/s and the latency distribution (p50/p99)
-# beside the load average: on a shared machine the figures move with it.
+# script). Prints requests/s, p50 and p99 (as wrk reports them: corrected
+# for coordinated omission, docs/http-api.md says what that means) and
+# serve's CPU time per request, beside the load average: on a shared
+# machine the figures move with it.
 #
 #   BENCH_HTTP_DURATION=30s BENCH_HTTP_CONNECTIONS=100 scripts/bench-http.sh
 #   BENCH_HTTP_RUNS=3 scripts/bench-http.sh        # each endpoint 3 times, then the medians
