@@ -88,7 +88,8 @@ func (s *Service) api(name string, h endpoint) http.HandlerFunc {
 			return
 		}
 		if a.result == "" || a.result == resultOK {
-			// What metrics.endpoint and metrics.request count for it.
+			// The counts of metrics.endpoint and metrics.request, without
+			// their label lookups.
 			c := ok()
 			c[0].Inc()
 			c[1].Inc()
