@@ -53,7 +53,8 @@ type apiKey struct {
 	grant     *keyGrant // named key: what it may mint (nil for a policy key)
 	rate      RateConfig
 	hash      [sha256.Size]byte
-	operator  bool // role operator: may read the fleet, mints nothing
+	operator  bool   // role operator: may read the fleet, mints nothing
+	limitID   string // its bucket in the key limiter: "key:" + name
 }
 
 // RoleOperator is the role of a key that may read the fleet (the fleet
@@ -137,6 +138,7 @@ func (f *apiKeysFile) check() (*apiKeys, error) {
 			return nil, fmt.Errorf("%s: the name %q is used twice", key, ak.name)
 		}
 		names[ak.name] = true
+		ak.limitID = "key:" + ak.name
 		for _, prev := range k.entries {
 			if bytes.Equal(prev.hash[:], ak.hash[:]) {
 				return nil, fmt.Errorf("%s.sha256: the same key as %q", key, prev.name)

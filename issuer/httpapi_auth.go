@@ -8,7 +8,10 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	"agoratokens/accesstoken"
 	"agoratokens/wire"
@@ -60,6 +63,13 @@ type endpoint func(s *Service, c *call) (answer, *apiError)
 // authentication, the per-key rate limit, errors as JSON and metrics per
 // endpoint and result.
 func (s *Service) api(name string, h endpoint) http.HandlerFunc {
+	// The counters of a success, looked up once: a label lookup hashes
+	// the values and takes a lock, twice a request. On first use, so
+	// that /metrics shows only the endpoints that served.
+	ok := sync.OnceValue(func() [2]prometheus.Counter {
+		return [2]prometheus.Counter{s.metrics.endpoints.WithLabelValues(name, resultOK),
+			s.metrics.requests.WithLabelValues("http", resultOK)}
+	})
 	return func(w http.ResponseWriter, r *http.Request) {
 		w.Header()["Cache-Control"] = cacheControl
 		c := &call{r: r, st: s.state.Load(), now: s.clk.Wall()}
@@ -77,12 +87,17 @@ func (s *Service) api(name string, h endpoint) http.HandlerFunc {
 			writeAPIError(w, aerr)
 			return
 		}
-		result := a.result
-		if result == "" {
-			result = resultOK
+		if a.result == "" || a.result == resultOK {
+			// The counts of metrics.endpoint and metrics.request, without
+			// their label lookups.
+			c := ok()
+			c[0].Inc()
+			c[1].Inc()
+			s.metrics.recent.request()
+		} else {
+			s.metrics.endpoint(name, a.result)
+			s.metrics.request("http", a.result)
 		}
-		s.metrics.endpoint(name, result)
-		s.metrics.request("http", result)
 		status := a.status
 		if status == 0 {
 			status = http.StatusOK
@@ -158,7 +173,7 @@ func authenticate(st *state, r *http.Request) (caller, RateConfig, string, *apiE
 	if rate.PerMinute == 0 {
 		rate = st.cfg.HTTP.KeyRate
 	}
-	return caller{name: k.name, principal: k.principal, grant: k.grant}, rate, "key:" + k.name, nil
+	return caller{name: k.name, principal: k.principal, grant: k.grant}, rate, k.limitID, nil
 }
 
 // authorize decides m for the caller and returns the grant to sign.

@@ -15,12 +15,10 @@ import (
 	"encoding/pem"
 	"fmt"
 	"io"
-	"log/slog"
 	"math/big"
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -848,56 +846,89 @@ func TestHTTPConfigErrors(t *testing.T) {
 	}
 }
 
-// BenchmarkHTTPAPI measures the handler alone (no network), with
-// -benchmem the allocations a request costs; scripts/bench-http.sh
-// measures the whole server under wrk.
-func BenchmarkHTTPAPI(b *testing.B) {
-	for _, bc := range []struct{ name, method, path, body string }{
-		{"rtc", "GET", "/rtc/room-1/publisher/uid/42/?expiry=3600", ""},
-		{"getToken", "POST", "/getToken", `{"tokenType":"rtc","channel":"room-1","role":"publisher","uid":"42","expire":3600}`},
-	} {
-		b.Run(bc.name, func(b *testing.B) {
-			e := benchEnv(b)
-			h := e.svc.Handler()
-			b.ReportAllocs()
-			for b.Loop() {
-				req := httptest.NewRequest(bc.method, bc.path, strings.NewReader(bc.body))
-				req.Header.Set("Authorization", "Bearer "+e.keys["web"])
-				rec := httptest.NewRecorder()
-				h.ServeHTTP(rec, req)
-				if rec.Code != 200 {
-					b.Fatalf("%d %s", rec.Code, rec.Body.String())
-				}
+// getTokenBodies are POST /getToken bodies for the flat decoder's tests:
+// what clients send, and near misses that must go to encoding/json.
+var getTokenBodies = []string{
+	`{"tokenType":"rtc","channel":"bench-1","role":"publisher","uid":"42","expire":3600}`,
+	" {\n\t\"tokenType\" : \"rtm\" , \"uid\" : \"bob\" }\r\n",
+	`{"tokenType":"rtc","channel":"c","role":1,"uid":0,"expire":-5}`,
+	`{}`, `{"uid":-0}`, `{"expire":0}`,
+	`{"tokenType":"rtc","tokenType":"rtm"}`, `{"TokenType":"rtc"}`, `{"tokentype":"rtc"}`,
+	`{"channel":"caf\u00e9"}`, `{"channel":"café"}`, `{"channel":"a\"b"}`, `{"channel":1}`,
+	`{"expire":"3600"}`, `{"expire":1e3}`, `{"expire":3600.0}`, `{"expire":0123}`, `{"expire":99999999999999999999}`,
+	`{"expire":null}`, `{"role":null}`, `{"uid":true}`, `{"other":"x"}`, `{"uid":"1"}x`, `{"uid":"1"`, `{"uid":"1",}`,
+	`[1]`, `"x"`, `{"uid":{"a":1}}`, `{"uid" "1"}`, `{"role":-}`, `{"uid":"\u0000"}`, "{\"uid\":\"a\x01\"}",
+}
+
+// TestGetTokenBodyFlat: the flat decoder takes the bodies clients send
+// and gives what encoding/json gives; it leaves the rest to encoding/json.
+func TestGetTokenBodyFlat(t *testing.T) {
+	takes := map[string]bool{getTokenBodies[0]: true, getTokenBodies[1]: true, getTokenBodies[2]: true,
+		`{}`: true, `{"uid":-0}`: true, `{"expire":0}`: true}
+	for _, body := range getTokenBodies {
+		var fast getTokenBody
+		ok := fast.decodeFlat([]byte(body))
+		if ok != takes[body] {
+			t.Errorf("%q: decodeFlat %v, want %v", body, ok, takes[body])
+		}
+		if !ok {
+			if fast != (getTokenBody{}) {
+				t.Errorf("%q: refused but changed the body to %+v", body, fast)
 			}
-		})
+			continue
+		}
+		checkFlatAsJSON(t, body, fast)
+	}
+	var b getTokenBody
+	if !b.decodeFlat([]byte(getTokenBodies[2])) || b.Role != (flexString{"1", true, true}) || b.UID != (flexString{"0", true, true}) ||
+		b.Expire == nil || *b.Expire != -5 || b.TokenType != "rtc" || b.Channel != "c" {
+		t.Errorf("numbers: %+v", b)
 	}
 }
 
-// benchEnv is newAPIEnv for benchmarks: the same files, a key with no
-// practical rate limit, logs discarded.
-func benchEnv(b *testing.B) *apiEnv {
-	b.Helper()
-	dir := b.TempDir()
-	files := map[string]string{
-		"primary.cert": testCert + "\n",
-		"policy.yaml":  testPolicy,
-		"issuer.yaml": "app_id: " + testAppID + "\ncertificates: [{id: primary, file: primary.cert}]\npolicy_file: policy.yaml\n" +
-			"broker: {url: \"tcp://127.0.0.1:1\"}\nlisten: 127.0.0.1:0\nhttp: {api_keys_file: keys.yaml}\n",
+// checkFlatAsJSON fails t unless encoding/json decodes body to fast.
+func checkFlatAsJSON(t *testing.T, body string, fast getTokenBody) {
+	t.Helper()
+	var slow getTokenBody
+	if err := json.Unmarshal([]byte(body), &slow); err != nil {
+		t.Fatalf("%q: the flat decoder took what encoding/json refuses: %v", body, err)
 	}
-	for name, content := range files {
-		if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o600); err != nil {
-			b.Fatal(err)
+	if (fast.Expire == nil) != (slow.Expire == nil) || fast.Expire != nil && *fast.Expire != *slow.Expire {
+		t.Fatalf("%q: expire %v, encoding/json %v", body, fast.Expire, slow.Expire)
+	}
+	fast.Expire, slow.Expire = nil, nil
+	if fast != slow {
+		t.Fatalf("%q: flat %+v, encoding/json %+v", body, fast, slow)
+	}
+}
+
+// FuzzGetTokenBodyFlat: whatever the flat decoder takes, encoding/json
+// decodes to the same request.
+func FuzzGetTokenBodyFlat(f *testing.F) {
+	for _, b := range getTokenBodies {
+		f.Add(b)
+	}
+	f.Fuzz(func(t *testing.T, body string) {
+		var fast getTokenBody
+		if fast.decodeFlat([]byte(body)) {
+			checkFlatAsJSON(t, body, fast)
+		} else if fast != (getTokenBody{}) {
+			t.Fatalf("%q: refused but changed the body to %+v", body, fast)
+		}
+	})
+}
+
+// TestAppendJSONString: the escape table agrees with encoding/json on
+// every byte.
+func TestAppendJSONString(t *testing.T) {
+	for c := 0; c < 256; c++ {
+		s := "a" + string([]byte{byte(c)}) + "b"
+		want, _ := json.Marshal(s)
+		if got := appendJSONString(nil, s); !bytes.Equal(got, want) {
+			t.Errorf("byte %#x: %s, encoding/json %s", c, got, want)
 		}
 	}
-	e := &apiEnv{keys: map[string]string{}, keysFile: filepath.Join(dir, "keys.yaml"), clock: clock.NewFake(apiNow)}
-	k, err := AddAPIKey(e.keysFile, APIKeySpec{Name: "web", Rate: "1000000000/min"}, apiNow)
-	if err != nil {
-		b.Fatal(err)
+	if got := string(tokenObject("rtcToken", "007eJx+/=", "rtmToken", "<&>")); got != `{"rtcToken":"007eJx+/=","rtmToken":"\u003c\u0026\u003e"}`+"\n" {
+		t.Errorf("tokenObject: %s", got)
 	}
-	e.keys["web"] = k
-	e.svc, err = New(Options{ConfigFile: filepath.Join(dir, "issuer.yaml"), Logger: slog.New(slog.DiscardHandler), Clock: e.clock})
-	if err != nil {
-		b.Fatal(err)
-	}
-	return e
 }

@@ -3,10 +3,15 @@
 # real `agora-token-issuer serve` set up by `init --http` with one API
 # key, for GET /rtc/… (agora-token-service's classic endpoint) and
 # POST /getToken (its recommended one, body and key from a wrk Lua
-# script). Prints requests/s and the latency distribution (p50/p99)
-# beside the load average: on a shared machine the figures move with it.
+# script). Prints requests/s, p50 and p99 (as wrk reports them: corrected
+# for coordinated omission, docs/http-api.md says what that means) and
+# serve's CPU time per request, beside the load average: on a shared
+# machine the figures move with it.
 #
 #   BENCH_HTTP_DURATION=30s BENCH_HTTP_CONNECTIONS=100 scripts/bench-http.sh
+#   BENCH_HTTP_RUNS=3 scripts/bench-http.sh        # each endpoint 3 times, then the medians
+#   GOMAXPROCS=1 scripts/bench-http.sh             # serve inherits the environment
+#   BENCH_HTTP_SERVE_CPUS=1 BENCH_HTTP_WRK_CPUS=0 scripts/bench-http.sh   # taskset lists
 set -eu
 cd "$(dirname "$0")/.."
 command -v wrk >/dev/null 2>&1 || {
@@ -16,6 +21,14 @@ command -v wrk >/dev/null 2>&1 || {
 duration=${BENCH_HTTP_DURATION:-10s}
 conns=${BENCH_HTTP_CONNECTIONS:-50}
 threads=${BENCH_HTTP_THREADS:-2}
+runs=${BENCH_HTTP_RUNS:-1}
+serve_cpus=${BENCH_HTTP_SERVE_CPUS:-}
+wrk_cpus=${BENCH_HTTP_WRK_CPUS:-}
+pin() { # pin CPUS CMD…: runs CMD on the CPUs of the taskset list CPUS, if any
+	c=$1
+	shift
+	if [ -n "$c" ]; then taskset -c "$c" "$@"; else "$@"; fi
+}
 
 tmp=$(mktemp -d)
 pid=""
@@ -37,7 +50,11 @@ AGORA_APP_ID="" AGORA_APP_CERTIFICATE="" "$bin" init "$tmp/setup" \
 # A key whose rate limit stays out of the way of the measurement.
 key=$("$bin" apikey add bench --config "$tmp/setup/issuer.yaml" \
 	--channels 'bench-*' --services rtc,rtm --rate 1000000000/min 2>/dev/null | tail -n 1)
-"$bin" serve --config "$tmp/setup/issuer.yaml" 2>"$tmp/serve.log" &
+if [ -n "$serve_cpus" ]; then
+	taskset -c "$serve_cpus" "$bin" serve --config "$tmp/setup/issuer.yaml" 2>"$tmp/serve.log" &
+else
+	"$bin" serve --config "$tmp/setup/issuer.yaml" 2>"$tmp/serve.log" &
+fi
 pid=$!
 i=0
 until grep -q "http listening" "$tmp/serve.log" 2>/dev/null; do
@@ -53,26 +70,61 @@ wrk.headers["Content-Type"] = "application/json"
 wrk.headers["Authorization"] = "Bearer $key"
 EOF
 
+# serve_cpu: the CPU time serve has used, in clock ticks (user + system).
+serve_cpu() {
+	awk '{ print $14 + $15 }' "/proc/$pid/stat"
+}
+hz=$(getconf CLK_TCK)
+
+# summary NAME TICKS < wrk --latency output: the Requests/sec line, the
+# 50% and 99% lines, and serve's CPU time per request (TICKS over the
+# requests done).
 summary() {
-	# wrk --latency: the Requests/sec line and the 50% and 99% lines.
-	awk -v name="$1" '
+	awk -v name="$1" -v ticks="$2" -v hz="$hz" '
+		/requests in/ { n = $1 }
 		/Requests\/sec/ { rps = $2 }
 		$1 == "50%" { p50 = $2 }
 		$1 == "99%" { p99 = $2 }
 		/Non-2xx/ { errs = $NF }
-		END { printf "%-22s %10s req/s   p50 %8s   p99 %8s   non-2xx %s\n", name, rps, p50, p99, (errs == "" ? 0 : errs) }'
+		END { printf "%-22s %10s req/s   p50 %8s   p99 %8s   non-2xx %s   serve CPU %5.1f us/req\n",
+			name, rps, p50, p99, (errs == "" ? 0 : errs), (n > 0 ? ticks / hz * 1e6 / n : 0) }'
 }
 
-echo "HTTP token API: wrk -t$threads -c$conns -d$duration on loopback ($(nproc) CPUs)"
+# median NAME < summary lines: the median of each column (req/s, p50 and
+# p99 apart, so the three need not come from one run).
+median() {
+	awk -v name="$1" '
+		function ms(v) { if (v ~ /us$/) return v / 1000; if (v ~ /ms$/) return v + 0; if (v ~ /s$/) return v * 1000; return v }
+		{ n++; r[n] = $(NF-11) + 0; a[n] = ms($(NF-8)); b[n] = ms($(NF-6)); c[n] = $(NF-1) + 0 }
+		function med(x,   i, j, t) {
+			for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (x[j] < x[i]) { t = x[i]; x[i] = x[j]; x[j] = t }
+			return n % 2 ? x[(n + 1) / 2] : (x[n / 2] + x[n / 2 + 1]) / 2
+		}
+		END { printf "%-22s %10.0f req/s   p50 %6.2fms   p99 %6.2fms   serve CPU %5.1f us/req   (median of %d)\n",
+			name, med(r), med(a), med(b), med(c), n }'
+}
+
+# bench NAME FILE WRK-ARGS…: runs wrk $runs times, prints each run and
+# their median.
+bench() {
+	name=$1 out=$2
+	shift 2
+	: >"$tmp/$out.runs"
+	i=0
+	while [ $i -lt "$runs" ]; do
+		i=$((i + 1))
+		cpu0=$(serve_cpu)
+		pin "$wrk_cpus" wrk -t"$threads" -c"$conns" -d"$duration" --latency "$@" >"$tmp/$out.txt"
+		cpu1=$(serve_cpu)
+		summary "$name" "$((cpu1 - cpu0))" <"$tmp/$out.txt" | tee -a "$tmp/$out.runs"
+		echo "load average: $(cut -d' ' -f1-3 /proc/loadavg)"
+		[ -z "${BENCH_HTTP_VERBOSE:-}" ] || cat "$tmp/$out.txt"
+	done
+	[ "$runs" -eq 1 ] || median "$name" <"$tmp/$out.runs"
+}
+
+echo "HTTP token API: wrk -t$threads -c$conns -d$duration on loopback ($(nproc) CPUs)," \
+	"GOMAXPROCS=${GOMAXPROCS:-default}, serve on CPUs ${serve_cpus:-any}, wrk on CPUs ${wrk_cpus:-any}"
 echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
-wrk -t"$threads" -c"$conns" -d"$duration" --latency -H "Authorization: Bearer $key" \
-	"http://$http/rtc/bench-1/publisher/uid/42/?expiry=3600" >"$tmp/rtc.txt"
-summary "GET /rtc/..." <"$tmp/rtc.txt"
-echo "load average: $(cut -d' ' -f1-3 /proc/loadavg)"
-wrk -t"$threads" -c"$conns" -d"$duration" --latency -s "$tmp/gettoken.lua" \
-	"http://$http/getToken" >"$tmp/gettoken.txt"
-summary "POST /getToken" <"$tmp/gettoken.txt"
-echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
-if [ -n "${BENCH_HTTP_VERBOSE:-}" ]; then
-	cat "$tmp/rtc.txt" "$tmp/gettoken.txt"
-fi
+bench "GET /rtc/..." rtc -H "Authorization: Bearer $key" "http://$http/rtc/bench-1/publisher/uid/42/?expiry=3600"
+bench "POST /getToken" gettoken -s "$tmp/gettoken.lua" "http://$http/getToken"
