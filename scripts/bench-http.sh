@@ -12,6 +12,8 @@
 #   BENCH_HTTP_RUNS=3 scripts/bench-http.sh        # each endpoint 3 times, then the medians
 #   GOMAXPROCS=1 scripts/bench-http.sh             # serve inherits the environment
 #   BENCH_HTTP_SERVE_CPUS=1 BENCH_HTTP_WRK_CPUS=0 scripts/bench-http.sh   # taskset lists
+#   BENCH_HTTP_REFERENCE=DIR scripts/bench-http.sh # also agora-token-service, built from
+#                                                  # its source checkout in DIR, same run
 set -eu
 cd "$(dirname "$0")/.."
 command -v wrk >/dev/null 2>&1 || {
@@ -32,8 +34,10 @@ pin() { # pin CPUS CMD…: runs CMD on the CPUs of the taskset list CPUS, if any
 
 tmp=$(mktemp -d)
 pid=""
+ref_pid=""
 cleanup() {
 	[ -n "$pid" ] && kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null
+	[ -n "$ref_pid" ] && kill "$ref_pid" 2>/dev/null && wait "$ref_pid" 2>/dev/null
 	rm -rf "$tmp"
 }
 trap cleanup EXIT INT TERM
@@ -70,7 +74,8 @@ wrk.headers["Content-Type"] = "application/json"
 wrk.headers["Authorization"] = "Bearer $key"
 EOF
 
-# serve_cpu: the CPU time serve has used, in clock ticks (user + system).
+# serve_cpu: the CPU time of the server measured ($pid) so far, in clock
+# ticks (user + system).
 serve_cpu() {
 	awk '{ print $14 + $15 }' "/proc/$pid/stat"
 }
@@ -128,3 +133,29 @@ echo "HTTP token API: wrk -t$threads -c$conns -d$duration on loopback ($(nproc) 
 echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
 bench "GET /rtc/..." rtc -H "Authorization: Bearer $key" "http://$http/rtc/bench-1/publisher/uid/42/?expiry=3600"
 bench "POST /getToken" gettoken -s "$tmp/gettoken.lua" "http://$http/getToken"
+
+# The reference, in the same run: agora-token-service as its README runs
+# it (gin's defaults, request log to stdout, here /dev/null), no key.
+ref=${BENCH_HTTP_REFERENCE:-}
+[ -n "$ref" ] || exit 0
+(cd "$ref" && go build -o "$tmp/agora-token-service" ./cmd/...)
+ref_port=$(free_port)
+app_id=$(grep '^app_id:' "$tmp/setup/issuer.yaml" | awk '{ print $2 }')
+app_cert=$(tr -d '\n' <"$(ls "$tmp"/setup/*.cert | head -n 1)")
+set -- env APP_ID="$app_id" APP_CERTIFICATE="$app_cert" SERVER_PORT="$ref_port" GIN_MODE=release "$tmp/agora-token-service"
+if [ -n "$serve_cpus" ]; then
+	taskset -c "$serve_cpus" "$@" >/dev/null 2>"$tmp/ref.log" &
+else
+	"$@" >/dev/null 2>"$tmp/ref.log" &
+fi
+ref_pid=$!
+i=0
+until curl -fsS "http://127.0.0.1:$ref_port/ping" >/dev/null 2>&1; do
+	i=$((i + 1))
+	[ $i -lt 100 ] || { echo "bench-http: agora-token-service did not start" >&2; cat "$tmp/ref.log" >&2; exit 1; }
+	sleep 0.1
+done
+kill "$pid" && wait "$pid" 2>/dev/null || true
+pid=$ref_pid
+bench "reference GET /rtc/..." ref-rtc "http://127.0.0.1:$ref_port/rtc/bench-1/publisher/uid/42/?expiry=3600"
+bench "reference POST /getToken" ref-gettoken -s "$tmp/gettoken.lua" "http://127.0.0.1:$ref_port/getToken"
