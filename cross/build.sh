@@ -30,15 +30,27 @@ for arch in "$@"; do
 	cmds=agora-token-agent
 	case "$arch" in arm64 | amd64) cmds="$cmds agora-token-issuer" ;; esac
 	mkdir -p "$dist/$arch"
+	# 32-bit ARM Linux has 4 KiB pages only: aligning the sections to
+	# 4 KiB instead of the linker's 64 KiB default saves 0.1 MiB of
+	# padding. (arm64 keeps 64 KiB: the Pi 5 kernel uses 16 KiB pages.)
+	round=""
+	[ "$goarch" = arm ] && round="-R 0x1000"
 	for cmd in $cmds; do
 		# The agent speaks HTTP/1.1 only (token servers, paho's
 		# websocket dial): dropping net/http's bundled HTTP/2 saves
-		# 0.4 MiB on armv6.
-		tags=""
-		[ "$cmd" = agora-token-agent ] && tags=nethttpomithttp2
+		# 0.4 MiB on armv6. It is also built without inlining, except
+		# in the runtime and crypto (the scheduler, the GC and the TLS
+		# handshake keep their speed): 0.5 MiB less on armv6 for code
+		# that runs a few times an hour.
+		tags="" gcflags=""
+		if [ "$cmd" = agora-token-agent ]; then
+			tags=nethttpomithttp2
+			gcflags="-gcflags=all=-l -gcflags=runtime/...= -gcflags=internal/runtime/...= -gcflags=crypto/...= -gcflags=vendor/golang.org/x/crypto/...="
+		fi
+		# shellcheck disable=SC2086 # $gcflags is a list of flags
 		CGO_ENABLED=0 GOOS=linux GOARCH=$goarch GOARM=$goarm \
-			"$go" build -trimpath -tags "$tags" \
-			-ldflags "-s -w -X agoratokens/buildinfo.Version=$version" \
+			"$go" build -trimpath -tags "$tags" $gcflags \
+			-ldflags "-s -w $round -X agoratokens/buildinfo.Version=$version" \
 			-o "$dist/$arch/$cmd" "./cmd/$cmd"
 	done
 done
