@@ -39,13 +39,14 @@ for arch in "$@"; do
 		# The agent speaks HTTP/1.1 only (token servers, paho's
 		# websocket dial): dropping net/http's bundled HTTP/2 saves
 		# 0.4 MiB on armv6. It is also built without inlining, except
-		# in the runtime and crypto (the scheduler, the GC and the TLS
-		# handshake keep their speed): 0.5 MiB less on armv6 for code
-		# that runs a few times an hour.
+		# in the runtime, the standard library's internal packages,
+		# crypto and math/bits (the scheduler, the GC and the TLS
+		# handshake keep their speed: a handshake costs the same CPU):
+		# 0.4 MiB less on armv6, for code that runs a few times an hour.
 		tags="" gcflags=""
 		if [ "$cmd" = agora-token-agent ]; then
 			tags=nethttpomithttp2
-			gcflags="-gcflags=all=-l -gcflags=runtime/...= -gcflags=internal/runtime/...= -gcflags=crypto/...= -gcflags=vendor/golang.org/x/crypto/...="
+			gcflags="-gcflags=all=-l -gcflags=runtime/...= -gcflags=internal/...= -gcflags=crypto/...= -gcflags=vendor/golang.org/x/crypto/...= -gcflags=math/bits="
 		fi
 		# shellcheck disable=SC2086 # $gcflags is a list of flags
 		CGO_ENABLED=0 GOOS=linux GOARCH=$goarch GOARM=$goarm \
