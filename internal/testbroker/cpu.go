@@ -36,26 +36,8 @@ func procCPU(pid int) (time.Duration, error) {
 
 // CPU is the CPU time the node's nats-server has used so far (0 when it
 // is not running), for benchmarks.
-func (nd *NATSNode) CPU() time.Duration {
-	nd.mu.Lock()
-	cmd := nd.cmd
-	nd.mu.Unlock()
-	if cmd == nil {
-		return 0
-	}
-	d, _ := procCPU(cmd.Process.Pid)
-	return d
-}
+func (nd *NATSNode) CPU() time.Duration { return nd.proc.cpu() }
 
 // CPU is the CPU time mosquitto has used so far (0 when it is not
 // running), for benchmarks.
-func (m *Mosquitto) CPU() time.Duration {
-	m.mu.Lock()
-	cmd := m.cmd
-	m.mu.Unlock()
-	if cmd == nil {
-		return 0
-	}
-	d, _ := procCPU(cmd.Process.Pid)
-	return d
-}
+func (m *Mosquitto) CPU() time.Duration { return m.proc.cpu() }

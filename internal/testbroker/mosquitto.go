@@ -17,8 +17,6 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -63,9 +61,7 @@ type Mosquitto struct {
 	t   testing.TB
 	log *testlog.Buffer
 
-	mu   sync.Mutex
-	cmd  *exec.Cmd
-	done chan struct{} // closed when the current process has exited
+	proc process
 }
 
 // StartMosquitto runs mosquitto on a free loopback port and waits until it
@@ -204,9 +200,7 @@ func (m *Mosquitto) start(bin string) error {
 		_ = cmd.Wait()
 		close(done)
 	}()
-	m.mu.Lock()
-	m.cmd, m.done = cmd, done
-	m.mu.Unlock()
+	m.proc.set(cmd, done)
 
 	timer := time.NewTimer(startTimeout)
 	defer timer.Stop()
@@ -223,48 +217,23 @@ func (m *Mosquitto) start(bin string) error {
 
 // Stop kills the broker and waits for it to exit. Stopping a stopped
 // broker does nothing.
-func (m *Mosquitto) Stop() {
-	m.mu.Lock()
-	cmd, done := m.cmd, m.done
-	m.cmd = nil
-	m.mu.Unlock()
-	if cmd == nil {
-		return
-	}
-	_ = cmd.Process.Kill()
-	<-done
-}
+func (m *Mosquitto) Stop() { m.proc.stop() }
 
 // Restart stops the broker (if running) and starts it again on the same
 // port with the same files, as a broker outage would.
 func (m *Mosquitto) Restart() {
 	m.t.Helper()
-	m.Stop()
-	bin, err := exec.LookPath("mosquitto")
-	if err != nil {
-		m.t.Fatalf("mosquitto is not installed: %v", err)
-	}
-	if err := m.start(bin); err != nil {
+	if err := m.proc.restart(m.t, "mosquitto", m.start); err != nil {
 		m.t.Fatalf("restart mosquitto: %v\nlog:\n%s", err, m.Log())
 	}
 }
 
-// Reload sends SIGHUP so mosquitto re-reads its password and ACL files.
+// Reload sends SIGHUP so mosquitto re-reads its password and ACL files,
+// and waits until it logs "Reloading config.".
 func (m *Mosquitto) Reload() {
 	m.t.Helper()
-	m.mu.Lock()
-	cmd := m.cmd
-	m.mu.Unlock()
-	if cmd == nil {
-		m.t.Fatal("reload mosquitto: not running")
-	}
-	before := strings.Count(m.log.String(), "eloading config")
-	if err := cmd.Process.Signal(syscall.SIGHUP); err != nil {
-		m.t.Fatalf("reload mosquitto: %v", err)
-	}
-	// mosquitto logs "Reloading config." once it has handled the signal.
-	if !m.log.Wait(startTimeout, func(log string) bool { return strings.Count(log, "eloading config") > before }) {
-		m.t.Fatalf("mosquitto did not log a config reload within %v\nlog:\n%s", startTimeout, m.Log())
+	if err := m.proc.reload(m.log, "eloading config"); err != nil {
+		m.t.Fatalf("reload mosquitto: %v\nlog:\n%s", err, m.Log())
 	}
 }
 

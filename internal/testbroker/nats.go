@@ -9,7 +9,6 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -65,9 +64,7 @@ type NATSNode struct {
 	log     *testlog.Buffer
 	cluster *NATSCluster
 
-	mu   sync.Mutex
-	cmd  *exec.Cmd
-	done chan struct{}
+	proc process
 }
 
 // StartNATS starts a NATS cluster and waits until every node is ready
@@ -272,9 +269,7 @@ func (nd *NATSNode) start(bin string) error {
 		// Wakes a start waiting for the ready line.
 		fmt.Fprintf(nd.log, "(test harness: nats-server %s exited: %v)\n", nd.Name, cmd.ProcessState)
 	}()
-	nd.mu.Lock()
-	nd.cmd, nd.done = cmd, done
-	nd.mu.Unlock()
+	nd.proc.set(cmd, done)
 	ready := nd.log.Wait(startTimeout, func(s string) bool {
 		return strings.Count(s, "Server is ready") > before || isClosed(done)
 	})
@@ -329,29 +324,14 @@ func isClosed(c chan struct{}) bool {
 
 // Stop kills the node (SIGKILL, as a crash) and waits for it to exit.
 // Stopping a stopped node does nothing.
-func (nd *NATSNode) Stop() {
-	nd.mu.Lock()
-	cmd, done := nd.cmd, nd.done
-	nd.cmd = nil
-	nd.mu.Unlock()
-	if cmd == nil {
-		return
-	}
-	_ = cmd.Process.Kill()
-	<-done
-}
+func (nd *NATSNode) Stop() { nd.proc.stop() }
 
 // Restart stops the node (if running) and starts it again with the same
 // ports, config and JetStream store, and waits until it takes MQTT
 // connections (with the login of the last WaitMQTT).
 func (nd *NATSNode) Restart() {
 	nd.t.Helper()
-	nd.Stop()
-	bin, err := exec.LookPath("nats-server")
-	if err != nil {
-		nd.t.Fatalf("nats-server is not installed: %v", err)
-	}
-	if err := nd.start(bin); err != nil {
+	if err := nd.proc.restart(nd.t, "nats-server", nd.start); err != nil {
 		nd.t.Fatalf("restart nats-server %s: %v", nd.Name, err)
 	}
 	nd.cluster.mu.Lock()
@@ -366,19 +346,8 @@ func (nd *NATSNode) Restart() {
 // `nats-server --signal reload` sends) and waits until it says so.
 func (nd *NATSNode) Reload() {
 	nd.t.Helper()
-	nd.mu.Lock()
-	cmd := nd.cmd
-	nd.mu.Unlock()
-	if cmd == nil {
-		nd.t.Fatalf("reload nats-server %s: not running", nd.Name)
-	}
-	const done = "Reloaded server configuration"
-	before := strings.Count(nd.log.String(), done)
-	if err := cmd.Process.Signal(syscall.SIGHUP); err != nil {
-		nd.t.Fatalf("reload nats-server %s: %v", nd.Name, err)
-	}
-	if !nd.log.Wait(startTimeout, func(s string) bool { return strings.Count(s, done) > before }) {
-		nd.t.Fatalf("nats-server %s did not reload within %v\nlog:\n%s", nd.Name, startTimeout, tail(nd.Log(), 4000))
+	if err := nd.proc.reload(nd.log, "Reloaded server configuration"); err != nil {
+		nd.t.Fatalf("reload nats-server %s: %v\nlog:\n%s", nd.Name, err, tail(nd.Log(), 4000))
 	}
 }
 
