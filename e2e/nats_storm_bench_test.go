@@ -280,30 +280,11 @@ func natsStorm(b *testing.B, bin string, n int, seed []byte, onConnect bool, pre
 // with passwd as its password file, no persistence, logging to stderr.
 func startShippedMosquitto(b *testing.B, passwd string) *testbroker.Mosquitto {
 	b.Helper()
-	raw, err := os.ReadFile("../configs/mosquitto/mosquitto.conf")
-	if err != nil {
-		b.Fatal(err)
-	}
 	acl, err := filepath.Abs("../configs/mosquitto/acl")
 	if err != nil {
 		b.Fatal(err)
 	}
-	conf := string(raw)
-	repl := []string{
-		"listener 1883 127.0.0.1", "listener {{PORT}} 127.0.0.1",
-		"/etc/mosquitto/agora/passwd", passwd,
-		"/etc/mosquitto/agora/acl", acl,
-		"persistence true", "persistence false",
-		"/var/lib/mosquitto/", "{{DIR}}/",
-		// The test broker waits for the "running" line, an information one.
-		"log_dest syslog", "log_dest stderr\nlog_type information",
-	}
-	for i := 0; i < len(repl); i += 2 {
-		if !strings.Contains(conf, repl[i]) {
-			b.Fatalf("shipped mosquitto.conf lacks %q", repl[i])
-		}
-	}
-	return testbroker.StartMosquitto(b, testbroker.MosquittoOptions{Config: strings.NewReplacer(repl...).Replace(conf) + "\n" + rootUser()})
+	return testbroker.StartShippedMosquitto(b, "../configs/mosquitto", passwd, acl)
 }
 
 // mosquittoStorm boots the fleet on one mosquitto with one issuer.

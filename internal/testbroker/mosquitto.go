@@ -277,3 +277,36 @@ func (m *Mosquitto) WaitLog(s string, timeout time.Duration) {
 		m.t.Fatalf("mosquitto log has no %q after %v\nlog:\n%s", s, timeout, m.Log())
 	}
 }
+
+// StartShippedMosquitto runs the shipped configs/mosquitto/mosquitto.conf
+// (configs is that directory) on a free loopback port, with passwd as its
+// password file and acl as its ACL, no persistence, logging to stderr;
+// as root it stays root (it would drop to a user that cannot read the
+// test's files).
+func StartShippedMosquitto(t testing.TB, configs, passwd, acl string) *Mosquitto {
+	t.Helper()
+	raw, err := os.ReadFile(filepath.Join(configs, "mosquitto.conf"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	conf := string(raw)
+	repl := []string{
+		"listener 1883 127.0.0.1", "listener {{PORT}} 127.0.0.1",
+		"/etc/mosquitto/agora/passwd", passwd,
+		"/etc/mosquitto/agora/acl", acl,
+		"persistence true", "persistence false",
+		"/var/lib/mosquitto/", "{{DIR}}/",
+		// StartMosquitto waits for the "running" line, an information one.
+		"log_dest syslog", "log_dest stderr\nlog_type information",
+	}
+	for i := 0; i < len(repl); i += 2 {
+		if !strings.Contains(conf, repl[i]) {
+			t.Fatalf("shipped mosquitto.conf lacks %q", repl[i])
+		}
+	}
+	conf = strings.NewReplacer(repl...).Replace(conf)
+	if os.Geteuid() == 0 {
+		conf += "\nuser root\n"
+	}
+	return StartMosquitto(t, MosquittoOptions{Config: conf})
+}

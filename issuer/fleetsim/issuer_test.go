@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"os/user"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -87,10 +86,6 @@ const issuerBrokerPassword = "issuer-pw-0123456789"
 func startShippedMosquitto(tb testing.TB, dir string, seed []byte, names []string, extraACL ...string) *testbroker.Mosquitto {
 	tb.Helper()
 	mosq := filepath.Join("..", "..", "configs", "mosquitto")
-	raw, err := os.ReadFile(filepath.Join(mosq, "mosquitto.conf"))
-	if err != nil {
-		tb.Fatal(err)
-	}
 	acl, err := filepath.Abs(filepath.Join(mosq, "acl"))
 	if err != nil {
 		tb.Fatal(err)
@@ -116,27 +111,7 @@ func startShippedMosquitto(tb testing.TB, dir string, seed []byte, names []strin
 	if err := Register(passwd, FormatMosquitto, seed, names); err != nil {
 		tb.Fatal(err)
 	}
-	conf := string(raw)
-	repl := []string{
-		"listener 1883 127.0.0.1", "listener {{PORT}} 127.0.0.1",
-		"/etc/mosquitto/agora/passwd", passwd,
-		"/etc/mosquitto/agora/acl", acl,
-		"persistence true", "persistence false",
-		"/var/lib/mosquitto/", "{{DIR}}/",
-		// The test broker waits for the "running" line, an information one.
-		"log_dest syslog", "log_dest stderr\nlog_type information",
-	}
-	for i := 0; i < len(repl); i += 2 {
-		if !strings.Contains(conf, repl[i]) {
-			tb.Fatalf("shipped mosquitto.conf lacks %q", repl[i])
-		}
-	}
-	conf = strings.NewReplacer(repl...).Replace(conf)
-	if u, err := user.Current(); err == nil && u.Uid == "0" {
-		// As root mosquitto would drop to a user that cannot read dir.
-		conf += "\nuser root\n"
-	}
-	return testbroker.StartMosquitto(tb, testbroker.MosquittoOptions{Config: conf})
+	return testbroker.StartShippedMosquitto(tb, mosq, passwd, acl)
 }
 
 // BenchmarkFleetBootStorm boots FLEET_DEVICES (default 2000) devices at
