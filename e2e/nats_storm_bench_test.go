@@ -428,12 +428,3 @@ func firstLine(s, sub string) string {
 	}
 	return ""
 }
-
-// rootUser keeps mosquitto as root when the tests run as root (it would
-// drop to a user that cannot read the test's files).
-func rootUser() string {
-	if os.Geteuid() == 0 {
-		return "user root\n"
-	}
-	return ""
-}
