@@ -67,8 +67,11 @@ func (s *Service) onCampaign(_ mqtt.Client, m mqtt.Message) {
 		return
 	}
 	s.log.Info("following a rotation campaign", "campaign", cp.ID, "kid", cp.To, "rate", cp.Rate)
+	// The fleet loop publishes the replica's new status: this handler
+	// runs on paho's router, where waiting for a publish's PUBACK would
+	// stall every message, that PUBACK included, for opTimeout.
+	s.fleet.announce()
 	s.fleet.poke()
-	s.publishReplica(wire.StateOnline)
 }
 
 // validateCampaign checks a campaign's fields.
@@ -164,6 +167,9 @@ func (s *Service) fleetLoop() {
 				s.savePushed()
 				s.publishReplica(wire.StateOnline)
 				continue
+			case <-s.fleet.announced:
+				s.publishReplica(wire.StateOnline)
+				continue
 			case <-s.fleet.wake:
 			}
 		} else {
@@ -172,6 +178,9 @@ func (s *Service) fleetLoop() {
 				return
 			case <-beat.C:
 				s.savePushed()
+				s.publishReplica(wire.StateOnline)
+				continue
+			case <-s.fleet.announced:
 				s.publishReplica(wire.StateOnline)
 				continue
 			case <-pace.C:

@@ -58,6 +58,7 @@ type fleetState struct {
 	stop          chan struct{}  // closed at shutdown
 	wg            sync.WaitGroup // the fleet loop
 	wake          chan struct{}  // something changed: look at the work again
+	announced     chan struct{}  // the replica's status changed: publish it
 	repNext       chan struct{}  // closed at the next change of replicas
 }
 
@@ -72,6 +73,7 @@ func (s *Service) initFleet(cfg *Config) {
 	s.fleet.stateLogs = rateLog{every: time.Minute, now: time.Now}
 	s.fleet.stop = make(chan struct{})
 	s.fleet.wake = make(chan struct{}, 1)
+	s.fleet.announced = make(chan struct{}, 1)
 	s.fleet.repNext = make(chan struct{})
 	// A status wakes the campaign only when it shows work: a device
 	// online with a token of another kid.
@@ -102,6 +104,15 @@ func (s *Service) initFleet(cfg *Config) {
 			return float64(len(s.fleet.pushed))
 		}),
 	)
+}
+
+// announce asks the fleet loop to publish the replica's status (from a
+// message handler, which must not wait on a publish).
+func (f *fleetState) announce() {
+	select {
+	case f.announced <- struct{}{}:
+	default:
+	}
 }
 
 func (f *fleetState) poke() {
