@@ -140,10 +140,17 @@ func TestNATSFleetStatusAndRotation(t *testing.T) {
 	}
 
 	// The replicas' fleet links are on node 1, the first of their
-	// mqtt_urls. Node 1 dies; the links fail over, and a status
-	// published after that (dev-2, on node 2, stopping) still reaches
-	// both replicas.
+	// mqtt_urls. Node 1 dies; once the links are connected again (to
+	// another node), a status published after that (dev-2, on node 2,
+	// stopping) reaches both replicas. It is waited for because the
+	// status is published once, and while JetStream moves the retained
+	// stream's leader off the dead node nats-server may not store it.
 	e.cluster.Nodes[0].Stop()
+	for _, r := range []*natsReplica{ra, rb} {
+		if !r.log.Wait(time.Minute, func(s string) bool { return strings.Count(s, "fleet state connected over MQTT") >= 2 }) {
+			t.Fatalf("replica %s's fleet link did not reconnect\n%s", r.name, r.log.String())
+		}
+	}
 	ws["dev-2"].stop()
 	offline := func(r *natsReplica) bool {
 		d, ok := r.svc.Fleet().Get("dev-2")
