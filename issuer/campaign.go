@@ -159,32 +159,23 @@ func (s *Service) fleetLoop() {
 	var todo []DeviceRecord
 	for {
 		// Wait for something to do, or for the next push's turn.
-		if len(todo) == 0 {
-			select {
-			case <-s.fleet.stop:
-				return
-			case <-beat.C:
-				s.savePushed()
-				s.publishReplica(wire.StateOnline)
-				continue
-			case <-s.fleet.announced:
-				s.publishReplica(wire.StateOnline)
-				continue
-			case <-s.fleet.wake:
-			}
-		} else {
-			select {
-			case <-s.fleet.stop:
-				return
-			case <-beat.C:
-				s.savePushed()
-				s.publishReplica(wire.StateOnline)
-				continue
-			case <-s.fleet.announced:
-				s.publishReplica(wire.StateOnline)
-				continue
-			case <-pace.C:
-			}
+		// (A nil channel is never ready.)
+		next, turn := s.fleet.wake, (<-chan time.Time)(nil)
+		if len(todo) > 0 {
+			next, turn = nil, pace.C
+		}
+		select {
+		case <-s.fleet.stop:
+			return
+		case <-beat.C:
+			s.savePushed()
+			s.publishReplica(wire.StateOnline)
+			continue
+		case <-s.fleet.announced:
+			s.publishReplica(wire.StateOnline)
+			continue
+		case <-next:
+		case <-turn:
 		}
 		s.fleet.mu.Lock()
 		cp := s.fleet.campaign
