@@ -66,6 +66,9 @@ type mqttSource struct {
 	redial chan mqtt.Client
 	// wake cuts Run's wait short: a request waits for the connection.
 	wake chan struct{}
+	// statuses owns the goroutines that wait for a status publish's
+	// PUBACK (at most request_timeout each); Run waits for them.
+	statuses sync.WaitGroup
 
 	mu     sync.Mutex
 	client mqtt.Client // the current connection's; nil before the first dial
@@ -162,6 +165,7 @@ func offlineStatus() wire.DeviceStatus {
 // a wait (see nextWait) and a new dial, to the next broker of broker.url.
 func (m *mqttSource) Run(ctx context.Context, h TransportHooks) error {
 	m.hooks = h
+	defer m.statuses.Wait()
 	bo := &backoff.ExponentialBackOff{
 		InitialInterval: m.cfg.Backoff.Initial, RandomizationFactor: m.cfg.Backoff.randomization(),
 		Multiplier: m.cfg.Backoff.Multiplier, MaxInterval: m.cfg.Backoff.Max,
@@ -562,7 +566,9 @@ func (m *mqttSource) publishStatus(c mqtt.Client, st wire.DeviceStatus) {
 		return
 	}
 	tok := c.Publish(m.topics.Status(m.device), 1, true, p)
+	m.statuses.Add(1)
 	go func() {
+		defer m.statuses.Done()
 		if tok.WaitTimeout(m.cfg.RequestTimeout) && tok.Error() != nil {
 			m.log.Warn("cannot publish status", "err", tok.Error())
 		}
