@@ -15,6 +15,13 @@ func devConnections(b *testbroker.Mosquitto) int {
 	return strings.Count(b.Log(), " as dev-1 ")
 }
 
+// devConnected waits until b's log shows dev-1's nth connection (the
+// agent may see its CONNACK before the test reads the line) and returns
+// the count then.
+func devConnected(b *testbroker.Mosquitto, n int) int {
+	return b.WaitLogCount(" as dev-1 ", n, waitLimit)
+}
+
 // TestFailoverToTheNextBroker: with two brokers in broker.url the agent
 // connects to the first; when it dies the agent dials the second after
 // one backoff.initial (the backoff was reset by the good connection),
@@ -29,7 +36,7 @@ func TestFailoverToTheNextBroker(t *testing.T) {
 	n := startNetAgent(t, cfg, clk)
 	n.connected(t)
 	n.next(t, EventToken, waitLimit)
-	if devConnections(a) != 1 || devConnections(b) != 0 {
+	if devConnected(a, 1) != 1 || devConnections(b) != 0 {
 		t.Fatalf("connections: first broker %d, second %d; want the first", devConnections(a), devConnections(b))
 	}
 	initial := cfg.Backoff.Initial
@@ -48,7 +55,7 @@ func TestFailoverToTheNextBroker(t *testing.T) {
 		}
 		clk.Advance(initial)
 		n.connected(t)
-		if got := devConnections(step.to); got != before+1 {
+		if got := devConnected(step.to, before+1); got != before+1 {
 			t.Fatalf("step %d: the agent did not fail over to the %s broker (%d connections there, %d before)", i, step.name, got, before)
 		}
 		if st := n.e.Status(clk.Now()); st.Broker != "connected" {

@@ -278,6 +278,15 @@ func (m *Mosquitto) WaitLog(s string, timeout time.Duration) {
 	}
 }
 
+// WaitLogCount waits until the log holds s at least n times and
+// returns how many times it does. mosquitto logs a connection before it
+// answers the client, but the log reaches the test through a pipe: a
+// client may be connected before its line is read.
+func (m *Mosquitto) WaitLogCount(s string, n int, timeout time.Duration) int {
+	m.log.Wait(timeout, func(log string) bool { return strings.Count(log, s) >= n })
+	return strings.Count(m.log.String(), s)
+}
+
 // StartShippedMosquitto runs the shipped configs/mosquitto/mosquitto.conf
 // (configs is that directory) on a free loopback port, with passwd as its
 // password file and acl as its ACL, no persistence, logging to stderr;
