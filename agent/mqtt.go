@@ -68,7 +68,7 @@ type mqttSource struct {
 	wake chan struct{}
 	// statuses owns the goroutines that wait for a status publish's
 	// PUBACK (at most request_timeout each); Run waits for them.
-	statuses sync.WaitGroup
+	statuses waiters
 
 	mu     sync.Mutex
 	client mqtt.Client // the current connection's; nil before the first dial
@@ -165,7 +165,7 @@ func offlineStatus() wire.DeviceStatus {
 // a wait (see nextWait) and a new dial, to the next broker of broker.url.
 func (m *mqttSource) Run(ctx context.Context, h TransportHooks) error {
 	m.hooks = h
-	defer m.statuses.Wait()
+	defer m.statuses.close()
 	bo := &backoff.ExponentialBackOff{
 		InitialInterval: m.cfg.Backoff.Initial, RandomizationFactor: m.cfg.Backoff.randomization(),
 		Multiplier: m.cfg.Backoff.Multiplier, MaxInterval: m.cfg.Backoff.Max,
@@ -566,11 +566,42 @@ func (m *mqttSource) publishStatus(c mqtt.Client, st wire.DeviceStatus) {
 		return
 	}
 	tok := c.Publish(m.topics.Status(m.device), 1, true, p)
-	m.statuses.Add(1)
-	go func() {
-		defer m.statuses.Done()
+	m.statuses.goWait(func() {
 		if tok.WaitTimeout(m.cfg.RequestTimeout) && tok.Error() != nil {
 			m.log.Warn("cannot publish status", "err", tok.Error())
 		}
+	})
+}
+
+// waiters runs goroutines that close can wait for. Report publishes from
+// the engine's goroutine while Run may be returning, so starting one and
+// waiting for them all are ordered by a lock (a bare WaitGroup's Add may
+// not race its Wait). After close, goWait runs f on the caller: nothing
+// is left behind Run.
+type waiters struct {
+	mu     sync.Mutex
+	wg     sync.WaitGroup
+	closed bool
+}
+
+func (w *waiters) goWait(f func()) {
+	w.mu.Lock()
+	if w.closed {
+		w.mu.Unlock()
+		f()
+		return
+	}
+	w.wg.Add(1)
+	w.mu.Unlock()
+	go func() {
+		defer w.wg.Done()
+		f()
 	}()
+}
+
+func (w *waiters) close() {
+	w.mu.Lock()
+	w.closed = true
+	w.mu.Unlock()
+	w.wg.Wait()
 }
