@@ -73,7 +73,7 @@ type Broker struct {
 	ready    chan struct{}
 	started  atomic.Bool
 	mu       sync.Mutex
-	listener *listeners.TCP
+	listener *listeners.Net
 	server   *mqtt.Server
 }
 
@@ -154,8 +154,17 @@ func (b *Broker) Run(ctx context.Context) error {
 	if err := srv.AddHook(newFloodHook(b.cfg.ServiceUser, clock.Real(), logthrottle.New(b.log, clock.Real(), 0, 0)), nil); err != nil {
 		return fmt.Errorf("broker flood hook: %w", err)
 	}
-	tcp := listeners.NewTCP(listeners.Config{ID: "devices", Address: b.cfg.Listen, TLSConfig: b.tlsConf})
+	ln, err := net.Listen("tcp", b.cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("broker listen %s: %w", b.cfg.Listen, err)
+	}
+	var accept net.Listener = newClosingListener(ln)
+	if b.tlsConf != nil {
+		accept = tls.NewListener(accept, b.tlsConf)
+	}
+	tcp := listeners.NewNet("devices", accept)
 	if err := srv.AddListener(tcp); err != nil {
+		_ = accept.Close()
 		return fmt.Errorf("broker listen %s: %w", b.cfg.Listen, err)
 	}
 	if err := srv.Serve(); err != nil {
