@@ -1,7 +1,6 @@
 package issuer
 
 import (
-	"net/http/httptest"
 	"path/filepath"
 	"strconv"
 	"testing"
@@ -43,8 +42,7 @@ func BenchmarkFleetPage10k(b *testing.B) {
 			b.Fatalf("status %d not taken", i)
 		}
 	}
-	srv := httptest.NewServer(svc.Handler())
-	b.Cleanup(srv.Close)
+	srv := serveFront(b, svc)
 	ctx := newBrowser(b, operatorAuth())
 	var interactive, filter float64
 	b.ResetTimer()

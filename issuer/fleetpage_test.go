@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
-	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -198,8 +197,7 @@ func TestFleetPageWithoutKeysFile(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := httptest.NewServer(svc.Handler())
-	defer srv.Close()
+	srv := serveFront(t, svc)
 	for _, p := range []string{"/fleet/", "/fleet/api/fleet"} {
 		res := pageGet(t, srv.URL+p, basic(pageKeyName, pageKey))
 		if res.StatusCode != http.StatusUnauthorized || res.Header.Get("WWW-Authenticate") == "" {

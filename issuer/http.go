@@ -6,9 +6,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"log/slog"
 	"net"
 	"net/http"
+
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -40,14 +40,9 @@ func (s *Service) serveHTTP(ctx context.Context, g *errgroup.Group, addr string)
 			},
 		})
 	}
-	srv := &http.Server{Handler: s.Handler(), ReadHeaderTimeout: 10 * time.Second,
-		ReadTimeout: 30 * time.Second, WriteTimeout: 30 * time.Second, IdleTimeout: 2 * time.Minute,
-		MaxHeaderBytes: 16 << 10, ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
-		// Requests' contexts end with ctx: the fleet page's event
-		// streams would otherwise hold Shutdown up.
-		BaseContext: func(net.Listener) context.Context { return ctx }}
+	front := s.newFront(l, s.Handler())
 	g.Go(func() error {
-		if err := srv.Serve(l); !errors.Is(err, http.ErrServerClosed) {
+		if err := front.serve(); err != nil {
 			return fmt.Errorf("http: %w", err)
 		}
 		return nil
@@ -56,7 +51,7 @@ func (s *Service) serveHTTP(ctx context.Context, g *errgroup.Group, addr string)
 		<-ctx.Done()
 		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		return srv.Shutdown(sctx)
+		return front.stop(sctx)
 	})
 	if a := st.cfg.HTTP.InsecureAllowAnonymous; a != nil {
 		s.log.Warn("INSECURE: http.insecure_allow_anonymous is set: anyone who reaches this listener can mint tokens "+

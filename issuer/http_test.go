@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
-	"net/http/httptest"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -30,7 +29,7 @@ func sha(s string) string {
 
 // httpService builds a service (not run: the HTTP API needs no broker)
 // with an API keys file.
-func httpService(t *testing.T) (*Service, *httptest.Server) {
+func httpService(t *testing.T) (*Service, *testFront) {
 	t.Helper()
 	s := writeSetup(t, `broker: {url: "tcp://127.0.0.1:1"}`, "listen: 127.0.0.1:0\nhttp: {api_keys_file: keys.yaml, key_rate: {per_minute: 60, burst: 20}}")
 	writeFile(t, filepath.Join(s.dir, "keys.yaml"), "keys:\n  - {principal: cam-9, sha256: "+sha(keyCam)+"}\n  - {principal: door-1, sha256: "+sha(keyDoor)+"}\n", 0o644)
@@ -39,12 +38,11 @@ func httpService(t *testing.T) (*Service, *httptest.Server) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := httptest.NewServer(svc.Handler())
-	t.Cleanup(srv.Close)
+	srv := serveFront(t, svc)
 	return svc, srv
 }
 
-func get(t *testing.T, srv *httptest.Server, path, key string) (int, string) {
+func get(t *testing.T, srv *testFront, path, key string) (int, string) {
 	t.Helper()
 	req, _ := http.NewRequest("GET", srv.URL+path, nil)
 	if key != "" {

@@ -42,7 +42,7 @@ var apiNow = time.Unix(1_763_800_000, 0)
 // keys made by AddAPIKey, served through a real HTTP server.
 type apiEnv struct {
 	svc      *Service
-	srv      *httptest.Server
+	srv      *testFront
 	setup    *setup
 	keysFile string
 	keys     map[string]string // name → key
@@ -84,8 +84,7 @@ func (e *apiEnv) newService(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.svc = svc
-	e.srv = httptest.NewServer(svc.Handler())
-	t.Cleanup(e.srv.Close)
+	e.srv = serveFront(t, svc)
 	t.Cleanup(func() {
 		logs := buf.String()
 		for name, k := range e.keys {
@@ -623,8 +622,8 @@ func (e *apiEnv) listen(t *testing.T) string {
 // started during the test is left (the real listener's included).
 func noLeaks(t *testing.T) {
 	t.Helper()
-	opt := goleak.IgnoreCurrent()
-	t.Cleanup(func() { goleak.VerifyNone(t, opt) })
+	opts := append([]goleak.Option{goleak.IgnoreCurrent()}, fasthttpOwn...)
+	t.Cleanup(func() { goleak.VerifyNone(t, opts...) })
 }
 
 func TestHTTPAPIAnonymous(t *testing.T) {

@@ -2,7 +2,6 @@ package issuer
 
 import (
 	"io"
-	"net/http/httptest"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -116,8 +115,7 @@ func TestNATSTransportSharesTheRequestPath(t *testing.T) {
 	if limited.Error.RetryAfter <= 0 {
 		t.Fatalf("rate limited without retry_after: %+v", limited.Error)
 	}
-	srv := httptest.NewServer(r.Handler())
-	defer srv.Close()
+	srv := serveFront(t, r.Service)
 	resp, err := srv.Client().Get(srv.URL + "/metrics")
 	if err != nil {
 		t.Fatal(err)
