@@ -101,7 +101,10 @@ func (s *Service) newFront(ln net.Listener, h http.Handler) *frontServer {
 		NoDefaultContentType:         true,
 		DisablePreParseMultipartForm: true,
 		CloseOnShutdown:              true,
-		Logger:                       frontLogger{s.log},
+		// fasthttp's errors would otherwise quote the request's bytes,
+		// an Authorization header included.
+		SecureErrorLogMessage: true,
+		Logger:                frontLogger{s.log},
 	}
 	return f
 }
