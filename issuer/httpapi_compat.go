@@ -256,9 +256,28 @@ func rtcMint(c *call, uidParam string) (mint, *apiError) {
 	return mint{service: ServiceRTC, channel: ch, uid: uid, role: role, ttl: ttl}, nil
 }
 
-// rtcToken is agora-token-service's GET /rtc/{channel}/{role}/{tokentype}/{uid}/.
-func rtcToken(s *Service, c *call) (answer, *apiError) {
-	m, aerr := rtcMint(c, "uid")
+// expiryMint is a token of service and kind that the query's expiry
+// alone describes.
+func expiryMint(c *call, service, kind string) (mint, *apiError) {
+	ttl, aerr := queryExpiry(c)
+	return mint{service: service, kind: kind, ttl: ttl}, aerr
+}
+
+// userMint is a token of service and kind for the user in the path
+// parameter param, with the query's expiry.
+func userMint(c *call, param, service, kind string) (mint, *apiError) {
+	user, aerr := parseUser(param, c.r.PathValue(param))
+	if aerr != nil {
+		return mint{}, aerr
+	}
+	m, aerr := expiryMint(c, service, kind)
+	m.user = user
+	return m, aerr
+}
+
+// oneToken mints m, unless reading it failed (aerr), and answers
+// {key: token}.
+func (s *Service) oneToken(c *call, m mint, aerr *apiError, key string) (answer, *apiError) {
 	if aerr != nil {
 		return answer{}, aerr
 	}
@@ -266,24 +285,19 @@ func rtcToken(s *Service, c *call) (answer, *apiError) {
 	if aerr != nil {
 		return answer{}, aerr
 	}
-	return answer{raw: tokenObject("rtcToken", tok, "", "")}, nil
+	return answer{raw: tokenObject(key, tok, "", "")}, nil
+}
+
+// rtcToken is agora-token-service's GET /rtc/{channel}/{role}/{tokentype}/{uid}/.
+func rtcToken(s *Service, c *call) (answer, *apiError) {
+	m, aerr := rtcMint(c, "uid")
+	return s.oneToken(c, m, aerr, "rtcToken")
 }
 
 // rtmToken is agora-token-service's GET /rtm/{uid}/.
 func rtmToken(s *Service, c *call) (answer, *apiError) {
-	user, aerr := parseUser("uid", c.r.PathValue("uid"))
-	if aerr != nil {
-		return answer{}, aerr
-	}
-	ttl, aerr := queryExpiry(c)
-	if aerr != nil {
-		return answer{}, aerr
-	}
-	tok, aerr := s.mintOne(c, &mint{service: ServiceRTM, user: user, ttl: ttl})
-	if aerr != nil {
-		return answer{}, aerr
-	}
-	return answer{raw: tokenObject("rtmToken", tok, "", "")}, nil
+	m, aerr := userMint(c, "uid", ServiceRTM, "")
+	return s.oneToken(c, m, aerr, "rtmToken")
 }
 
 // rteToken is agora-token-service's GET /rte/…: an RTC and an RTM token,
@@ -313,23 +327,19 @@ func rteToken(s *Service, c *call) (answer, *apiError) {
 }
 
 func chatApp(s *Service, c *call) (string, *apiError) {
-	ttl, aerr := queryExpiry(c)
+	m, aerr := expiryMint(c, ServiceChat, "app")
 	if aerr != nil {
 		return "", aerr
 	}
-	return s.mintOne(c, &mint{service: ServiceChat, kind: "app", ttl: ttl})
+	return s.mintOne(c, &m)
 }
 
 func chatUser(s *Service, c *call) (string, *apiError) {
-	user, aerr := parseUser("id", c.r.PathValue("id"))
+	m, aerr := userMint(c, "id", ServiceChat, "user")
 	if aerr != nil {
 		return "", aerr
 	}
-	ttl, aerr := queryExpiry(c)
-	if aerr != nil {
-		return "", aerr
-	}
-	return s.mintOne(c, &mint{service: ServiceChat, kind: "user", user: user, ttl: ttl})
+	return s.mintOne(c, &m)
 }
 
 // chatAppToken is agora-token-service's GET /chat/app/.
@@ -560,32 +570,14 @@ func expressRTM(s *Service, c *call) (answer, *apiError) {
 
 // educationApp is GET /education/app/ → {"token"}: an APaaS app token.
 func educationApp(s *Service, c *call) (answer, *apiError) {
-	ttl, aerr := queryExpiry(c)
-	if aerr != nil {
-		return answer{}, aerr
-	}
-	tok, aerr := s.mintOne(c, &mint{service: ServiceEducation, kind: "app", ttl: ttl})
-	if aerr != nil {
-		return answer{}, aerr
-	}
-	return answer{raw: tokenObject("token", tok, "", "")}, nil
+	m, aerr := expiryMint(c, ServiceEducation, "app")
+	return s.oneToken(c, m, aerr, "token")
 }
 
 // educationUser is GET /education/user/{user}/ → {"token"}.
 func educationUser(s *Service, c *call) (answer, *apiError) {
-	user, aerr := parseUser("user", c.r.PathValue("user"))
-	if aerr != nil {
-		return answer{}, aerr
-	}
-	ttl, aerr := queryExpiry(c)
-	if aerr != nil {
-		return answer{}, aerr
-	}
-	tok, aerr := s.mintOne(c, &mint{service: ServiceEducation, kind: "user", user: user, ttl: ttl})
-	if aerr != nil {
-		return answer{}, aerr
-	}
-	return answer{raw: tokenObject("token", tok, "", "")}, nil
+	m, aerr := userMint(c, "user", ServiceEducation, "user")
+	return s.oneToken(c, m, aerr, "token")
 }
 
 // educationRoomUser is GET /education/room/{room}/{role}/{user}/ →
@@ -605,15 +597,9 @@ func educationRoomUser(s *Service, c *call) (answer, *apiError) {
 	if aerr != nil {
 		return answer{}, aerr
 	}
-	ttl, aerr := queryExpiry(c)
-	if aerr != nil {
-		return answer{}, aerr
-	}
-	tok, aerr := s.mintOne(c, &mint{service: ServiceEducation, kind: "room_user", channel: room, user: user, eduRole: int16(role), ttl: ttl})
-	if aerr != nil {
-		return answer{}, aerr
-	}
-	return answer{raw: tokenObject("token", tok, "", "")}, nil
+	m, aerr := expiryMint(c, ServiceEducation, "room_user")
+	m.channel, m.user, m.eduRole = room, user, int16(role)
+	return s.oneToken(c, m, aerr, "token")
 }
 
 // v1Tokens is GET /v1/tokens?names=a,b for principal keys: the device's
