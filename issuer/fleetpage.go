@@ -131,7 +131,7 @@ func (p *fleetPage) register(mux *http.ServeMux) {
 	mux.HandleFunc("GET /fleet/api/fleet", p.authed(p.handleFleet))
 	mux.HandleFunc("GET /fleet/api/summary", p.authed(p.handleSummary))
 	mux.HandleFunc("GET /fleet/api/devices/{id}", p.authed(p.handleDevice))
-	mux.HandleFunc("GET /fleet/api/events", p.authed(p.handleEvents))
+	mux.HandleFunc("GET "+fleetEventsPath, p.authed(p.handleEvents)) // streamed by the front
 }
 
 // fleetViewer answers whether the request carries a valid API key, and

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"

@@ -31,7 +31,8 @@ import (
 // wait on r.Context() (it is not the server's). The event stream runs
 // through fasthttpadaptor, which flushes and ends with the server.
 
-// The listener's limits (net/http's, as serve had them).
+// The listener's limits: net/http's as serve had them, but for the
+// header timeout, which now bounds the whole request (bodies are 16 KiB).
 const (
 	frontReadTimeout  = 10 * time.Second // a whole request, headers and body
 	frontWriteTimeout = 30 * time.Second // an answer; a stream extends it at each event
