@@ -219,10 +219,9 @@ func frontHandler(h http.Handler) fasthttp.RequestHandler {
 		if err := fasthttpadaptor.ConvertRequest(ctx, &f.r, true); err != nil {
 			writeAPIError(&f.w, &apiError{status: http.StatusBadRequest, code: wire.CodeInvalidRequest,
 				message: "request target: " + clipErr(err)})
-			f.w.commit()
-			return
+		} else {
+			h.ServeHTTP(&f.w, &f.r)
 		}
-		h.ServeHTTP(&f.w, &f.r)
 		f.w.commit()
 	}
 }
